@@ -1,0 +1,336 @@
+//! Operations on jobs from outside the runtime: create, inspect, list, cancel, retry.
+//!
+//! These are what producers, the operator CLI and steps that start other jobs call. They
+//! follow the same rules as the runtime: every change is a conditional write with its
+//! history event, and every change that needs a worker is followed by a task message.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::backend::{JobStore, Page, Task, TaskQueue};
+use crate::clock::SharedClock;
+use crate::error::{CommitError, JobsError};
+use crate::job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
+use crate::workflow::Registry;
+
+/// A job to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// Its id: from [`JobId::from_key`] when the caller has an idempotency key.
+    pub id: JobId,
+    /// The workflow to run.
+    pub workflow: String,
+    /// The workflow's initial state, as JSON.
+    pub input: serde_json::Value,
+    /// Top-level attributes to show and index (see [`crate::schema::JobTableSpec`]).
+    pub labels: BTreeMap<String, String>,
+    /// W3C trace context to continue, if the request carried one.
+    pub trace_parent: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `workflow` with initial state `input`. With `key`, the job id is derived
+    /// from it, so creating the same key twice yields one job.
+    pub fn new<S: Serialize>(
+        workflow: &str,
+        key: Option<&str>,
+        input: &S,
+    ) -> Result<Self, JobsError> {
+        let input = serde_json::to_value(input).map_err(|e| JobsError::Input(e.to_string()))?;
+        Ok(NewJob {
+            id: key.map_or_else(JobId::random, |k| JobId::from_key(workflow, k)),
+            workflow: workflow.to_string(),
+            input,
+            labels: BTreeMap::new(),
+            trace_parent: None,
+        })
+    }
+
+    /// Adds a label (a top-level attribute of the record).
+    pub fn label(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.labels.insert(name.to_string(), value.into());
+        self
+    }
+}
+
+/// Whether [`Jobs::create`] made the job or found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    /// The job as it is now.
+    pub record: JobRecord,
+    /// `true` when the job already existed (the request was a duplicate).
+    pub existed: bool,
+}
+
+struct Inner {
+    store: Arc<dyn JobStore>,
+    queue: Arc<dyn TaskQueue>,
+    registry: Registry,
+    clock: SharedClock,
+    actor: String,
+}
+
+/// A handle for operations on jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+impl Jobs {
+    /// Operations over `store`, sending tasks on `queue`, for the workflows in `registry`.
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        queue: Arc<dyn TaskQueue>,
+        registry: Registry,
+        clock: SharedClock,
+    ) -> Self {
+        Jobs {
+            inner: Arc::new(Inner {
+                store,
+                queue,
+                registry,
+                clock,
+                actor: "operator".to_string(),
+            }),
+        }
+    }
+
+    /// The same operations, recorded in history as made by `actor`.
+    pub fn with_actor(&self, actor: impl Into<String>) -> Self {
+        Jobs {
+            inner: Arc::new(Inner {
+                store: Arc::clone(&self.inner.store),
+                queue: Arc::clone(&self.inner.queue),
+                registry: self.inner.registry.clone(),
+                clock: Arc::clone(&self.inner.clock),
+                actor: actor.into(),
+            }),
+        }
+    }
+
+    /// The job store.
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
+    }
+
+    /// The task queue.
+    pub fn queue(&self) -> &Arc<dyn TaskQueue> {
+        &self.inner.queue
+    }
+
+    /// The registered workflows.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The record and first history event of a new job, optionally already leased to a
+    /// worker that will run it at once (`lease`: owner, until, driving message id).
+    pub(crate) fn new_record(
+        &self,
+        new: &NewJob,
+        now: Millis,
+        lease: Option<(&str, Millis, &str)>,
+    ) -> Result<(JobRecord, HistoryEvent), JobsError> {
+        let wf = self
+            .inner
+            .registry
+            .get(&new.workflow)
+            .ok_or_else(|| JobsError::UnknownWorkflow(new.workflow.clone()))?;
+        let first = wf.first_step().unwrap_or_default().to_string();
+        if let Some(bad) = new
+            .labels
+            .keys()
+            .find(|k| crate::schema::RESERVED_ATTRS.contains(&k.as_str()))
+        {
+            return Err(JobsError::Input(format!("label {bad} is an engine attribute")));
+        }
+        let record = JobRecord {
+            job_id: new.id.clone(),
+            workflow: new.workflow.clone(),
+            status: JobStatus::Pending,
+            step: first.clone(),
+            attempt: u32::from(lease.is_some()),
+            version: 1,
+            data: new.input.clone(),
+            labels: new.labels.clone(),
+            created_at: now,
+            updated_at: now,
+            next_wake_at: now,
+            deadline_at: now + wf.deadline().as_millis() as Millis,
+            lease_owner: lease.map(|(o, _, _)| o.to_string()),
+            lease_until: lease.map(|(_, u, _)| u),
+            driven_by: lease.map(|(_, _, m)| m.to_string()),
+            last_error: None,
+            cancel_requested: false,
+            history_count: 1,
+            expires_at: None,
+            trace_parent: new.trace_parent.clone(),
+        };
+        let event = HistoryEvent {
+            seq: 1,
+            at: now,
+            kind: EventKind::Created,
+            step: first.clone(),
+            attempt: 0,
+            duration_ms: None,
+            to_step: first,
+            to_status: JobStatus::Pending,
+            error: None,
+            note: None,
+            worker: lease.map_or_else(|| self.inner.actor.clone(), |(o, _, _)| o.to_string()),
+        };
+        Ok((record, event))
+    }
+
+    /// Creates a job and sends its first task. Idempotent: a second call with the same id
+    /// returns the existing job (and re-sends its first task if it never started, which
+    /// covers a caller that crashed between the two).
+    pub async fn create(&self, new: NewJob) -> Result<Created, JobsError> {
+        let now = self.inner.clock.now();
+        let (record, event) = self.new_record(&new, now, None)?;
+        match self.inner.store.create(&record, &event).await? {
+            None => {
+                self.send(&record.job_id, record.version, Duration::ZERO).await?;
+                Ok(Created {
+                    record,
+                    existed: false,
+                })
+            }
+            Some(existing) => {
+                if existing.status == JobStatus::Pending && !existing.lease_live(now) {
+                    self.send(&existing.job_id, existing.version, Duration::ZERO)
+                        .await?;
+                }
+                Ok(Created {
+                    record: existing,
+                    existed: true,
+                })
+            }
+        }
+    }
+
+    /// Reads a job.
+    pub async fn get(&self, id: &JobId) -> Result<JobRecord, JobsError> {
+        self.inner
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| JobsError::NotFound(id.to_string()))
+    }
+
+    /// Reads a job's history, oldest first.
+    pub async fn history(&self, id: &JobId) -> Result<Vec<HistoryEvent>, JobsError> {
+        Ok(self.inner.store.history(id).await?)
+    }
+
+    /// Lists jobs in a status, most recently updated first.
+    pub async fn list(
+        &self,
+        status: JobStatus,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<Page, JobsError> {
+        Ok(self.inner.store.list_by_status(status, limit, cursor).await?)
+    }
+
+    /// Asks a job to stop: it ends CANCELLED at its next step boundary (a waiting job is
+    /// woken for it now). Refused for a finished job.
+    pub async fn cancel(&self, id: &JobId) -> Result<JobRecord, JobsError> {
+        let record = self.get(id).await?;
+        if record.status.is_terminal() || !self.inner.store.request_cancel(id).await? {
+            let now = self.get(id).await?;
+            return Err(JobsError::InvalidState(format!(
+                "job {id} is already {}; only PENDING, RUNNING or WAITING jobs can be cancelled",
+                now.status
+            )));
+        }
+        // Wake it now rather than at its timer: a task at the current version is valid.
+        self.send(id, record.version, Duration::ZERO).await?;
+        self.get(id).await
+    }
+
+    /// Restarts a FAILED job from the step that failed, with a fresh attempt count and
+    /// deadline. Earlier steps do not run again.
+    pub async fn retry(&self, id: &JobId) -> Result<JobRecord, JobsError> {
+        let old = self.get(id).await?;
+        if old.status != JobStatus::Failed {
+            return Err(JobsError::InvalidState(format!(
+                "job {id} is {}; only FAILED jobs can be retried",
+                old.status
+            )));
+        }
+        let wf = self
+            .inner
+            .registry
+            .get(&old.workflow)
+            .ok_or_else(|| JobsError::UnknownWorkflow(old.workflow.clone()))?;
+        let now = self.inner.clock.now();
+        let mut record = old.clone();
+        record.status = JobStatus::Running;
+        record.attempt = 0;
+        record.version += 1;
+        record.updated_at = now;
+        record.next_wake_at = now;
+        record.deadline_at = now + wf.deadline().as_millis() as Millis;
+        record.lease_owner = None;
+        record.lease_until = None;
+        record.driven_by = Some(format!("retry:{}", uuid::Uuid::new_v4()));
+        record.cancel_requested = false;
+        record.expires_at = None;
+        record.history_count += 1;
+        let event = HistoryEvent {
+            seq: record.history_count,
+            at: now,
+            kind: EventKind::Retried,
+            step: record.step.clone(),
+            attempt: 0,
+            duration_ms: None,
+            to_step: record.step.clone(),
+            to_status: JobStatus::Running,
+            error: None,
+            note: old.last_error.map(|e| format!("previous error: {e}")),
+            worker: self.inner.actor.clone(),
+        };
+        match self
+            .inner
+            .store
+            .commit_unleased(old.version, now, &record, &event)
+            .await
+        {
+            Ok(()) => {}
+            Err(CommitError::Conflict) => return Err(JobsError::Conflict(id.to_string())),
+            Err(CommitError::Store(e)) => return Err(e.into()),
+        }
+        self.send(id, record.version, Duration::ZERO).await?;
+        Ok(record)
+    }
+
+    pub(crate) async fn send(
+        &self,
+        id: &JobId,
+        version: u64,
+        delay: Duration,
+    ) -> Result<(), JobsError> {
+        let body = task_body(id, version);
+        self.inner.queue.send(&body, delay, &[]).await?;
+        Ok(())
+    }
+}
+
+/// The JSON body of a task message.
+pub(crate) fn task_body(id: &JobId, version: u64) -> String {
+    let task = Task {
+        job_id: id.clone(),
+        version,
+    };
+    // A struct of a string and an integer always serialises.
+    serde_json::to_string(&task).unwrap_or_default()
+}
