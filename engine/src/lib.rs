@@ -12,6 +12,7 @@ pub mod error;
 pub mod job;
 pub mod ops;
 pub mod schema;
+pub mod worker;
 pub mod workflow;
 
 pub use backend::{Acquired, Delivery, JobStore, Task, TaskQueue};
@@ -20,3 +21,4 @@ pub use error::{JobsError, QueueError, StepError, StoreError};
 pub use job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 pub use ops::{Created, Jobs, NewJob};
 pub use workflow::{Outcome, Registry, StepContext, StepPolicy, StopReason, Transition, Workflow};
+pub use worker::{Worker, WorkerConfig};
