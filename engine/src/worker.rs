@@ -314,6 +314,7 @@ impl Worker {
             owner: self.owner_token(),
         };
         let d = &hold.d;
+        debug!(%job_id, version, message_id = %d.message_id, receipt = %d.receipt, owner = %hold.owner, "task received");
         let req = LeaseRequest {
             job_id,
             version,
@@ -747,6 +748,7 @@ impl Worker {
             debug!(message_id = %hold.d.message_id, "held the message past its visibility; not deleting it");
             return;
         }
+        debug!(message_id = %hold.d.message_id, receipt = %hold.d.receipt, "deleting message");
         if let Err(e) = source.delete(&hold.d.receipt).await {
             // Harmless: the message comes back, is judged stale and is deleted then.
             debug!(error = %e, "could not delete message");
