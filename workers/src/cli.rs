@@ -1,0 +1,163 @@
+//! The command line: every flag also reads an environment variable of the same meaning.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// certflow — export ACM certificates and install them on tagged servers, again at every
+/// renewal.
+#[derive(Debug, Parser)]
+#[command(name = "certflow", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Settings every command shares.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Global {
+    /// Log format: human-readable lines or one JSON object per line.
+    #[arg(long, env = "CERTFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub(crate) log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `engine=debug,info`.
+    #[arg(long, env = "CERTFLOW_LOG", default_value = "info", global = true)]
+    pub(crate) log: String,
+    #[command(flatten)]
+    pub(crate) names: Names,
+}
+
+/// Names of the AWS resources certflow uses.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Names {
+    /// DynamoDB table holding job records and their history.
+    #[arg(long, env = "CERTFLOW_JOBS_TABLE", default_value = engine::schema::DEFAULT_JOBS_TABLE, global = true)]
+    pub(crate) jobs_table: String,
+    /// SQS queue carrying step tasks (its DLQ is this name + `-dlq`).
+    #[arg(long, env = "CERTFLOW_TASKS_QUEUE", default_value = engine::schema::DEFAULT_TASKS_QUEUE, global = true)]
+    pub(crate) tasks_queue: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line (for CloudWatch Logs Insights and friends).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the worker service: consume step tasks until SIGTERM or Ctrl-C.
+    Worker(WorkerArgs),
+    /// Create the tables and queues (with their DLQs) on the endpoint in use. Idempotent.
+    Bootstrap,
+    /// Inspect and steer jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Run a few jobs of the demo workflow and print how they went (needs a running worker).
+    Demo(DemoArgs),
+}
+
+/// Worker settings.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct WorkerArgs {
+    /// Step tasks handled at once.
+    #[arg(long, env = "CERTFLOW_CONCURRENCY", default_value_t = 32)]
+    pub(crate) concurrency: usize,
+    /// This worker's id on leases and history (default: host, pid and a random tag).
+    #[arg(long, env = "CERTFLOW_WORKER_ID")]
+    pub(crate) worker_id: Option<String>,
+    /// Lease duration, seconds.
+    #[arg(long, env = "CERTFLOW_LEASE_SECS", default_value_t = 60)]
+    pub(crate) lease_secs: u64,
+    /// Visibility timeout of received task messages, seconds.
+    #[arg(long, env = "CERTFLOW_VISIBILITY_SECS", default_value_t = 60)]
+    pub(crate) visibility_secs: u64,
+    /// Long-poll wait of one receive, seconds (at most 20).
+    #[arg(long, env = "CERTFLOW_POLL_WAIT_SECS", default_value_t = 20)]
+    pub(crate) poll_wait_secs: u64,
+    /// On SIGTERM, how long in-flight steps may run before their leases are released.
+    /// Keep it below the ECS task's stopTimeout.
+    #[arg(long, env = "CERTFLOW_SHUTDOWN_BUDGET_SECS", default_value_t = 25)]
+    pub(crate) shutdown_budget_secs: u64,
+    /// Mean seconds between sweeps for lost wake-ups (0: no sweeper).
+    #[arg(long, env = "CERTFLOW_SWEEP_EVERY_SECS", default_value_t = 60)]
+    pub(crate) sweep_every_secs: u64,
+    /// A job is considered lost when its step was due this many seconds ago.
+    #[arg(long, env = "CERTFLOW_SWEEP_GRACE_SECS", default_value_t = 300)]
+    pub(crate) sweep_grace_secs: u64,
+}
+
+impl WorkerArgs {
+    pub(crate) fn config(&self) -> engine::WorkerConfig {
+        let mut cfg = engine::WorkerConfig::default();
+        if let Some(id) = &self.worker_id {
+            cfg.id = id.clone();
+        }
+        cfg.concurrency = self.concurrency.max(1);
+        cfg.lease = Duration::from_secs(self.lease_secs.max(3));
+        cfg.visibility = Duration::from_secs(self.visibility_secs.max(3));
+        cfg.poll_wait = Duration::from_secs(self.poll_wait_secs.min(20));
+        cfg.shutdown_budget = Duration::from_secs(self.shutdown_budget_secs);
+        cfg.sweep_every = Duration::from_secs(self.sweep_every_secs);
+        cfg.sweep_grace = Duration::from_secs(self.sweep_grace_secs);
+        cfg
+    }
+}
+
+/// Output format of inspection commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// Aligned text for people.
+    Table,
+    /// JSON with stable field names, for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// Show one job: its record and its history as a timeline.
+    Show {
+        /// The job id.
+        job_id: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// List jobs in a status, most recently updated first (an index query, never a scan).
+    List {
+        /// PENDING, RUNNING, WAITING, SUCCEEDED, FAILED or CANCELLED (default: all active).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Stop a pending, running or waiting job at its next step boundary.
+    Cancel {
+        /// The job id.
+        job_id: String,
+    },
+    /// Resume a FAILED job from the step that failed (earlier steps do not run again).
+    Retry {
+        /// The job id.
+        job_id: String,
+    },
+}
+
+/// Demo settings.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct DemoArgs {
+    /// How many demo jobs to run (one of them is made to fail, to show a failure).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) jobs: usize,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) timeout_secs: u64,
+}
