@@ -17,7 +17,8 @@ pub type Millis = i64;
 pub struct JobId(String);
 
 /// Namespace for job ids derived from idempotency keys (UUID v5).
-const JOB_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c0e_5b9a_1f3d_4e8a_9a47_0c51_2d7e_b3f1);
+const JOB_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6c0e_5b9a_1f3d_4e8a_9a47_0c51_2d7e_b3f1);
 
 impl JobId {
     /// Wraps an existing id (read from a table, a message or the command line).
@@ -83,7 +84,10 @@ impl JobStatus {
 
     /// Whether the job is finished for good (until an operator retries it).
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 
     /// The attribute value, e.g. `"WAITING"`.

@@ -150,7 +150,9 @@ impl Jobs {
             .keys()
             .find(|k| crate::schema::RESERVED_ATTRS.contains(&k.as_str()))
         {
-            return Err(JobsError::Input(format!("label {bad} is an engine attribute")));
+            return Err(JobsError::Input(format!(
+                "label {bad} is an engine attribute"
+            )));
         }
         let record = JobRecord {
             job_id: new.id.clone(),
@@ -198,7 +200,8 @@ impl Jobs {
         let (record, event) = self.new_record(&new, now, None)?;
         match self.inner.store.create(&record, &event).await? {
             None => {
-                self.send(&record.job_id, record.version, Duration::ZERO).await?;
+                self.send(&record.job_id, record.version, Duration::ZERO)
+                    .await?;
                 Ok(Created {
                     record,
                     existed: false,
@@ -238,7 +241,11 @@ impl Jobs {
         limit: usize,
         cursor: Option<String>,
     ) -> Result<Page, JobsError> {
-        Ok(self.inner.store.list_by_status(status, limit, cursor).await?)
+        Ok(self
+            .inner
+            .store
+            .list_by_status(status, limit, cursor)
+            .await?)
     }
 
     /// Asks a job to stop: it ends CANCELLED at its next step boundary (a waiting job is

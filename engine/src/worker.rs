@@ -219,7 +219,11 @@ impl Worker {
     async fn drain(&self, handlers: &mut JoinSet<()>) {
         let cfg = &self.inner.config;
         self.inner.phase.send_replace(Phase::Draining);
-        info!(in_flight = handlers.len(), budget_s = cfg.shutdown_budget.as_secs(), "draining");
+        info!(
+            in_flight = handlers.len(),
+            budget_s = cfg.shutdown_budget.as_secs(),
+            "draining"
+        );
         let budget = tokio::time::sleep(cfg.shutdown_budget);
         tokio::pin!(budget);
         loop {
@@ -234,7 +238,10 @@ impl Worker {
         // Out of time: tell the steps still running to let go, and give them a moment to
         // release their leases so that another worker continues at once.
         self.inner.phase.send_replace(Phase::Releasing);
-        warn!(in_flight = handlers.len(), "shutdown budget spent; releasing leases");
+        warn!(
+            in_flight = handlers.len(),
+            "shutdown budget spent; releasing leases"
+        );
         let grace = tokio::time::sleep(Duration::from_secs(3));
         tokio::pin!(grace);
         loop {
@@ -288,7 +295,9 @@ impl Worker {
             }
         };
         match self.inner.jobs.store().create(&record, &event).await {
-            Err(e) => warn!(job_id = %record.job_id, error = %e, "could not create job; the message will come back"),
+            Err(e) => {
+                warn!(job_id = %record.job_id, error = %e, "could not create job; the message will come back")
+            }
             Ok(None) => {
                 info!(job_id = %record.job_id, workflow = %record.workflow, "job created");
                 let hold = Hold {
@@ -326,7 +335,9 @@ impl Worker {
         };
         let store = self.inner.jobs.store();
         match store.acquire(&req).await {
-            Err(e) => warn!(%job_id, error = %e, "could not take lease; the message will come back"),
+            Err(e) => {
+                warn!(%job_id, error = %e, "could not take lease; the message will come back")
+            }
             Ok(Acquired::NotFound) => {
                 let reason = format!("job {job_id} does not exist");
                 warn!(message_id = %d.message_id, %reason, "dead-lettering task");
@@ -360,7 +371,8 @@ impl Worker {
 
     async fn run_leased(&self, source: Arc<dyn TaskQueue>, mut hold: Hold, mut rec: JobRecord) {
         let cfg = &self.inner.config;
-        let span = info_span!("job", job_id = %rec.job_id, workflow = %rec.workflow, worker = %cfg.id);
+        let span =
+            info_span!("job", job_id = %rec.job_id, workflow = %rec.workflow, worker = %cfg.id);
         let beat = (cfg.lease.min(cfg.visibility) / 3).max(Duration::from_millis(100));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -506,7 +518,8 @@ impl Worker {
 
         debug!(job_id = %rec.job_id, step = %rec.step, attempt = rec.attempt, lease_until = rec.lease_until.unwrap_or(0), now, "step starting");
         let started = tokio::time::Instant::now();
-        let span = info_span!("step", job_id = %rec.job_id, step = %rec.step, attempt = rec.attempt);
+        let span =
+            info_span!("step", job_id = %rec.job_id, step = %rec.step, attempt = rec.attempt);
         let run = tokio::time::timeout(policy.timeout, wf.run(ctx, rec.data.clone()))
             .instrument(span.clone());
         tokio::pin!(run);
@@ -551,13 +564,21 @@ impl Worker {
                                 "step {} asked for step {step:?}, which workflow {} does not have",
                                 rec.step, rec.workflow
                             );
-                            return self.finish(rec, &message_id, now, duration_ms, Err(reason), None);
+                            return self.finish(
+                                rec,
+                                &message_id,
+                                now,
+                                duration_ms,
+                                Err(reason),
+                                None,
+                            );
                         }
                         out.step = step;
                         out.attempt = 0;
                         if after.is_zero() {
                             out.status = JobStatus::Running;
-                            keep = fused + 1 < cfg.max_fused_steps && self.phase() == Phase::Running;
+                            keep =
+                                fused + 1 < cfg.max_fused_steps && self.phase() == Phase::Running;
                         } else {
                             out.status = JobStatus::Waiting;
                             out.next_wake_at = wake_at(now, after, rec.deadline_at);
@@ -577,7 +598,15 @@ impl Worker {
                         kind = EventKind::Failed;
                         out.status = JobStatus::Failed;
                         out.last_error = Some(reason.clone());
-                        return self.commit_of(rec, out, kind, duration_ms, Some(reason), outcome.note, false);
+                        return self.commit_of(
+                            rec,
+                            out,
+                            kind,
+                            duration_ms,
+                            Some(reason),
+                            outcome.note,
+                            false,
+                        );
                     }
                 }
                 if keep {
@@ -608,7 +637,15 @@ impl Worker {
                 out.next_wake_at = wake_at(now, delay, rec.deadline_at);
                 out.last_error = Some(message.clone());
                 warn!(parent: &span, error = %message, retry_in_ms = delay.as_millis() as u64, "step failed; retry scheduled");
-                self.commit_of(rec, out, EventKind::RetryScheduled, duration_ms, Some(message), None, false)
+                self.commit_of(
+                    rec,
+                    out,
+                    EventKind::RetryScheduled,
+                    duration_ms,
+                    Some(message),
+                    None,
+                    false,
+                )
             }
         }
     }
@@ -640,13 +677,29 @@ impl Worker {
         match result {
             Ok(()) => {
                 out.status = JobStatus::Succeeded;
-                self.commit_of(rec, out, EventKind::Succeeded, duration_ms, None, note, false)
+                self.commit_of(
+                    rec,
+                    out,
+                    EventKind::Succeeded,
+                    duration_ms,
+                    None,
+                    note,
+                    false,
+                )
             }
             Err(reason) => {
                 warn!(job_id = %rec.job_id, step = %rec.step, %reason, "job failed");
                 out.status = JobStatus::Failed;
                 out.last_error = Some(reason.clone());
-                self.commit_of(rec, out, EventKind::Failed, duration_ms, Some(reason), note, false)
+                self.commit_of(
+                    rec,
+                    out,
+                    EventKind::Failed,
+                    duration_ms,
+                    Some(reason),
+                    note,
+                    false,
+                )
             }
         }
     }
@@ -683,7 +736,12 @@ impl Worker {
     }
 
     /// Extends the lease and the message's visibility; `false` if the lease is gone.
-    async fn heartbeat(&self, source: &Arc<dyn TaskQueue>, hold: &mut Hold, rec: &JobRecord) -> bool {
+    async fn heartbeat(
+        &self,
+        source: &Arc<dyn TaskQueue>,
+        hold: &mut Hold,
+        rec: &JobRecord,
+    ) -> bool {
         let cfg = &self.inner.config;
         let until = self.now() + cfg.lease.as_millis() as Millis;
         let kept = match self
@@ -711,7 +769,13 @@ impl Worker {
     }
 
     /// Gives the job back at shutdown: lease released, message visible again at once.
-    async fn release(&self, source: &Arc<dyn TaskQueue>, d: &Delivery, owner: &str, rec: &JobRecord) {
+    async fn release(
+        &self,
+        source: &Arc<dyn TaskQueue>,
+        d: &Delivery,
+        owner: &str,
+        rec: &JobRecord,
+    ) {
         if let Err(e) = self
             .inner
             .jobs
@@ -762,7 +826,10 @@ impl Worker {
         let lost = self.inner.jobs.store().overdue(cutoff, 200).await?;
         let mut sent = 0;
         for job in lost {
-            if self.send_task(&job.job_id, job.version, Duration::ZERO).await {
+            if self
+                .send_task(&job.job_id, job.version, Duration::ZERO)
+                .await
+            {
                 info!(job_id = %job.job_id, step = %job.step, "sweeper re-sent a lost wake-up");
                 sent += 1;
             }

@@ -249,8 +249,10 @@ impl StepContext {
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-type StepFn<S> = Arc<dyn Fn(StepContext, S) -> BoxFuture<'static, Result<Outcome<S>, StepError>> + Send + Sync>;
-type StopFn<S> = Arc<dyn Fn(StepContext, S, StopReason) -> BoxFuture<'static, Option<String>> + Send + Sync>;
+type StepFn<S> =
+    Arc<dyn Fn(StepContext, S) -> BoxFuture<'static, Result<Outcome<S>, StepError>> + Send + Sync>;
+type StopFn<S> =
+    Arc<dyn Fn(StepContext, S, StopReason) -> BoxFuture<'static, Option<String>> + Send + Sync>;
 
 /// Why a job is being stopped from outside its steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::backend::memory::{Faults, MemoryJobStore, MemoryTaskQueue, QueueChaos};
-use engine::backend::{JobStore, TaskQueue};
+use engine::backend::JobStore;
 use engine::clock::{SharedClock, TokioClock};
 use engine::{
     EventKind, JobId, JobStatus, Jobs, NewJob, Outcome, Registry, StepError, StepPolicy, Worker,
@@ -260,7 +260,8 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
                 trail: Vec::new(),
             }
         };
-        let new = NewJob::new("sim", Some(&format!("job-{j}")), &state).map_err(|e| e.to_string())?;
+        let new =
+            NewJob::new("sim", Some(&format!("job-{j}")), &state).map_err(|e| e.to_string())?;
         let created = operator.create(new).await.map_err(|e| e.to_string())?;
         ids.push((created.record.job_id, state.fail_at_end));
     }
@@ -369,10 +370,16 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
         // record is.
         for (i, e) in history.iter().enumerate() {
             if e.seq as usize != i + 1 {
-                return Err(format!("job {id}: history seq {} at position {}", e.seq, i + 1));
+                return Err(format!(
+                    "job {id}: history seq {} at position {}",
+                    e.seq,
+                    i + 1
+                ));
             }
         }
-        let last = history.last().ok_or_else(|| format!("job {id}: no history"))?;
+        let last = history
+            .last()
+            .ok_or_else(|| format!("job {id}: no history"))?;
         if history.len() as u32 != rec.history_count || rec.version != rec.history_count as u64 {
             return Err(format!(
                 "job {id}: {} events, HistoryCount {}, Version {}",
@@ -403,7 +410,8 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
             }
             JobStatus::Failed => {
                 let err = rec.last_error.clone().unwrap_or_default();
-                if !(*planned_failure && err == "planned failure") && !err.contains("attempts") {
+                let planned = *planned_failure && err == "planned failure";
+                if !planned && !err.contains("attempts") {
                     return Err(format!("job {id} failed unexpectedly: {err}"));
                 }
             }

@@ -75,7 +75,11 @@ pub(crate) fn job_text(rec: &JobRecord, history: &[HistoryEvent]) -> String {
     line(&mut out, "Job", rec.job_id.as_str());
     line(&mut out, "Workflow", &rec.workflow);
     line(&mut out, "Status", rec.status.as_str());
-    line(&mut out, "Step", &format!("{} (attempt {})", rec.step, rec.attempt));
+    line(
+        &mut out,
+        "Step",
+        &format!("{} (attempt {})", rec.step, rec.attempt),
+    );
     for (k, v) in &rec.labels {
         line(&mut out, k, v);
     }
@@ -119,7 +123,10 @@ pub(crate) fn history_table(history: &[HistoryEvent]) -> String {
                     .unwrap_or_else(|| "-".into()),
                 e.kind.as_str().to_string(),
                 format!("{} {}", e.to_status, e.to_step),
-                e.error.clone().or_else(|| e.note.clone()).unwrap_or_default(),
+                e.error
+                    .clone()
+                    .or_else(|| e.note.clone())
+                    .unwrap_or_default(),
             ]
         })
         .collect();

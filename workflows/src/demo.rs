@@ -48,7 +48,10 @@ async fn flaky(ctx: StepContext, state: DemoState) -> Result<Outcome<DemoState>,
 
 async fn finish(_ctx: StepContext, state: DemoState) -> Result<Outcome<DemoState>, StepError> {
     if state.fail {
-        return Err(StepError::abort(format!("{} was asked to fail", state.label)));
+        return Err(StepError::abort(format!(
+            "{} was asked to fail",
+            state.label
+        )));
     }
     Ok(Outcome::succeed(state).with_note("done"))
 }

@@ -412,7 +412,9 @@ impl TaskQueue for MemoryTaskQueue {
             } else {
                 1
             };
-            let message_id = uuid::Builder::from_random_bytes(s.rng.random()).into_uuid().to_string();
+            let message_id = uuid::Builder::from_random_bytes(s.rng.random())
+                .into_uuid()
+                .to_string();
             for _ in 0..copies {
                 let key = s.next_key;
                 s.next_key += 1;

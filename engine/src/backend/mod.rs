@@ -229,8 +229,7 @@ pub trait TaskQueue: Send + Sync + 'static {
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
 
     /// Makes a received message invisible for `visibility` from now (zero: visible now).
-    async fn set_visibility(&self, receipt: &str, visibility: Duration)
-        -> Result<(), QueueError>;
+    async fn set_visibility(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError>;
 
     /// Moves a received message to the dead-letter queue with a reason attribute.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError>;
