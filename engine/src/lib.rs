@@ -20,5 +20,5 @@ pub use clock::{Clock, SystemClock};
 pub use error::{JobsError, QueueError, StepError, StoreError};
 pub use job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 pub use ops::{Created, Jobs, NewJob};
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Intake, IntakeParser, Worker, WorkerConfig};
 pub use workflow::{Outcome, Registry, StepContext, StepPolicy, StopReason, Transition, Workflow};

@@ -87,6 +87,19 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
+/// Turns an intake message into a job, or says why it cannot be one (the message then goes
+/// to the intake queue's dead-letter queue with that reason).
+pub type IntakeParser = Arc<dyn Fn(&Delivery) -> Result<NewJob, String> + Send + Sync>;
+
+/// An intake queue and how to read it.
+#[derive(Clone)]
+pub struct Intake {
+    /// The queue producers send requests to.
+    pub queue: Arc<dyn TaskQueue>,
+    /// The parser.
+    pub parse: IntakeParser,
+}
+
 /// A message being handled, and until when it is ours: past that instant the queue may have
 /// handed it to another worker, so we must not delete it (with SQS an outdated receipt can
 /// still delete the message another worker now relies on).
@@ -154,66 +167,127 @@ impl Worker {
     /// concurrency and sweeps for lost wake-ups. On shutdown it stops receiving, lets
     /// in-flight steps finish within the budget, then releases what is left, and returns.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        self.run_with_intake(None, shutdown).await;
+    }
+
+    /// Like [`Worker::run`], and also consumes an intake queue: each intake message is
+    /// turned into a job by `intake.parse` and run at once (see [`Worker::start`]).
+    pub async fn run_with_intake(
+        &self,
+        intake: Option<Intake>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let cfg = &self.inner.config;
-        let queue = Arc::clone(self.inner.jobs.queue());
         let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-        let mut handlers = JoinSet::new();
         let mut sweeper = JoinSet::new();
         if !cfg.sweep_every.is_zero() {
             let me = self.clone();
             sweeper.spawn(async move { me.sweep_forever().await });
         }
+        info!(worker = %cfg.id, intake = intake.is_some(), "worker started");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks = self.pump(None, stop_rx.clone(), Arc::clone(&permits));
+        let intake_pump = async {
+            match intake {
+                Some(i) => self.pump(Some(i), stop_rx, Arc::clone(&permits)).await,
+                None => JoinSet::new(),
+            }
+        };
+        let stopper = async {
+            shutdown.await;
+            stop_tx.send_replace(true);
+        };
+        let (mut a, mut b, ()) = tokio::join!(tasks, intake_pump, stopper);
+        sweeper.abort_all();
+        while let Some(done) = b.try_join_next() {
+            report_panic(done);
+        }
+        // One set to drain: move the intake handlers' completion into the task set.
+        a.spawn(async move {
+            while let Some(done) = b.join_next().await {
+                report_panic(done);
+            }
+        });
+        self.drain(&mut a).await;
+        info!(worker = %cfg.id, "worker stopped");
+    }
+
+    /// Receives from one queue (the task queue, or an intake queue) until told to stop,
+    /// and returns the handlers still running.
+    async fn pump(
+        &self,
+        intake: Option<Intake>,
+        mut stop: watch::Receiver<bool>,
+        permits: Arc<Semaphore>,
+    ) -> JoinSet<()> {
+        let cfg = &self.inner.config;
+        let queue = match &intake {
+            Some(i) => Arc::clone(&i.queue),
+            None => Arc::clone(self.inner.jobs.queue()),
+        };
+        let mut handlers = JoinSet::new();
         let mut failures: u32 = 0;
-        tokio::pin!(shutdown);
-        info!(worker = %cfg.id, "worker started");
         loop {
-            // Take no more messages than there is room to handle: a received message that
-            // waits for a slot is a message whose visibility runs out for nothing.
-            let room = loop {
-                let free = permits.available_permits();
-                if free > 0 {
-                    break free;
-                }
-                tokio::select! {
-                    _ = &mut shutdown => break 0,
-                    Some(done) = handlers.join_next() => report_panic(done),
-                }
-            };
-            if room == 0 {
+            if *stop.borrow() {
                 break;
             }
-            tokio::select! {
-                _ = &mut shutdown => break,
-                Some(done) = handlers.join_next(), if !handlers.is_empty() => report_panic(done),
-                received = queue.receive(room.min(cfg.batch), cfg.poll_wait, cfg.visibility) => {
-                    match received {
-                        Ok(deliveries) => {
-                            failures = 0;
-                            for d in deliveries {
-                                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                                    break;
-                                };
-                                let me = self.clone();
-                                let q = Arc::clone(&queue);
-                                handlers.spawn(async move {
-                                    me.handle(q, d).await;
-                                    drop(permit);
-                                });
+            while let Some(done) = handlers.try_join_next() {
+                report_panic(done);
+            }
+            // Take no more messages than there is room to handle: a received message that
+            // waits for a slot is a message whose visibility runs out for nothing.
+            let room = tokio::select! {
+                _ = stop.changed() => break,
+                p = Arc::clone(&permits).acquire_owned() => match p {
+                    Ok(p) => { drop(p); permits.available_permits().max(1) }
+                    Err(_) => break,
+                },
+            };
+            // Only shutdown may interrupt a receive: an interrupted receive hides whatever
+            // it fetched for a whole visibility timeout.
+            let received = tokio::select! {
+                _ = stop.changed() => break,
+                r = queue.receive(room.min(cfg.batch), cfg.poll_wait, cfg.visibility) => r,
+            };
+            match received {
+                Ok(deliveries) => {
+                    failures = 0;
+                    for d in deliveries {
+                        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                            break;
+                        };
+                        let me = self.clone();
+                        let q = Arc::clone(&queue);
+                        let parse = intake.as_ref().map(|i| Arc::clone(&i.parse));
+                        handlers.spawn(async move {
+                            match parse {
+                                None => me.handle(q, d).await,
+                                Some(parse) => match parse(&d) {
+                                    Ok(new) => me.start(q, d, new).await,
+                                    Err(reason) => {
+                                        warn!(message_id = %d.message_id, %reason, "intake message refused; dead-lettering it");
+                                        if let Err(e) = q.dead_letter(&d, &reason).await {
+                                            warn!(error = %e, "could not dead-letter message");
+                                        }
+                                    }
+                                },
                             }
-                        }
-                        Err(e) => {
-                            failures = failures.saturating_add(1);
-                            let pause = Duration::from_millis(200u64 << failures.min(7));
-                            warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "receive failed");
-                            tokio::time::sleep(pause).await;
-                        }
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let pause = Duration::from_millis(200u64 << failures.min(7));
+                    warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "receive failed");
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(pause) => {}
                     }
                 }
             }
         }
-        sweeper.abort_all();
-        self.drain(&mut handlers).await;
-        info!(worker = %cfg.id, "worker stopped");
+        handlers
     }
 
     async fn drain(&self, handlers: &mut JoinSet<()>) {

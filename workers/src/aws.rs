@@ -9,7 +9,7 @@ use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
 use engine::schema::JobTableSpec;
 use engine::{Jobs, SystemClock};
 
-use crate::cli::Names;
+use crate::cli::{Global, Names};
 
 /// The SDK configuration from the standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`,
 /// credentials, profiles), as every AWS tool reads it.
@@ -19,8 +19,33 @@ pub(crate) async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The export workflow's dependencies from the command line.
+pub(crate) fn export_deps(
+    sdk: &aws_config::SdkConfig,
+    global: &Global,
+) -> workflows::export_certificate::Deps {
+    let e = &global.export;
+    let mut config = workflows::export_certificate::ExportConfig::new(
+        sdk.region().map(|r| r.to_string()).unwrap_or_default(),
+    );
+    config.secret_prefix = e.secret_prefix.clone();
+    config.kms_key_id = e.kms_key_id.clone();
+    config.document_name = global.names.document_name.clone();
+    config.inventory_table = global.names.inventory_table.clone();
+    config.validation_timeout = Duration::from_secs(e.validation_timeout_secs);
+    config.install_timeout = Duration::from_secs(e.install_timeout_secs);
+    config.cert_dir = e.cert_dir.clone();
+    config.key_dir = e.key_dir.clone();
+    config.reload_service = e.reload_service.clone();
+    workflows::export_certificate::Deps {
+        clients: workflows::aws::Clients::new(sdk),
+        config,
+    }
+}
+
 /// The job operations over the configured table and task queue.
-pub(crate) async fn jobs(sdk: &aws_config::SdkConfig, names: &Names) -> anyhow::Result<Jobs> {
+pub(crate) async fn jobs(sdk: &aws_config::SdkConfig, global: &Global) -> anyhow::Result<Jobs> {
+    let names = &global.names;
     let store = DynamoJobStore::new(aws_sdk_dynamodb::Client::new(sdk), &names.jobs_table);
     let queue = SqsTaskQueue::connect(aws_sdk_sqs::Client::new(sdk), &names.tasks_queue)
         .await
@@ -34,7 +59,7 @@ pub(crate) async fn jobs(sdk: &aws_config::SdkConfig, names: &Names) -> anyhow::
     Ok(Jobs::new(
         Arc::new(store),
         Arc::new(queue),
-        workflows::registry(),
+        workflows::registry(export_deps(sdk, global)),
         Arc::new(SystemClock),
     ))
 }
@@ -62,5 +87,36 @@ pub(crate) async fn bootstrap(sdk: &aws_config::SdkConfig, names: &Names) -> any
         names.tasks_queue,
         engine::schema::dlq_name(&names.tasks_queue)
     );
+    let url = create_queue_with_dlq(&sqs, &names.intake_queue, Duration::from_secs(60), 5)
+        .await
+        .with_context(|| format!("creating queue {}", names.intake_queue))?;
+    println!(
+        "queue  {} ready (dead letters: {}) {url}",
+        names.intake_queue,
+        engine::schema::dlq_name(&names.intake_queue)
+    );
+    workflows::inventory::create_table(&ddb, &names.inventory_table)
+        .await
+        .with_context(|| format!("creating table {}", names.inventory_table))?;
+    println!("table  {} ready", names.inventory_table);
+    let ssm = aws_sdk_ssm::Client::new(sdk);
+    workflows::document::ensure(&ssm, &names.document_name)
+        .await
+        .with_context(|| format!("creating SSM document {}", names.document_name))?;
+    println!("document {} ready", names.document_name);
     Ok(())
+}
+
+/// The intake queue and its parser (export requests).
+pub(crate) async fn intake(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+) -> anyhow::Result<engine::Intake> {
+    let queue = SqsTaskQueue::connect(aws_sdk_sqs::Client::new(sdk), &names.intake_queue)
+        .await
+        .with_context(|| format!("connecting to intake queue {}", names.intake_queue))?;
+    Ok(engine::Intake {
+        queue: Arc::new(queue),
+        parse: Arc::new(workflows::intake::parse),
+    })
 }

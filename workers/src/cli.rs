@@ -26,6 +26,8 @@ pub(crate) struct Global {
     pub(crate) log: String,
     #[command(flatten)]
     pub(crate) names: Names,
+    #[command(flatten)]
+    pub(crate) export: ExportArgs,
 }
 
 /// Names of the AWS resources certflow uses.
@@ -37,6 +39,66 @@ pub(crate) struct Names {
     /// SQS queue carrying step tasks (its DLQ is this name + `-dlq`).
     #[arg(long, env = "CERTFLOW_TASKS_QUEUE", default_value = engine::schema::DEFAULT_TASKS_QUEUE, global = true)]
     pub(crate) tasks_queue: String,
+    /// SQS queue producers send export requests to (its DLQ is this name + `-dlq`).
+    #[arg(
+        long,
+        env = "CERTFLOW_INTAKE_QUEUE",
+        default_value = "certflow-intake",
+        global = true
+    )]
+    pub(crate) intake_queue: String,
+    /// DynamoDB table recording which certificate is installed where.
+    #[arg(long, env = "CERTFLOW_INVENTORY_TABLE", default_value = workflows::inventory::DEFAULT_TABLE, global = true)]
+    pub(crate) inventory_table: String,
+    /// The SSM Command document that installs certificates on servers.
+    #[arg(
+        long,
+        env = "CERTFLOW_DOCUMENT_NAME",
+        default_value = "Install-ACMCertificate",
+        global = true
+    )]
+    pub(crate) document_name: String,
+}
+
+/// Settings of the export workflow.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ExportArgs {
+    /// Prefix of the secret names (`<prefix><CertName>/passphrase`, `…/bundle`).
+    #[arg(
+        long,
+        env = "CERTFLOW_SECRET_PREFIX",
+        default_value = "certflow/",
+        global = true
+    )]
+    pub(crate) secret_prefix: String,
+    /// KMS key for the secrets (default: the account's aws/secretsmanager key).
+    #[arg(long, env = "CERTFLOW_KMS_KEY_ID", global = true)]
+    pub(crate) kms_key_id: Option<String>,
+    /// Seconds a certificate may stay PENDING_VALIDATION before its job fails.
+    #[arg(
+        long,
+        env = "CERTFLOW_VALIDATION_TIMEOUT_SECS",
+        default_value_t = 7200,
+        global = true
+    )]
+    pub(crate) validation_timeout_secs: u64,
+    /// Seconds the install command may run before it is cancelled and the job fails.
+    #[arg(
+        long,
+        env = "CERTFLOW_INSTALL_TIMEOUT_SECS",
+        default_value_t = 1800,
+        global = true
+    )]
+    pub(crate) install_timeout_secs: u64,
+    /// Directory for certificate files on the servers (install document's CertDir).
+    #[arg(long, env = "CERTFLOW_CERT_DIR", global = true)]
+    pub(crate) cert_dir: Option<String>,
+    /// Directory for private keys on the servers (install document's KeyDir).
+    #[arg(long, env = "CERTFLOW_KEY_DIR", global = true)]
+    pub(crate) key_dir: Option<String>,
+    /// Service to reload on the servers after installing (e.g. nginx).
+    #[arg(long, env = "CERTFLOW_RELOAD_SERVICE", global = true)]
+    pub(crate) reload_service: Option<String>,
 }
 
 /// Log output format.
@@ -50,9 +112,10 @@ pub(crate) enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run the worker service: consume step tasks until SIGTERM or Ctrl-C.
+    /// Run the worker service: consume export requests and step tasks until SIGTERM or Ctrl-C.
     Worker(WorkerArgs),
-    /// Create the tables and queues (with their DLQs) on the endpoint in use. Idempotent.
+    /// Create the tables, queues (with their DLQs) and the SSM document on the endpoint in
+    /// use. Idempotent.
     Bootstrap,
     /// Inspect and steer jobs.
     #[command(subcommand)]

@@ -28,17 +28,20 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let sdk = aws::sdk_config().await;
-    let names = &cli.global.names;
+    let global = &cli.global;
     match cli.command {
-        Command::Bootstrap => aws::bootstrap(&sdk, names).await,
+        Command::Bootstrap => aws::bootstrap(&sdk, &global.names).await,
         Command::Worker(args) => {
-            let jobs = aws::jobs(&sdk, names).await?;
+            let jobs = aws::jobs(&sdk, global).await?;
+            let intake = aws::intake(&sdk, &global.names).await?;
             let worker = engine::Worker::new(jobs, args.config());
-            worker.run(shutdown_signal()).await;
+            worker
+                .run_with_intake(Some(intake), shutdown_signal())
+                .await;
             Ok(())
         }
-        Command::Jobs(cmd) => jobs::run(&aws::jobs(&sdk, names).await?, cmd).await,
-        Command::Demo(args) => demo::run(&aws::jobs(&sdk, names).await?, &args).await,
+        Command::Jobs(cmd) => jobs::run(&aws::jobs(&sdk, global).await?, cmd).await,
+        Command::Demo(args) => demo::run(&aws::jobs(&sdk, global).await?, &args).await,
     }
 }
 
