@@ -20,6 +20,8 @@ echo "==> building"
 cargo build --workspace --bins --locked
 
 echo "==> starting the AWS emulator"
+# Certificates the tests request stay PENDING_VALIDATION this long (seconds).
+export MOTO_ACM_VALIDATION_WAIT="${MOTO_ACM_VALIDATION_WAIT:-3}"
 deploy/local/emulator.sh start
 trap 'deploy/local/emulator.sh stop >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1091

@@ -192,6 +192,19 @@ pub struct RunningWorker {
 }
 
 impl RunningWorker {
+    /// Wraps a worker task started elsewhere, with the sender that stops it.
+    pub fn new(
+        worker: Worker,
+        stop: tokio::sync::oneshot::Sender<()>,
+        handle: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        RunningWorker {
+            worker,
+            stop: Some(stop),
+            handle,
+        }
+    }
+
     /// Asks the worker to shut down gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {

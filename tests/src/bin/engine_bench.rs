@@ -1,0 +1,741 @@
+//! `engine-bench`: pushes N jobs of the demo workflow through in-process engine workers on
+//! the emulator and prints throughput, the AWS API calls the engine made (counted on the wire
+//! by an SDK interceptor, one per attempt, retries included) by service and operation, worker
+//! CPU per job and peak RSS, next to the targets of issue 2. It asserts nothing.
+//!
+//! ```sh
+//! deploy/local/emulator.sh start && source .local/emulator.env
+//! cargo run --release -p certflow-tests --bin engine-bench -- --jobs 256 --workers 2 --concurrency 64
+//! ```
+//!
+//! Flags (and the environment variables that set their defaults): `--jobs N` (`BENCH_JOBS`,
+//! 256), `--workers W` (`BENCH_WORKERS`, 2), `--concurrency C` (`BENCH_CONCURRENCY`, 64),
+//! `--timeout-secs S` (`BENCH_TIMEOUT_SECS`, 600: a phase that takes longer is reported as
+//! unfinished).
+//!
+//! Two phases, each on fresh resources: `fused` (polls=0, failures=0: four steps run back to
+//! back in one task, the pure engine path) and `timers` (polls=1, failures=1: a durable timer
+//! and a retry with backoff, so three task hand-offs through the queue).
+//!
+//! How it measures:
+//! - The workers run on a runtime of their own; the bench (job submission, polling for
+//!   completion) runs on the main thread. Each side has its own SDK clients (and so its own
+//!   connection pool), so the worker threads' CPU time is the workers' own.
+//! - Engine calls are the workers' calls plus `Jobs::create` (a producer's cost per job);
+//!   the bench's own polling is counted apart and left out of the per-job figures.
+//! - Resource set-up is counted apart too.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use certflow_tests::{emulator, unique, Stack};
+use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
+use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
+use engine::schema::JobTableSpec;
+use engine::{EventKind, JobId, JobStatus, Jobs, NewJob, Registry, SystemClock, Worker};
+use workflows::demo::{self, DemoState};
+
+type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Engine API calls per step, on average, at most.
+const TARGET_CALLS_PER_STEP: f64 = 4.0;
+/// Worker CPU per job, at most.
+const TARGET_CPU_MS_PER_JOB: f64 = 2.0;
+/// Peak resident memory with 256 jobs in flight, at most.
+const TARGET_RSS_MB: f64 = 64.0;
+/// How often the bench looks whether every job is finished.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// Jobs submitted at once.
+const SUBMIT_PARALLEL: usize = 16;
+/// Clock ticks per second of `/proc` CPU times (`USER_HZ`, 100 on every Linux we run on).
+const USER_HZ: f64 = 100.0;
+
+// ------------------------------------------------------------------------ arguments ----
+
+struct Args {
+    jobs: usize,
+    workers: usize,
+    concurrency: usize,
+    timeout: Duration,
+}
+
+const USAGE: &str =
+    "usage: engine-bench [--jobs N] [--workers W] [--concurrency C] [--timeout-secs S]
+  --jobs N          jobs per phase (BENCH_JOBS, default 256)
+  --workers W       worker runtimes in this process (BENCH_WORKERS, default 2)
+  --concurrency C   step tasks handled at once per worker (BENCH_CONCURRENCY, default 64)
+  --timeout-secs S  give up on a phase after S seconds (BENCH_TIMEOUT_SECS, default 600)
+Needs AWS_ENDPOINT_URL pointing at the local emulator (deploy/local/emulator.sh start).";
+
+fn parse_args() -> Result<Args, String> {
+    fn number(what: &str, value: &str) -> Result<u64, String> {
+        value
+            .parse()
+            .map_err(|_| format!("{what} must be a whole number, got {value:?}"))
+    }
+    fn env_or(name: &str, default: u64) -> Result<u64, String> {
+        match std::env::var(name) {
+            Ok(v) => number(name, &v),
+            Err(_) => Ok(default),
+        }
+    }
+    let mut jobs = env_or("BENCH_JOBS", 256)?;
+    let mut workers = env_or("BENCH_WORKERS", 2)?;
+    let mut concurrency = env_or("BENCH_CONCURRENCY", 64)?;
+    let mut timeout = env_or("BENCH_TIMEOUT_SECS", 600)?;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let slot = match flag.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--jobs" => &mut jobs,
+            "--workers" => &mut workers,
+            "--concurrency" => &mut concurrency,
+            "--timeout-secs" => &mut timeout,
+            _ => return Err(format!("unknown argument {arg:?}")),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
+        };
+        *slot = number(&flag, &value)?;
+    }
+    if jobs == 0 || workers == 0 || concurrency == 0 || timeout == 0 {
+        return Err("--jobs, --workers, --concurrency and --timeout-secs must be above 0".into());
+    }
+    Ok(Args {
+        jobs: jobs as usize,
+        workers: workers as usize,
+        concurrency: concurrency as usize,
+        timeout: Duration::from_secs(timeout),
+    })
+}
+
+// --------------------------------------------------------------- counting AWS calls ----
+
+/// Attempts made on the wire for one operation, and how many of them did not get a 2xx
+/// (a failed condition check is a 400, a dropped connection has no response at all).
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    attempts: u64,
+    not_2xx: u64,
+}
+
+/// `(service, operation)` to its tally.
+#[derive(Debug, Clone, Default)]
+struct Calls(BTreeMap<(String, String), Tally>);
+
+impl Calls {
+    fn total(&self) -> u64 {
+        self.0.values().map(|t| t.attempts).sum()
+    }
+
+    fn of(&self, operation: &str) -> u64 {
+        self.0
+            .iter()
+            .filter(|((_, op), _)| op == operation)
+            .map(|(_, t)| t.attempts)
+            .sum()
+    }
+
+    fn summary(&self) -> String {
+        self.0
+            .iter()
+            .map(|((_, op), t)| format!("{op} {}", t.attempts))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// An SDK interceptor that counts every attempt a client transmits, by operation.
+#[derive(Debug, Clone, Default)]
+struct CallCounter {
+    calls: Arc<Mutex<Calls>>,
+}
+
+impl CallCounter {
+    /// The calls counted so far; the counter starts again from zero.
+    fn take(&self) -> Calls {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn bump(&self, cfg: &ConfigBag, f: impl FnOnce(&mut Tally)) {
+        let key = match cfg.load::<Metadata>() {
+            Some(m) => (m.service().to_string(), m.name().to_string()),
+            None => ("?".to_string(), "?".to_string()),
+        };
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        f(calls.0.entry(key).or_default());
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "engine-bench-call-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.bump(cfg, |t| t.attempts += 1);
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !context.response().is_some_and(|r| r.status().is_success()) {
+            self.bump(cfg, |t| t.not_2xx += 1);
+        }
+        Ok(())
+    }
+}
+
+fn dynamodb(sdk: &aws_config::SdkConfig, counter: &CallCounter) -> aws_sdk_dynamodb::Client {
+    let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .interceptor(counter.clone())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+fn sqs(sdk: &aws_config::SdkConfig, counter: &CallCounter) -> aws_sdk_sqs::Client {
+    let conf = aws_sdk_sqs::config::Builder::from(sdk)
+        .interceptor(counter.clone())
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+// ------------------------------------------------------------------ CPU and memory ----
+
+/// utime + stime of a `/proc/.../stat` line, in ms.
+fn stat_cpu_ms(stat: &str) -> Option<f64> {
+    // Fields after the parenthesised command name: state is the 3rd field of the line,
+    // utime the 14th and stime the 15th.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 * 1000.0 / USER_HZ)
+}
+
+fn process_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| stat_cpu_ms(&s))
+        .unwrap_or(0.0)
+}
+
+/// CPU time of the given threads of this process, in ms.
+fn threads_cpu_ms(tids: &[u32]) -> f64 {
+    tids.iter()
+        .filter_map(|tid| std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok())
+        .filter_map(|s| stat_cpu_ms(&s))
+        .sum()
+}
+
+/// The calling thread's id.
+fn current_tid() -> Option<u32> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// A `kB` line of `/proc/self/status` (`VmHWM`, `VmRSS`), in MB.
+fn status_mb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resets the process's peak RSS (`VmHWM`) to its current RSS.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Today's date, UTC, as `YYYY-MM-DD`.
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Howard Hinnant's civil_from_days.
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+// ------------------------------------------------------------------------- phases ----
+
+struct PhaseSpec {
+    name: &'static str,
+    polls: u32,
+    failures: u32,
+    what: &'static str,
+}
+
+const PHASES: [PhaseSpec; 2] = [
+    PhaseSpec {
+        name: "fused",
+        polls: 0,
+        failures: 0,
+        what: "polls=0, failures=0: 4 steps fused in one task, the pure engine path",
+    },
+    PhaseSpec {
+        name: "timers",
+        polls: 1,
+        failures: 1,
+        what: "polls=1, failures=1: a 1 s durable timer and a retry with backoff",
+    },
+];
+
+/// Fresh resources and the three views of them the bench uses.
+struct Rig {
+    set_up: Calls,
+    /// Used only by the workers, only on the worker runtime.
+    engine: Jobs,
+    /// Used to submit jobs, on the bench's thread; counted as engine calls.
+    producer: Jobs,
+    /// Used to watch the jobs; counted apart.
+    observer: Jobs,
+}
+
+struct Counters {
+    engine: CallCounter,
+    bench: CallCounter,
+}
+
+fn registry() -> Registry {
+    Registry::new().register(demo::workflow())
+}
+
+fn jobs_over(ddb: aws_sdk_dynamodb::Client, table: &str, queue: SqsTaskQueue) -> Jobs {
+    Jobs::new(
+        Arc::new(DynamoJobStore::new(ddb, table)),
+        Arc::new(queue),
+        registry(),
+        Arc::new(SystemClock),
+    )
+}
+
+async fn rig(phase: &str, counters: &Counters) -> BenchResult<Rig> {
+    // Two SDK configurations, so that the workers' connections are opened (and driven) on
+    // the worker runtime and the bench's on its own thread.
+    let worker_sdk = emulator().await;
+    let bench_sdk = emulator().await;
+    let table = unique(&format!("bench-{phase}-jobs"));
+    let queue_name = unique(&format!("bench-{phase}-tasks"));
+    let setup_ddb = dynamodb(&bench_sdk, &counters.engine);
+    let setup_sqs = sqs(&bench_sdk, &counters.engine);
+    create_job_table(
+        &setup_ddb,
+        &JobTableSpec::new(&table, workflows::JOB_LABELS),
+    )
+    .await?;
+    create_queue_with_dlq(&setup_sqs, &queue_name, Duration::from_secs(30), 5).await?;
+    let queue = SqsTaskQueue::connect(setup_sqs, &queue_name).await?;
+    let set_up = counters.engine.take();
+    counters.bench.take();
+    let (url, dlq) = (queue.url().to_string(), queue.dlq_url().map(str::to_string));
+    let on = |sdk: &aws_config::SdkConfig, counter: &CallCounter| {
+        jobs_over(
+            dynamodb(sdk, counter),
+            &table,
+            SqsTaskQueue::from_urls(sqs(sdk, counter), url.clone(), dlq.clone()),
+        )
+    };
+    Ok(Rig {
+        engine: on(&worker_sdk, &counters.engine),
+        producer: on(&bench_sdk, &counters.engine),
+        observer: on(&bench_sdk, &counters.bench),
+        set_up,
+    })
+}
+
+/// Whether any job is not finished yet.
+async fn any_active(observer: &Jobs) -> BenchResult<bool> {
+    for status in JobStatus::ACTIVE {
+        if !observer.list(status, 1, None).await?.jobs.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// How many jobs are not finished (each counted once, though it may change status while
+/// the statuses are listed one after the other).
+async fn active_jobs(observer: &Jobs) -> BenchResult<usize> {
+    let mut ids = std::collections::HashSet::new();
+    for status in JobStatus::ACTIVE {
+        let mut cursor = None;
+        loop {
+            let page = observer.list(status, 100, cursor).await?;
+            ids.extend(page.jobs.into_iter().map(|j| j.job_id));
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+    Ok(ids.len())
+}
+
+struct Outcome {
+    jobs: usize,
+    finished: bool,
+    wall: Duration,
+    submit: Duration,
+    in_flight_after_submit: usize,
+    statuses: BTreeMap<&'static str, usize>,
+    events: BTreeMap<&'static str, usize>,
+    steps: usize,
+    set_up: Calls,
+    engine: Calls,
+    bench_polls: Calls,
+    worker_cpu_ms: f64,
+    process_cpu_ms: f64,
+    rss_before_mb: f64,
+    peak_rss_mb: Option<f64>,
+    peak_reset: bool,
+}
+
+async fn run_phase(
+    spec: &PhaseSpec,
+    args: &Args,
+    counters: &Counters,
+    workers_rt: &tokio::runtime::Handle,
+    worker_tids: &Arc<Mutex<Vec<u32>>>,
+) -> BenchResult<Outcome> {
+    let rig = rig(spec.name, counters).await?;
+    let tids = || {
+        worker_tids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    };
+
+    let peak_reset = reset_peak_rss();
+    let rss_before_mb = status_mb("VmRSS:").unwrap_or(0.0);
+    let started = Instant::now();
+    let cpu0 = process_cpu_ms();
+    let wcpu0 = threads_cpu_ms(&tids());
+
+    let mut workers = Vec::new();
+    for i in 0..args.workers {
+        let mut config = Stack::worker_config(&format!("bench-{}-w{i}", spec.name));
+        config.concurrency = args.concurrency;
+        config.poll_wait = Duration::from_secs(1);
+        config.sweep_every = Duration::ZERO;
+        let worker = Worker::new(rig.engine.clone(), config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = workers_rt.spawn(async move {
+            worker
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        workers.push((stop, handle));
+    }
+
+    let mut ids: Vec<JobId> = Vec::with_capacity(args.jobs);
+    let mut pending = tokio::task::JoinSet::new();
+    for i in 0..args.jobs {
+        if pending.len() >= SUBMIT_PARALLEL {
+            if let Some(done) = pending.join_next().await {
+                ids.push(done??);
+            }
+        }
+        let state = DemoState {
+            label: format!("bench-{}-{i}", spec.name),
+            polls: spec.polls,
+            failures: spec.failures,
+            fail: false,
+        };
+        let new = NewJob::new(demo::NAME, None, &state)?;
+        let producer = rig.producer.clone();
+        pending.spawn(async move { producer.create(new).await.map(|c| c.record.job_id) });
+    }
+    while let Some(done) = pending.join_next().await {
+        ids.push(done??);
+    }
+    let submit = started.elapsed();
+    let in_flight_after_submit = active_jobs(&rig.observer).await?;
+
+    let finished = loop {
+        if !any_active(&rig.observer).await? {
+            break true;
+        }
+        if started.elapsed() >= args.timeout {
+            break false;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    };
+    let wall = started.elapsed();
+    let process_cpu_ms = process_cpu_ms() - cpu0;
+    let worker_cpu_ms = threads_cpu_ms(&tids()) - wcpu0;
+    let peak_rss_mb = status_mb("VmHWM:");
+
+    for (stop, handle) in workers {
+        let _ = stop.send(());
+        handle.await?;
+    }
+    let engine = counters.engine.take();
+    let bench_polls = counters.bench.take();
+
+    let mut statuses = BTreeMap::new();
+    let mut events = BTreeMap::new();
+    let mut steps = 0;
+    for id in &ids {
+        let record = rig.observer.get(id).await?;
+        *statuses.entry(record.status.as_str()).or_insert(0) += 1;
+        for event in rig.observer.history(id).await? {
+            *events.entry(event.kind.as_str()).or_insert(0) += 1;
+            if event.kind != EventKind::Created {
+                steps += 1;
+            }
+        }
+    }
+    counters.bench.take();
+
+    Ok(Outcome {
+        jobs: ids.len(),
+        finished,
+        wall,
+        submit,
+        in_flight_after_submit,
+        statuses,
+        events,
+        steps,
+        set_up: rig.set_up,
+        engine,
+        bench_polls,
+        worker_cpu_ms,
+        process_cpu_ms,
+        rss_before_mb,
+        peak_rss_mb,
+        peak_reset,
+    })
+}
+
+// ------------------------------------------------------------------------ output ----
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn per(n: f64, d: usize) -> f64 {
+    if d == 0 {
+        0.0
+    } else {
+        n / d as f64
+    }
+}
+
+fn print_phase(spec: &PhaseSpec, o: &Outcome) {
+    let jobs = o.jobs;
+    let steps = o.steps;
+    let total = o.engine.total();
+    let receives = o.engine.of("ReceiveMessage");
+    let calls_per_step = per(total as f64, steps);
+    let worker_ms = per(o.worker_cpu_ms, jobs);
+    let process_ms = per(o.process_cpu_ms, jobs);
+    let secs = o.wall.as_secs_f64();
+    let joined = |m: &BTreeMap<&str, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+
+    println!();
+    println!("== phase {}: {} ==", spec.name, spec.what);
+    if !o.finished {
+        println!("!! NOT FINISHED: jobs were still active after the timeout; figures are partial");
+    }
+    println!(
+        "set-up (not counted below): {} calls ({})",
+        o.set_up.total(),
+        o.set_up.summary()
+    );
+    println!("jobs              {jobs} ({})", joined(&o.statuses));
+    println!(
+        "steps             {steps} ({:.2} per job; history events other than `created`: {})",
+        per(steps as f64, jobs),
+        joined(&o.events)
+    );
+    println!(
+        "wall              {secs:.2} s (submission {:.2} s; completion seen by polling every {} ms)",
+        o.submit.as_secs_f64(),
+        POLL_EVERY.as_millis()
+    );
+    println!("throughput        {:.1} jobs/s", jobs as f64 / secs);
+    println!(
+        "engine AWS calls  {total} = {:.2} per job, {calls_per_step:.2} per step   [target <= {TARGET_CALLS_PER_STEP:.0} per step: {}]",
+        per(total as f64, jobs),
+        verdict(calls_per_step <= TARGET_CALLS_PER_STEP)
+    );
+    println!(
+        "  ReceiveMessage  {receives} = {:.2} per job (long polls, empty ones included: idle cost, not per-job cost)",
+        per(receives as f64, jobs)
+    );
+    println!(
+        "  without it      {} = {:.2} per job, {:.2} per step",
+        total - receives,
+        per((total - receives) as f64, jobs),
+        per((total - receives) as f64, steps)
+    );
+    println!(
+        "worker CPU        {worker_ms:.2} ms per job   [target <= {TARGET_CPU_MS_PER_JOB:.0} ms: {}] (worker runtime threads only)",
+        verdict(worker_ms <= TARGET_CPU_MS_PER_JOB)
+    );
+    println!(
+        "process CPU       {process_ms:.2} ms per job (whole process: includes the bench's own job submission and polling)"
+    );
+    match o.peak_rss_mb {
+        Some(peak) => println!(
+            "peak RSS          {peak:.1} MB   [target <= {TARGET_RSS_MB:.0} MB with 256 jobs in flight: {}] (VmHWM{}; {:.1} MB before the workers started; {} jobs in flight when the last was submitted)",
+            verdict(peak <= TARGET_RSS_MB),
+            if o.peak_reset { ", reset at phase start" } else { " since process start" },
+            o.rss_before_mb,
+            o.in_flight_after_submit
+        ),
+        None => println!("peak RSS          unknown (no /proc/self/status)"),
+    }
+    println!(
+        "bench polling     {} calls (not included above)",
+        o.bench_polls.total()
+    );
+    println!();
+    println!(
+        "  {:<9} {:<22} {:>7} {:>9} {:>9} {:>8}",
+        "service", "operation", "calls", "per job", "per step", "not 2xx"
+    );
+    for ((service, op), t) in &o.engine.0 {
+        println!(
+            "  {:<9} {:<22} {:>7} {:>9.2} {:>9.2} {:>8}",
+            service,
+            op,
+            t.attempts,
+            per(t.attempts as f64, jobs),
+            per(t.attempts as f64, steps),
+            t.not_2xx
+        );
+    }
+    println!(
+        "  {:<9} {:<22} {:>7} {:>9.2} {:>9.2} {:>8}",
+        "",
+        "total",
+        total,
+        per(total as f64, jobs),
+        calls_per_step,
+        o.engine.0.values().map(|t| t.not_2xx).sum::<u64>()
+    );
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("engine-bench: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let worker_tids = Arc::new(Mutex::new(Vec::new()));
+    let tids = Arc::clone(&worker_tids);
+    let workers_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("engine-worker")
+        // Blocking threads that exit would take their CPU time with them.
+        .thread_keep_alive(Duration::from_secs(3_600))
+        .on_thread_start(move || {
+            if let Some(tid) = current_tid() {
+                tids.lock().unwrap_or_else(|e| e.into_inner()).push(tid);
+            }
+        })
+        .enable_all()
+        .build()
+        .expect("worker runtime");
+    let bench_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("bench runtime");
+
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    println!(
+        "certflow engine bench, {}: {} jobs per phase, {} workers x concurrency {}, poll wait 1 s, lease 6 s, sweeper off",
+        today(),
+        args.jobs,
+        args.workers,
+        args.concurrency
+    );
+    println!(
+        "machine: {cores} cores; emulator: moto at {endpoint}; worker runtime: {cores} threads; bench: main thread"
+    );
+
+    let counters = Counters {
+        engine: CallCounter::default(),
+        bench: CallCounter::default(),
+    };
+    let mut failed = false;
+    for spec in &PHASES {
+        let outcome = bench_rt.block_on(run_phase(
+            spec,
+            &args,
+            &counters,
+            workers_rt.handle(),
+            &worker_tids,
+        ));
+        match outcome {
+            Ok(o) => {
+                failed |= !o.finished;
+                print_phase(spec, &o);
+            }
+            Err(e) => {
+                eprintln!("engine-bench: phase {} failed: {e}", spec.name);
+                failed = true;
+            }
+        }
+    }
+    println!();
+    println!("CPU from /proc (utime+stime, {USER_HZ} Hz ticks); calls counted per attempt by an SDK interceptor; no log subscriber installed.");
+    workers_rt.shutdown_background();
+    if failed {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,501 @@
+//! The export-certificate workflow end to end on the emulator: the reference payload on the
+//! intake queue → check → export → inventory → SSM install → wait, then what a user checks:
+//! the job, the inventory row, the secrets and their tags, that the key decrypts with the
+//! stored passphrase and matches the certificate, and that no secret material leaked.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use certflow_tests::{emulator, unique, RunningWorker};
+use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
+use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
+use engine::schema::JobTableSpec;
+use engine::{Intake, JobId, JobRecord, JobStatus, Jobs, SystemClock, Worker};
+use workflows::export_certificate::{self, Deps, ExportConfig};
+
+struct Env {
+    sdk: aws_config::SdkConfig,
+    jobs: Jobs,
+    intake: SqsTaskQueue,
+    deps: Deps,
+    table: String,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let sdk = emulator().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let table = unique("x-jobs");
+        create_job_table(&ddb, &JobTableSpec::new(&table, workflows::JOB_LABELS))
+            .await
+            .unwrap();
+        let tasks = unique("x-tasks");
+        create_queue_with_dlq(&sqs, &tasks, Duration::from_secs(30), 5)
+            .await
+            .unwrap();
+        let intake = unique("x-intake");
+        create_queue_with_dlq(&sqs, &intake, Duration::from_secs(30), 5)
+            .await
+            .unwrap();
+        let mut config = ExportConfig::new("us-east-1");
+        config.secret_prefix = format!("{}/", unique("certflow-test"));
+        config.inventory_table = unique("x-inventory");
+        config.document_name = unique("Install-ACMCertificate");
+        workflows::inventory::create_table(&ddb, &config.inventory_table)
+            .await
+            .unwrap();
+        workflows::document::ensure(&aws_sdk_ssm::Client::new(&sdk), &config.document_name)
+            .await
+            .unwrap();
+        let deps = Deps {
+            clients: workflows::aws::Clients::new(&sdk),
+            config,
+        };
+        let jobs = Jobs::new(
+            Arc::new(DynamoJobStore::new(ddb, &table)),
+            Arc::new(SqsTaskQueue::connect(sqs.clone(), &tasks).await.unwrap()),
+            workflows::registry(deps.clone()),
+            Arc::new(SystemClock),
+        );
+        let intake = SqsTaskQueue::connect(sqs, &intake).await.unwrap();
+        Env {
+            sdk,
+            jobs,
+            intake,
+            deps,
+            table,
+        }
+    }
+
+    fn worker(&self, id: &str) -> RunningWorker {
+        let worker = Worker::new(self.jobs.clone(), certflow_tests::Stack::worker_config(id));
+        let intake = Intake {
+            queue: Arc::new(self.intake.clone()),
+            parse: Arc::new(workflows::intake::parse),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let w = worker.clone();
+        let handle = tokio::spawn(async move {
+            w.run_with_intake(Some(intake), async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        RunningWorker::new(worker, tx, handle)
+    }
+
+    /// Sends a body to the intake queue; returns the id of the job it makes.
+    async fn submit(&self, body: &str) -> JobId {
+        let out = aws_sdk_sqs::Client::new(&self.sdk)
+            .send_message()
+            .queue_url(self.intake.url())
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+        let id = out.message_id().unwrap().to_string();
+        JobId::from_key(export_certificate::NAME, &id)
+    }
+
+    async fn wait(&self, id: &JobId) -> JobRecord {
+        let until = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(rec) = self.jobs.get(id).await {
+                if rec.status.is_terminal() {
+                    return rec;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "job {id} did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn certificate(&self, exportable: bool) -> String {
+        let acm = aws_sdk_acm::Client::new(&self.sdk);
+        let mut req = acm
+            .request_certificate()
+            .domain_name(format!("{}.example.com", unique("www")))
+            .validation_method(aws_sdk_acm::types::ValidationMethod::Dns);
+        if exportable {
+            req = req.options(
+                aws_sdk_acm::types::CertificateOptions::builder()
+                    .export(aws_sdk_acm::types::CertificateExport::Enabled)
+                    .build(),
+            );
+        }
+        req.send().await.unwrap().certificate_arn.unwrap()
+    }
+
+    /// Starts `n` EC2 instances tagged `key=value` (the emulator registers them with SSM).
+    fn instances(&self, n: u32, key: &str, value: &str) {
+        let aws = format!("{}/../.venv/bin/aws", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(aws)
+            .args([
+                "ec2",
+                "run-instances",
+                "--endpoint-url",
+                &std::env::var("AWS_ENDPOINT_URL").unwrap(),
+                "--region",
+                "us-east-1",
+                "--image-id",
+                "ami-12345678",
+                "--count",
+                &n.to_string(),
+                "--tag-specifications",
+                &format!("ResourceType=instance,Tags=[{{Key={key},Value={value}}}]"),
+            ])
+            .output()
+            .expect("run the AWS CLI from the venv");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn payload(arn: &str, name: &str, key: &str, value: &str) -> String {
+    format!(
+        r#"{{"CertificateArn": "{arn}", "CertName": "{name}", "TargetTagKey": "{key}", "TargetTagValue": "{value}"}}"#
+    )
+}
+
+fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Everything a user could read outside Secrets Manager, as text.
+async fn visible_text(env: &Env) -> String {
+    let ddb = aws_sdk_dynamodb::Client::new(&env.sdk);
+    let mut all = String::new();
+    for table in [&env.table, &env.deps.config.inventory_table] {
+        let items = ddb.scan().table_name(table).send().await.unwrap();
+        all.push_str(&format!("{:?}\n", items.items()));
+    }
+    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
+    let cmds = ssm.list_commands().send().await.unwrap();
+    all.push_str(&format!("{:?}\n", cmds.commands()));
+    all
+}
+
+fn assert_no_secrets(text: &str, passphrase: &str, key_pem: &str) {
+    assert!(
+        !text.contains("BEGIN"),
+        "PEM material outside Secrets Manager"
+    );
+    assert!(
+        !text.contains("PRIVATE KEY"),
+        "key material outside Secrets Manager"
+    );
+    assert!(!text.contains(passphrase), "the passphrase leaked");
+    for line in key_pem.lines().filter(|l| l.len() >= 40) {
+        assert!(!text.contains(line), "a base64 run of the key leaked");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_from_the_reference_payload() {
+    let env = Env::new().await;
+    let tag_value = unique("web");
+    env.instances(2, "Environment", &tag_value);
+    let arn = env.certificate(true).await;
+    let worker = env.worker("w1");
+    let name = unique("shop");
+    let id = env
+        .submit(&payload(&arn, &name, "Environment", &tag_value))
+        .await;
+    let rec = env.wait(&id).await;
+    worker.stop().await;
+    assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    assert_eq!(rec.labels.get("CertificateArn"), Some(&arn));
+    assert_eq!(rec.labels.get("CertName"), Some(&name));
+    let history = env.jobs.history(&id).await.unwrap();
+    let steps: Vec<&str> = history.iter().map(|e| e.step.as_str()).collect();
+    for step in ["check", "export", "inventory", "install", "wait"] {
+        assert!(steps.contains(&step), "{step} missing from {steps:?}");
+    }
+    let state: export_certificate::ExportState = serde_json::from_value(rec.data.clone()).unwrap();
+    assert_eq!(state.instances.len(), 2, "{:?}", state.instances);
+    assert!(state.instances.values().all(|r| r.status == "Success"));
+
+    // The inventory row, in the reference schema and more.
+    let ddb = aws_sdk_dynamodb::Client::new(&env.sdk);
+    let row = ddb
+        .get_item()
+        .table_name(&env.deps.config.inventory_table)
+        .set_key(Some(workflows::inventory::key(
+            "Environment",
+            &tag_value,
+            &arn,
+            &name,
+        )))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("inventory row");
+    for attr in [
+        "TagKeyValue",
+        "CertificateArn",
+        "CertName",
+        "TargetTagKey",
+        "TargetTagValue",
+        "PassphraseSecretName",
+        "BundleSecretName",
+        "CertExpiryDate",
+        "LastExportedDate",
+        "Serial",
+        "Fingerprint",
+        "LastJobId",
+        "LastStatus",
+    ] {
+        assert!(
+            row.contains_key(attr),
+            "inventory row lacks {attr}: {row:?}"
+        );
+    }
+    assert_eq!(row["LastStatus"], AttributeValue::S("INSTALLED".into()));
+    assert_eq!(row["LastJobId"], AttributeValue::S(id.to_string()));
+
+    // Both secrets exist, tagged for the target and as managed.
+    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
+    let prefix = &env.deps.config.secret_prefix;
+    let secret = |suffix: &str| format!("{prefix}{name}/{suffix}");
+    let (pass_name, bundle_name) = (secret("passphrase"), secret("bundle"));
+    for s in [&pass_name, &bundle_name] {
+        let d = sm.describe_secret().secret_id(s).send().await.unwrap();
+        let tags: Vec<(String, String)> = d
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().into(),
+                    t.value().unwrap_or_default().into(),
+                )
+            })
+            .collect();
+        assert!(
+            tags.contains(&("Environment".into(), tag_value.clone())),
+            "{tags:?}"
+        );
+        assert!(
+            tags.contains(&("certflow:managed".into(), "true".into())),
+            "{tags:?}"
+        );
+        let versions = sm
+            .list_secret_version_ids()
+            .secret_id(s)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(versions.versions().len(), 1, "one version of {s}");
+    }
+    let passphrase: serde_json::Value = serde_json::from_str(
+        sm.get_secret_value()
+            .secret_id(&pass_name)
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let passphrase = passphrase["passphrase"].as_str().unwrap().to_string();
+    assert!(passphrase.len() >= 43, "32 random bytes, base64");
+    let bundle: serde_json::Value = serde_json::from_str(
+        sm.get_secret_value()
+            .secret_id(&bundle_name)
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let key_pem = bundle["private_key"].as_str().unwrap().to_string();
+    assert!(key_pem.contains("BEGIN ENCRYPTED PRIVATE KEY"));
+
+    // The encrypted key decrypts with the stored passphrase and matches the certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |n: &str, s: &str| {
+        let p = dir.path().join(n);
+        std::fs::write(&p, s).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let key = write("key.pem", &key_pem);
+    let pass = write("pass", &passphrase);
+    let cert = write("cert.pem", bundle["certificate"].as_str().unwrap());
+    let from_key = openssl(&[
+        "pkey",
+        "-in",
+        &key,
+        "-passin",
+        &format!("file:{pass}"),
+        "-pubout",
+    ]);
+    let from_cert = openssl(&["x509", "-in", &cert, "-pubkey", "-noout"]);
+    assert_eq!(
+        from_key, from_cert,
+        "the key does not match the certificate"
+    );
+
+    // The SSM command carried secret names only.
+    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
+    let cmd = ssm
+        .list_commands()
+        .command_id(state.command_id.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let params = format!("{:?}", cmd.commands()[0].parameters());
+    assert!(
+        params.contains(&bundle_name) && params.contains(&pass_name),
+        "{params}"
+    );
+    assert_eq!(
+        cmd.commands()[0].comment(),
+        Some(format!("certflow job {id}").as_str())
+    );
+
+    assert_no_secrets(&visible_text(&env).await, &passphrase, &key_pem);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_specific_and_create_no_secret_for_bad_input() {
+    let env = Env::new().await;
+    let tag_value = unique("api");
+    env.instances(1, "Role", &tag_value);
+    let worker = env.worker("w1");
+    let exportable = env.certificate(true).await;
+    let not_exportable = env.certificate(false).await;
+    let unknown =
+        "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            payload(&not_exportable, "ok-name", "Role", &tag_value),
+            "is not exportable",
+        ),
+        (payload(unknown, "ok-name", "Role", &tag_value), "not found"),
+        (
+            payload(&exportable, "nobody", "Role", "no-such-value"),
+            "no managed instance matches tag Role=no-such-value",
+        ),
+        (
+            payload(&exportable, "x; rm -rf /", "Role", &tag_value),
+            "invalid CertName",
+        ),
+        (
+            payload(&exportable, "../etc", "Role", &tag_value),
+            "invalid CertName",
+        ),
+        (
+            payload(&exportable, "", "Role", &tag_value),
+            "invalid CertName",
+        ),
+        (
+            payload(&exportable, &"a".repeat(65), "Role", &tag_value),
+            "invalid CertName",
+        ),
+        (
+            payload(
+                "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
+                "ok",
+                "Role",
+                &tag_value,
+            ),
+            "region eu-west-1",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (body, _) in &cases {
+        ids.push(env.submit(body).await);
+    }
+    for ((_, expected), id) in cases.iter().zip(&ids) {
+        let rec = env.wait(id).await;
+        assert_eq!(rec.status, JobStatus::Failed, "{expected}");
+        let err = rec.last_error.unwrap_or_default();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+    worker.stop().await;
+    // No secret was made for invalid input (nor for the certificates that failed checks).
+    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
+    let listed = sm.list_secrets().send().await.unwrap();
+    let ours: Vec<_> = listed
+        .secret_list()
+        .iter()
+        .filter_map(|s| s.name())
+        .filter(|n| n.starts_with(&env.deps.config.secret_prefix))
+        .filter(|n| !n.contains("/nobody/"))
+        .collect();
+    assert!(ours.is_empty(), "{ours:?}");
+    let text = visible_text(&env).await;
+    assert!(!text.contains("BEGIN") && !text.contains("PRIVATE KEY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_twice_makes_one_job_one_secret_version_one_command() {
+    let env = Env::new().await;
+    let tag_value = unique("db");
+    env.instances(1, "Tier", &tag_value);
+    let arn = env.certificate(true).await;
+    let name = unique("dbcert");
+    let body = format!(
+        r#"{{"CertificateArn":"{arn}","CertName":"{name}","TargetTagKey":"Tier","TargetTagValue":"{tag_value}","RequestId":"req-{name}"}}"#
+    );
+    env.submit(&body).await;
+    env.submit(&body).await;
+    let id = JobId::from_key(export_certificate::NAME, &format!("req-{name}"));
+    let worker = env.worker("w1");
+    let rec = env.wait(&id).await;
+    // Duplicate task messages for every version it went through change nothing.
+    let tasks = env.jobs.queue();
+    for v in 1..=rec.version {
+        let b = format!(r#"{{"JobId":"{id}","Version":{v}}}"#);
+        tasks.send(&b, Duration::ZERO, &[]).await.unwrap();
+    }
+    env.submit(&body).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    worker.stop().await;
+    assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    assert_eq!(
+        env.jobs.get(&id).await.unwrap(),
+        rec,
+        "duplicates changed the job"
+    );
+    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
+    let cmds = ssm.list_commands().send().await.unwrap();
+    let ours = cmds
+        .commands()
+        .iter()
+        .filter(|c| c.comment() == Some(format!("certflow job {id}").as_str()))
+        .count();
+    assert_eq!(ours, 1, "one SSM command");
+    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
+    for suffix in ["passphrase", "bundle"] {
+        let s = format!("{}{name}/{suffix}", env.deps.config.secret_prefix);
+        let versions = sm
+            .list_secret_version_ids()
+            .secret_id(&s)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(versions.versions().len(), 1, "one version of {s}");
+    }
+    let listed = env.jobs.list(JobStatus::Succeeded, 50, None).await.unwrap();
+    assert_eq!(listed.jobs.len(), 1, "one job");
+}
