@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Runs certflow's main job locally, from a fresh machine: starts the AWS emulator, creates
-# the resources, starts a worker, pushes a few demo jobs through it and prints their final
-# status and history; then stops everything.
+# the resources (`certflow bootstrap`), starts a worker, requests an exportable certificate,
+# starts two EC2 instances tagged Environment=Demo, sends the reference export payload to the
+# intake queue, follows the job to SUCCEEDED and prints its history and the inventory row.
+# Then stops everything.
+#
+#   deploy/local/demo.sh             # the export job
+#   DEMO=engine deploy/local/demo.sh # the engine's demo workflow instead (timers, retries, a failure)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -11,6 +16,7 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://ru
 cargo build --locked -p certflow
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/certflow"
 
+export MOTO_ACM_VALIDATION_WAIT="${MOTO_ACM_VALIDATION_WAIT:-3}"
 deploy/local/emulator.sh start
 worker_pid=""
 cleanup() {
@@ -20,9 +26,31 @@ cleanup() {
 trap cleanup EXIT
 # shellcheck disable=SC1091
 source "$root/.local/emulator.env"
+aws() { "$root/.venv/bin/aws" --endpoint-url "$AWS_ENDPOINT_URL" --region "$AWS_REGION" "$@"; }
 
 "$bin" bootstrap
 "$bin" worker --poll-wait-secs 1 >"$root/.local/demo-worker.log" 2>&1 &
 worker_pid=$!
 echo "worker running (pid $worker_pid, log .local/demo-worker.log)"
-"$bin" demo --jobs "${DEMO_JOBS:-3}"
+
+if [ "${DEMO:-export}" = engine ]; then
+  "$bin" demo --jobs "${DEMO_JOBS:-3}"
+  exit 0
+fi
+
+arn=$(aws acm request-certificate --domain-name shop.example.com --validation-method DNS \
+  --options Export=ENABLED --query CertificateArn --output text)
+echo "certificate $arn (pending validation for ${MOTO_ACM_VALIDATION_WAIT}s)"
+aws ec2 run-instances --image-id ami-12345678 --count 2 \
+  --tag-specifications 'ResourceType=instance,Tags=[{Key=Environment,Value=Demo}]' \
+  --query 'Instances[].InstanceId' --output text | sed 's/^/instances /'
+
+echo
+echo "==> certflow submit --wait (the reference payload, on the intake queue)"
+"$bin" submit --certificate-arn "$arn" --cert-name shop --target Environment=Demo --wait
+
+echo
+echo "==> inventory row"
+aws dynamodb get-item --table-name certflow-inventory \
+  --key "{\"TagKeyValue\":{\"S\":\"Environment#Demo\"},\"CertificateArnCertName\":{\"S\":\"$arn#shop\"}}" \
+  --query Item --output json

@@ -117,6 +117,8 @@ pub(crate) enum Command {
     /// Create the tables, queues (with their DLQs) and the SSM document on the endpoint in
     /// use. Idempotent.
     Bootstrap,
+    /// Send an export request (the reference payload) to the intake queue.
+    Submit(SubmitArgs),
     /// Inspect and steer jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -212,6 +214,32 @@ pub(crate) enum JobsCommand {
         /// The job id.
         job_id: String,
     },
+}
+
+/// An export request from the command line.
+#[derive(Debug, Args, Clone)]
+#[command(
+    after_help = "Example:\n  certflow submit --certificate-arn arn:aws:acm:us-east-1:111122223333:certificate/… \\\n    --cert-name web --target Environment=Production --wait"
+)]
+pub(crate) struct SubmitArgs {
+    /// The ACM certificate to export.
+    #[arg(long)]
+    pub(crate) certificate_arn: String,
+    /// File-name stem on the servers.
+    #[arg(long)]
+    pub(crate) cert_name: String,
+    /// The servers, as TAG_KEY=TAG_VALUE.
+    #[arg(long)]
+    pub(crate) target: String,
+    /// Idempotency key: the same id twice makes one job.
+    #[arg(long)]
+    pub(crate) request_id: Option<String>,
+    /// Follow the job until it ends; exit 0 only if it SUCCEEDED.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Give up following after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub(crate) timeout_secs: u64,
 }
 
 /// Demo settings.

@@ -4,6 +4,7 @@ mod aws;
 mod cli;
 mod demo;
 mod jobs;
+mod submit;
 mod telemetry;
 mod view;
 
@@ -39,6 +40,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .run_with_intake(Some(intake), shutdown_signal())
                 .await;
             Ok(())
+        }
+        Command::Submit(args) => {
+            let jobs = aws::jobs(&sdk, global).await?;
+            submit::run(&sdk, &jobs, &global.names.intake_queue, &args).await
         }
         Command::Jobs(cmd) => jobs::run(&aws::jobs(&sdk, global).await?, cmd).await,
         Command::Demo(args) => demo::run(&aws::jobs(&sdk, global).await?, &args).await,

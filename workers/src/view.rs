@@ -71,7 +71,7 @@ fn event_json(e: &HistoryEvent) -> Value {
 /// The record and timeline of one job, for people.
 pub(crate) fn job_text(rec: &JobRecord, history: &[HistoryEvent]) -> String {
     let mut out = String::new();
-    let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<12} {v}\n"));
+    let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<15} {v}\n"));
     line(&mut out, "Job", rec.job_id.as_str());
     line(&mut out, "Workflow", &rec.workflow);
     line(&mut out, "Status", rec.status.as_str());
