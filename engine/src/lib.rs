@@ -3,7 +3,65 @@
 //! A durable workflow engine: job state in DynamoDB, step tasks on SQS, no workflow server.
 //! It knows nothing about what the workflows do.
 //!
-//! (The concept map and example are filled in below as the runtime lands.)
+//! ## The map
+//!
+//! - **[Job](job)** — one run of a workflow. Its [`JobRecord`] is the single source of
+//!   truth; every transition is committed with a [`HistoryEvent`] in one transaction.
+//! - **[Workflow](workflow)** — named steps over one typed state. A step is a plain async
+//!   function `(StepContext, S) -> Result<Outcome<S>, StepError>`; [`StepPolicy`] sets its
+//!   timeout, attempts and backoff.
+//! - **[Backend](backend)** — where jobs live ([`JobStore`]: DynamoDB, or in memory for the
+//!   simulation) and how tasks travel ([`TaskQueue`]: SQS, or in memory).
+//! - **[Worker](worker)** — the runtime: receives tasks, takes leases, runs steps,
+//!   commits, sends the next task, heartbeats long steps, sweeps for lost wake-ups, drains
+//!   on shutdown.
+//! - **[Operations](ops)** — [`Jobs`]: create (idempotent), get, list, cancel, retry.
+//! - **[Errors](error)** — [`StepError`]: abort, retry, or retry after a delay.
+//! - **[Schema](schema)** — table and queue names and keys, defined once.
+//!
+//! ## Example
+//!
+//! A two-step workflow run to completion on the in-memory backends:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use engine::backend::memory::{MemoryJobStore, MemoryTaskQueue, QueueChaos};
+//! use engine::clock::TokioClock;
+//! use engine::{JobStatus, Jobs, NewJob, Outcome, Registry, Worker, WorkerConfig, Workflow};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let greet = Workflow::new("greet")
+//!     .step("hello", |_ctx, name: String| async move {
+//!         Ok(Outcome::next_after("bye", name, Duration::from_millis(10)))
+//!     })
+//!     .step("bye", |_ctx, name: String| async move { Ok(Outcome::succeed(name)) });
+//!
+//! let clock = Arc::new(TokioClock::starting_at(0));
+//! let jobs = Jobs::new(
+//!     Arc::new(MemoryJobStore::new()),
+//!     Arc::new(MemoryTaskQueue::new(clock.clone(), 7, QueueChaos::default())),
+//!     Registry::new().register(greet),
+//!     clock,
+//! );
+//! let id = jobs.create(NewJob::new("greet", Some("hello-ada"), &"Ada").unwrap()).await.unwrap().record.job_id;
+//!
+//! let config = WorkerConfig { poll_wait: Duration::from_millis(50), sweep_every: Duration::ZERO, ..WorkerConfig::default() };
+//! let worker = Worker::new(jobs.clone(), config);
+//! let done = {
+//!     let jobs = jobs.clone();
+//!     let id = id.clone();
+//!     async move {
+//!         while !jobs.get(&id).await.unwrap().status.is_terminal() {
+//!             tokio::time::sleep(Duration::from_millis(10)).await;
+//!         }
+//!     }
+//! };
+//! worker.run(done).await;
+//! assert_eq!(jobs.get(&id).await.unwrap().status, JobStatus::Succeeded);
+//! # }
+//! ```
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod backend;
