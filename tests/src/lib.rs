@@ -4,6 +4,8 @@
 //! The README's test command starts the emulator and exports `AWS_ENDPOINT_URL`; these
 //! helpers refuse to run without it rather than reach for a real AWS account.
 
+pub mod certflow;
+
 use std::sync::Arc;
 use std::time::Duration;
 

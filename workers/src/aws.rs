@@ -95,6 +95,19 @@ pub(crate) async fn bootstrap(sdk: &aws_config::SdkConfig, names: &Names) -> any
         names.intake_queue,
         engine::schema::dlq_name(&names.intake_queue)
     );
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    let rules = workflows::events::ensure_rules(
+        &events,
+        &sqs,
+        &url,
+        &names.rule_prefix,
+        &names.event_sources,
+    )
+    .await
+    .context("creating the EventBridge rules")?;
+    for arn in rules {
+        println!("rule   {arn} → {}", names.intake_queue);
+    }
     workflows::inventory::create_table(&ddb, &names.inventory_table)
         .await
         .with_context(|| format!("creating table {}", names.inventory_table))?;
@@ -117,6 +130,9 @@ pub(crate) async fn intake(
         .with_context(|| format!("connecting to intake queue {}", names.intake_queue))?;
     Ok(engine::Intake {
         queue: Arc::new(queue),
-        parse: Arc::new(workflows::intake::parse),
+        parse: workflows::intake::IntakeConfig {
+            sources: names.event_sources.clone(),
+        }
+        .parser(),
     })
 }

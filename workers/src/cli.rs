@@ -50,6 +50,24 @@ pub(crate) struct Names {
     /// DynamoDB table recording which certificate is installed where.
     #[arg(long, env = "CERTFLOW_INVENTORY_TABLE", default_value = workflows::inventory::DEFAULT_TABLE, global = true)]
     pub(crate) inventory_table: String,
+    /// Event sources accepted as ACM events, comma-separated (add e.g. `custom.aws.acm` to
+    /// test renewals with events you publish yourself).
+    #[arg(
+        long,
+        env = "CERTFLOW_EVENT_SOURCES",
+        default_value = "aws.acm",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub(crate) event_sources: Vec<String>,
+    /// Prefix of the EventBridge rule names (`<prefix>-renewal`, `<prefix>-attention`).
+    #[arg(
+        long,
+        env = "CERTFLOW_RULE_PREFIX",
+        default_value = "certflow",
+        global = true
+    )]
+    pub(crate) rule_prefix: String,
     /// The SSM Command document that installs certificates on servers.
     #[arg(
         long,

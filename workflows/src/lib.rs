@@ -3,6 +3,9 @@
 //! The workflows certflow runs on its engine, and the AWS adapters they use.
 //!
 //! - [`export_certificate`]: export an ACM certificate and install it on tagged servers.
+//! - [`renew_certificate`]: one ACM renewal event → one export job per inventory row; and
+//!   `acm-alert` jobs for events that need a person.
+//! - [`intake`]: how intake messages (requests, ACM events) become jobs.
 //! - [`demo`]: a small workflow that shows the engine at work.
 //! - [`inventory`]: the inventory table (which certificate is installed where).
 //! - [`aws`]: the AWS clients and the mapping of their errors onto retry or abort.
@@ -10,12 +13,15 @@
 //! [`registry`] returns every workflow, ready for a worker.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod acm_event;
 pub mod aws;
 pub mod demo;
 pub mod document;
+pub mod events;
 pub mod export_certificate;
 pub mod intake;
 pub mod inventory;
+pub mod renew_certificate;
 
 use engine::Registry;
 
@@ -24,7 +30,13 @@ pub const JOB_LABELS: &[&str] = &["CertificateArn"];
 
 /// Every workflow certflow runs.
 pub fn registry(export: export_certificate::Deps) -> Registry {
+    let renew = renew_certificate::Deps {
+        dynamodb: export.clients.dynamodb.clone(),
+        inventory_table: export.config.inventory_table.clone(),
+    };
     Registry::new()
         .register(demo::workflow())
         .register(export_certificate::workflow(export))
+        .register(renew_certificate::workflow(renew))
+        .register(renew_certificate::alert::workflow())
 }

@@ -1,0 +1,220 @@
+//! A whole certflow on the emulator for one test: its own jobs table, task and intake
+//! queues, inventory table, SSM document, secret prefix and EventBridge rules, the real
+//! workflows over them, and workers running in this process.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
+use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
+use engine::schema::JobTableSpec;
+use engine::{Intake, JobId, JobRecord, Jobs, SystemClock, Worker};
+use workflows::export_certificate::{self, Deps, ExportConfig};
+
+use crate::{emulator, unique, RunningWorker};
+
+/// One test's certflow.
+pub struct Env {
+    /// SDK configuration (the emulator).
+    pub sdk: aws_config::SdkConfig,
+    /// Job operations.
+    pub jobs: Jobs,
+    /// The intake queue.
+    pub intake: SqsTaskQueue,
+    /// The export workflow's dependencies (names of its resources).
+    pub deps: Deps,
+    /// The jobs table.
+    pub table: String,
+    /// Event source accepted by this certflow (unique per test).
+    pub source: String,
+}
+
+impl Env {
+    /// Creates every resource.
+    pub async fn new() -> Env {
+        let sdk = emulator().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let table = unique("x-jobs");
+        create_job_table(&ddb, &JobTableSpec::new(&table, workflows::JOB_LABELS))
+            .await
+            .unwrap();
+        let tasks = unique("x-tasks");
+        create_queue_with_dlq(&sqs, &tasks, Duration::from_secs(30), 5)
+            .await
+            .unwrap();
+        let intake = unique("x-intake");
+        create_queue_with_dlq(&sqs, &intake, Duration::from_secs(30), 5)
+            .await
+            .unwrap();
+        let mut config = ExportConfig::new("us-east-1");
+        config.secret_prefix = format!("{}/", unique("certflow-test"));
+        config.inventory_table = unique("x-inventory");
+        config.document_name = unique("Install-ACMCertificate");
+        workflows::inventory::create_table(&ddb, &config.inventory_table)
+            .await
+            .unwrap();
+        workflows::document::ensure(&aws_sdk_ssm::Client::new(&sdk), &config.document_name)
+            .await
+            .unwrap();
+        let deps = Deps {
+            clients: workflows::aws::Clients::new(&sdk),
+            config,
+        };
+        let jobs = Jobs::new(
+            Arc::new(DynamoJobStore::new(ddb, &table)),
+            Arc::new(SqsTaskQueue::connect(sqs.clone(), &tasks).await.unwrap()),
+            workflows::registry(deps.clone()),
+            Arc::new(SystemClock),
+        );
+        let intake = SqsTaskQueue::connect(sqs, &intake).await.unwrap();
+        let source = format!("custom.aws.acm.{}", unique("t"));
+        Env {
+            sdk,
+            jobs,
+            intake,
+            deps,
+            table,
+            source,
+        }
+    }
+
+    /// Starts a worker consuming the intake and task queues.
+    pub fn worker(&self, id: &str) -> RunningWorker {
+        let worker = Worker::new(self.jobs.clone(), crate::Stack::worker_config(id));
+        let intake = Intake {
+            queue: Arc::new(self.intake.clone()),
+            parse: workflows::intake::IntakeConfig {
+                sources: vec!["aws.acm".into(), self.source.clone()],
+            }
+            .parser(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let w = worker.clone();
+        let handle = tokio::spawn(async move {
+            w.run_with_intake(Some(intake), async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        RunningWorker::new(worker, tx, handle)
+    }
+
+    /// Sends a body to the intake queue; returns the id of the job it makes.
+    pub async fn submit(&self, body: &str) -> JobId {
+        let out = aws_sdk_sqs::Client::new(&self.sdk)
+            .send_message()
+            .queue_url(self.intake.url())
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+        let id = out.message_id().unwrap().to_string();
+        JobId::from_key(export_certificate::NAME, &id)
+    }
+
+    /// Waits until the job is terminal.
+    pub async fn wait(&self, id: &JobId) -> JobRecord {
+        let until = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(rec) = self.jobs.get(id).await {
+                if rec.status.is_terminal() {
+                    return rec;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "job {id} did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Requests a certificate (exportable or not); returns its ARN.
+    pub async fn certificate(&self, exportable: bool) -> String {
+        let acm = aws_sdk_acm::Client::new(&self.sdk);
+        let mut req = acm
+            .request_certificate()
+            .domain_name(format!("{}.example.com", unique("www")))
+            .validation_method(aws_sdk_acm::types::ValidationMethod::Dns);
+        if exportable {
+            req = req.options(
+                aws_sdk_acm::types::CertificateOptions::builder()
+                    .export(aws_sdk_acm::types::CertificateExport::Enabled)
+                    .build(),
+            );
+        }
+        req.send().await.unwrap().certificate_arn.unwrap()
+    }
+
+    /// Starts `n` EC2 instances tagged `key=value` (the emulator registers them with SSM).
+    pub fn instances(&self, n: u32, key: &str, value: &str) {
+        let aws = format!("{}/../.venv/bin/aws", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(&aws)
+            .args([
+                "ec2",
+                "run-instances",
+                "--endpoint-url",
+                &std::env::var("AWS_ENDPOINT_URL").unwrap(),
+                "--region",
+                "us-east-1",
+                "--image-id",
+                "ami-12345678",
+                "--count",
+                &n.to_string(),
+                "--tag-specifications",
+                &format!("ResourceType=instance,Tags=[{{Key={key},Value={value}}}]"),
+            ])
+            .output()
+            .expect("run the AWS CLI from the venv");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Env {
+    /// Every message now in the intake DLQ: body and reason attribute.
+    pub async fn intake_dead_letters(&self) -> Vec<(String, String)> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let Some(url) = self.intake.dlq_url() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive from the intake DLQ");
+            let msgs = got.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                return out;
+            }
+            for m in msgs {
+                let reason = m
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get(engine::backend::sqs::REASON_ATTR))
+                    .and_then(|v| v.string_value.clone())
+                    .unwrap_or_default();
+                if let Some(receipt) = m.receipt_handle() {
+                    let _ = sqs
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await;
+                }
+                out.push((m.body.unwrap_or_default(), reason));
+            }
+        }
+    }
+}
