@@ -5,6 +5,7 @@
 //! helpers refuse to run without it rather than reach for a real AWS account.
 
 pub mod certflow;
+pub mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
