@@ -18,6 +18,7 @@
 //! - **[Operations](ops)** — [`Jobs`]: create (idempotent), get, list, cancel, retry.
 //! - **[Errors](error)** — [`StepError`]: abort, retry, or retry after a delay.
 //! - **[Schema](schema)** — table and queue names and keys, defined once.
+//! - **[Tracing](trace)** — one W3C trace per job across workers, and the engine's metrics.
 //!
 //! ## Example
 //!
@@ -70,6 +71,7 @@ pub mod error;
 pub mod job;
 pub mod ops;
 pub mod schema;
+pub mod trace;
 pub mod worker;
 pub mod workflow;
 

@@ -174,7 +174,11 @@ impl Jobs {
             cancel_requested: false,
             history_count: 1,
             expires_at: None,
-            trace_parent: new.trace_parent.clone(),
+            trace_parent: Some(
+                new.trace_parent
+                    .clone()
+                    .unwrap_or_else(crate::trace::new_trace_parent),
+            ),
         };
         let event = HistoryEvent {
             seq: 1,
@@ -200,8 +204,10 @@ impl Jobs {
         let (record, event) = self.new_record(&new, now, None)?;
         match self.inner.store.create(&record, &event).await? {
             None => {
-                self.send(&record.job_id, record.version, Duration::ZERO)
-                    .await?;
+                crate::trace::metrics()
+                    .jobs_started
+                    .add(1, &crate::trace::attrs(&record.workflow, &[]));
+                self.send_traced(&record, Duration::ZERO).await?;
                 Ok(Created {
                     record,
                     existed: false,
@@ -209,8 +215,7 @@ impl Jobs {
             }
             Some(existing) => {
                 if existing.status == JobStatus::Pending && !existing.lease_live(now) {
-                    self.send(&existing.job_id, existing.version, Duration::ZERO)
-                        .await?;
+                    self.send_traced(&existing, Duration::ZERO).await?;
                 }
                 Ok(Created {
                     record: existing,
@@ -260,7 +265,7 @@ impl Jobs {
             )));
         }
         // Wake it now rather than at its timer: a task at the current version is valid.
-        self.send(id, record.version, Duration::ZERO).await?;
+        self.send_traced(&record, Duration::ZERO).await?;
         self.get(id).await
     }
 
@@ -316,21 +321,35 @@ impl Jobs {
             Err(CommitError::Conflict) => return Err(JobsError::Conflict(id.to_string())),
             Err(CommitError::Store(e)) => return Err(e.into()),
         }
-        self.send(id, record.version, Duration::ZERO).await?;
+        self.send_traced(&record, Duration::ZERO).await?;
         Ok(record)
     }
 
-    pub(crate) async fn send(
+    /// Sends the task for `record`'s current version, carrying its trace context.
+    pub(crate) async fn send_traced(
         &self,
-        id: &JobId,
-        version: u64,
+        record: &JobRecord,
         delay: Duration,
     ) -> Result<(), JobsError> {
-        let body = task_body(id, version);
-        self.inner.queue.send(&body, delay, &[]).await?;
+        let body = task_body(&record.job_id, record.version);
+        self.inner
+            .queue
+            .send(&body, delay, &trace_attributes(record))
+            .await?;
         Ok(())
     }
 }
+
+/// The message attributes of a task for `record`: its trace context.
+pub(crate) fn trace_attributes(record: &JobRecord) -> Vec<(String, String)> {
+    record
+        .trace_parent
+        .iter()
+        .map(|tp| (crate::trace::TRACEPARENT.to_string(), tp.clone()))
+        .collect()
+}
+
+impl Jobs {}
 
 /// The JSON body of a task message.
 pub(crate) fn task_body(id: &JobId, version: u64) -> String {

@@ -351,7 +351,14 @@ impl Worker {
     /// Creates a job from a message on an intake queue and runs it at once, holding the
     /// lease from the start (no task round trip). A redelivered message finds its job by
     /// its deterministic id and is judged like any task message.
-    pub async fn start(&self, source: Arc<dyn TaskQueue>, d: Delivery, new: NewJob) {
+    pub async fn start(&self, source: Arc<dyn TaskQueue>, d: Delivery, mut new: NewJob) {
+        if new.trace_parent.is_none() {
+            new.trace_parent = d
+                .attributes
+                .iter()
+                .find(|(k, v)| k == crate::trace::TRACEPARENT && crate::trace::parse(v).is_some())
+                .map(|(_, v)| v.clone());
+        }
         let now = self.now();
         let cfg = &self.inner.config;
         let until = now + cfg.lease.as_millis() as Millis;
@@ -374,6 +381,9 @@ impl Worker {
             }
             Ok(None) => {
                 info!(job_id = %record.job_id, workflow = %record.workflow, "job created");
+                crate::trace::metrics()
+                    .jobs_started
+                    .add(1, &crate::trace::attrs(&record.workflow, &[]));
                 let hold = Hold {
                     visible_until: now + cfg.visibility.as_millis() as Millis,
                     d,
@@ -435,7 +445,7 @@ impl Worker {
             }
             Ok(Acquired::NotDue(rec)) => {
                 let delay = Duration::from_millis((rec.next_wake_at - now).max(0) as u64);
-                if self.send_task(&rec.job_id, rec.version, delay).await {
+                if self.send_task(&rec, delay).await {
                     self.ack(&source, &hold).await;
                 }
             }
@@ -447,6 +457,11 @@ impl Worker {
         let cfg = &self.inner.config;
         let span =
             info_span!("job", job_id = %rec.job_id, workflow = %rec.workflow, worker = %cfg.id);
+        crate::trace::join(&span, rec.trace_parent.as_deref());
+        let lag = (self.now() - rec.next_wake_at).max(0) as f64 / 1000.0;
+        crate::trace::metrics()
+            .start_lag
+            .record(lag, &crate::trace::attrs(&rec.workflow, &[]));
         let beat = (cfg.lease.min(cfg.visibility) / 3).max(Duration::from_millis(100));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -471,32 +486,43 @@ impl Worker {
                 record: &next,
                 event: &event,
             };
-            match self.inner.jobs.store().commit(&commit).await {
-                Ok(()) => {
-                    info!(parent: &span, step = %event.step, attempt = event.attempt, event = event.kind.as_str(), to_step = %next.step, status = %next.status, "committed");
-                }
-                Err(CommitError::Conflict) => {
-                    // A cancel request may have arrived: if we still hold the job, handle
-                    // it now; otherwise someone else has it and we let go quietly, leaving
-                    // the message alone (another worker may be holding it now).
-                    match self.inner.jobs.store().get(&rec.job_id).await {
-                        Ok(Some(cur))
-                            if cur.version == rec.version
-                                && cur.lease_owner.as_deref() == Some(hold.owner.as_str())
-                                && cur.cancel_requested =>
-                        {
-                            rec = cur;
-                            continue;
-                        }
-                        _ => {
-                            info!(parent: &span, "lost the job to another worker; abandoning");
-                            return;
+            let outcome = self.inner.jobs.store().commit(&commit).await;
+            // A write that failed on the wire may still have landed (the connection dropped
+            // after DynamoDB applied it, and the SDK's retry then lost its condition to our
+            // own first attempt): the record tells.
+            let landed = outcome.is_ok()
+                || matches!(
+                    self.inner.jobs.store().get(&rec.job_id).await,
+                    Ok(Some(cur)) if same_commit(&cur, &next)
+                );
+            if landed {
+                info!(parent: &span, step = %event.step, attempt = event.attempt, event = event.kind.as_str(), to_step = %next.step, status = %next.status, "committed");
+                record_metrics(&next, &event);
+            } else if let Err(err) = outcome {
+                match err {
+                    CommitError::Conflict => {
+                        // A cancel request may have arrived: if we still hold the job, handle
+                        // it now; otherwise someone else has it and we let go quietly, leaving
+                        // the message alone (another worker may be holding it now).
+                        match self.inner.jobs.store().get(&rec.job_id).await {
+                            Ok(Some(cur))
+                                if cur.version == rec.version
+                                    && cur.lease_owner.as_deref() == Some(hold.owner.as_str())
+                                    && cur.cancel_requested =>
+                            {
+                                rec = cur;
+                                continue;
+                            }
+                            _ => {
+                                info!(parent: &span, "lost the job to another worker; abandoning");
+                                return;
+                            }
                         }
                     }
-                }
-                Err(CommitError::Store(e)) => {
-                    warn!(parent: &span, error = %e, "commit failed; the message will come back");
-                    return;
+                    CommitError::Store(e) => {
+                        warn!(parent: &span, error = %e, "commit failed; the message will come back");
+                        return;
+                    }
                 }
             }
             rec = next;
@@ -510,7 +536,7 @@ impl Worker {
             let delay = Duration::from_millis((rec.next_wake_at - self.now()).max(0) as u64);
             // If this send fails the message stays: it is the job's `DrivenBy`, so when it
             // comes back it is still valid and re-sends.
-            if !self.send_task(&rec.job_id, rec.version, delay).await {
+            if !self.send_task(&rec, delay).await {
                 return;
             }
         }
@@ -865,12 +891,17 @@ impl Worker {
         info!(job_id = %rec.job_id, step = %rec.step, "released job at shutdown");
     }
 
-    async fn send_task(&self, job_id: &JobId, version: u64, delay: Duration) -> bool {
+    async fn send_task(&self, rec: &JobRecord, delay: Duration) -> bool {
         let queue = self.inner.jobs.queue();
+        let job_id = &rec.job_id;
         // Waits longer than the queue allows are chained: the task arrives early, finds
         // the step not yet due and is sent again for the rest.
         let delay = delay.min(queue.max_delay());
-        match queue.send(&task_body(job_id, version), delay, &[]).await {
+        let attributes = crate::ops::trace_attributes(rec);
+        match queue
+            .send(&task_body(job_id, rec.version), delay, &attributes)
+            .await
+        {
             Ok(()) => true,
             Err(e) => {
                 warn!(%job_id, error = %e, "could not send the next task; the message will come back");
@@ -900,10 +931,7 @@ impl Worker {
         let lost = self.inner.jobs.store().overdue(cutoff, 200).await?;
         let mut sent = 0;
         for job in lost {
-            if self
-                .send_task(&job.job_id, job.version, Duration::ZERO)
-                .await
-            {
+            if self.send_task(&job, Duration::ZERO).await {
                 info!(job_id = %job.job_id, step = %job.step, "sweeper re-sent a lost wake-up");
                 sent += 1;
             }
@@ -921,6 +949,49 @@ impl Worker {
             }
         }
     }
+}
+
+fn record_metrics(next: &JobRecord, event: &HistoryEvent) {
+    let m = crate::trace::metrics();
+    let wf = &next.workflow;
+    if let Some(ms) = event.duration_ms {
+        let outcome = event.kind.as_str().to_string();
+        m.step_duration.record(
+            ms as f64 / 1000.0,
+            &crate::trace::attrs(wf, &[("step", event.step.clone()), ("outcome", outcome)]),
+        );
+    }
+    if event.kind == EventKind::RetryScheduled {
+        let class = if event
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out"))
+        {
+            "timeout"
+        } else {
+            "retryable"
+        };
+        m.retries.add(
+            1,
+            &crate::trace::attrs(
+                wf,
+                &[("step", event.step.clone()), ("class", class.to_string())],
+            ),
+        );
+    }
+    if next.status.is_terminal() {
+        m.jobs_finished.add(
+            1,
+            &crate::trace::attrs(wf, &[("status", next.status.as_str().to_string())]),
+        );
+    }
+}
+
+/// Whether `cur` is the record `next` as written by our own commit (the store adds the TTL).
+fn same_commit(cur: &JobRecord, next: &JobRecord) -> bool {
+    let mut cur = cur.clone();
+    cur.expires_at = next.expires_at;
+    &cur == next
 }
 
 fn wake_at(now: Millis, after: Duration, deadline: Millis) -> Millis {
