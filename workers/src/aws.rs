@@ -7,9 +7,9 @@ use anyhow::Context;
 use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
 use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
 use engine::schema::JobTableSpec;
-use engine::{Jobs, SystemClock};
+use engine::{JobStore, Jobs, SystemClock};
 
-use crate::cli::{Global, Names};
+use crate::cli::{Global, Names, Output};
 
 /// The SDK configuration from the standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`,
 /// credentials, profiles), as every AWS tool reads it.
@@ -43,6 +43,14 @@ pub(crate) fn export_deps(
     }
 }
 
+/// The jobs table alone, for commands that only read it (no task queue needed).
+pub(crate) fn store(sdk: &aws_config::SdkConfig, names: &Names) -> Arc<dyn JobStore> {
+    Arc::new(DynamoJobStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        &names.jobs_table,
+    ))
+}
+
 /// The job operations over the configured table and task queue.
 pub(crate) async fn jobs(sdk: &aws_config::SdkConfig, global: &Global) -> anyhow::Result<Jobs> {
     let names = &global.names;
@@ -70,30 +78,67 @@ pub(crate) fn region(sdk: &aws_config::SdkConfig) -> String {
         .unwrap_or_else(|| "(no region set: AWS_REGION)".to_string())
 }
 
+/// One resource `bootstrap` made ready.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Ready {
+    kind: &'static str,
+    name: String,
+    detail: String,
+}
+
 /// Creates every resource certflow needs on the endpoint in use; safe to run again.
-pub(crate) async fn bootstrap(sdk: &aws_config::SdkConfig, names: &Names) -> anyhow::Result<()> {
+pub(crate) async fn bootstrap(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+    output: Output,
+) -> anyhow::Result<()> {
+    let mut ready = Vec::new();
+    let mut done = |kind: &'static str, name: &str, detail: String| {
+        if output == Output::Table {
+            println!(
+                "{kind:<8} {name} ready{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({detail})")
+                }
+            );
+        }
+        ready.push(Ready {
+            kind,
+            name: name.to_string(),
+            detail,
+        });
+    };
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let spec = JobTableSpec::new(&names.jobs_table, workflows::JOB_LABELS);
     create_job_table(&ddb, &spec)
         .await
         .with_context(|| format!("creating table {}", names.jobs_table))?;
-    println!("table  {} ready", names.jobs_table);
+    done("table", &names.jobs_table, "jobs".into());
     let url = create_queue_with_dlq(&sqs, &names.tasks_queue, Duration::from_secs(60), 10)
         .await
         .with_context(|| format!("creating queue {}", names.tasks_queue))?;
-    println!(
-        "queue  {} ready (dead letters: {}) {url}",
-        names.tasks_queue,
-        engine::schema::dlq_name(&names.tasks_queue)
+    done(
+        "queue",
+        &names.tasks_queue,
+        format!(
+            "dead letters: {}; {url}",
+            engine::schema::dlq_name(&names.tasks_queue)
+        ),
     );
     let url = create_queue_with_dlq(&sqs, &names.intake_queue, Duration::from_secs(60), 5)
         .await
         .with_context(|| format!("creating queue {}", names.intake_queue))?;
-    println!(
-        "queue  {} ready (dead letters: {}) {url}",
-        names.intake_queue,
-        engine::schema::dlq_name(&names.intake_queue)
+    done(
+        "queue",
+        &names.intake_queue,
+        format!(
+            "dead letters: {}; {url}",
+            engine::schema::dlq_name(&names.intake_queue)
+        ),
     );
     let events = aws_sdk_eventbridge::Client::new(sdk);
     let rules = workflows::events::ensure_rules(
@@ -106,17 +151,24 @@ pub(crate) async fn bootstrap(sdk: &aws_config::SdkConfig, names: &Names) -> any
     .await
     .context("creating the EventBridge rules")?;
     for arn in rules {
-        println!("rule   {arn} → {}", names.intake_queue);
+        done("rule", &arn, format!("→ {}", names.intake_queue));
     }
     workflows::inventory::create_table(&ddb, &names.inventory_table)
         .await
         .with_context(|| format!("creating table {}", names.inventory_table))?;
-    println!("table  {} ready", names.inventory_table);
+    done("table", &names.inventory_table, "inventory".into());
     let ssm = aws_sdk_ssm::Client::new(sdk);
     workflows::document::ensure(&ssm, &names.document_name)
         .await
         .with_context(|| format!("creating SSM document {}", names.document_name))?;
-    println!("document {} ready", names.document_name);
+    done(
+        "document",
+        &names.document_name,
+        "SSM install document".into(),
+    );
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&ready)?);
+    }
     Ok(())
 }
 

@@ -1,13 +1,29 @@
 //! The command line: every flag also reads an environment variable of the same meaning.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Examples and the answers to the common questions, under `certflow --help`.
+const TOP_HELP: &str = "\
+Common questions:
+  Export a certificate now and watch it       certflow submit --certificate-arn ARN --cert-name web --target Environment=Production --wait
+  What happened to this job?                  certflow jobs show JOB_ID
+  What happened to this certificate?          certflow inventory show --certificate-arn ARN
+  What is running or waiting right now?       certflow jobs list
+  What failed in the last day?                certflow jobs list --status FAILED --since 24h
+  Resume a failed job where it failed         certflow jobs retry JOB_ID --wait
+  What expires in the next 30 days?           certflow inventory list --expiring-within 30d
+  Is anything stuck in a dead-letter queue?   certflow dlq list
+Output is a table on a terminal and JSON otherwise (-o table|json to choose).
+Exit codes: 0 success; 1 the command failed or the job did not succeed (the message says why
+and what to do); 2 the command line was wrong.";
+
 /// certflow — export ACM certificates and install them on tagged servers, again at every
 /// renewal.
 #[derive(Debug, Parser)]
-#[command(name = "certflow", version, about, long_about = None)]
+#[command(name = "certflow", version, after_help = TOP_HELP)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,
@@ -17,21 +33,38 @@ pub(crate) struct Cli {
 
 /// Settings every command shares.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Output and logging")]
 pub(crate) struct Global {
-    /// Log format: human-readable lines or one JSON object per line.
+    /// Output: `table` for people, `json` (stable field names) for scripts [default: table
+    /// when stdout is a terminal, json otherwise].
+    #[arg(short, long, env = "CERTFLOW_OUTPUT", value_enum, global = true)]
+    pub(crate) output: Option<Output>,
+    /// Log format: human-readable lines or one JSON object per line (on stderr).
     #[arg(long, env = "CERTFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub(crate) log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `engine=debug,info`.
-    #[arg(long, env = "CERTFLOW_LOG", default_value = "info", global = true)]
-    pub(crate) log: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `engine=debug,info` [default:
+    /// info for `worker`, warn for the other commands].
+    #[arg(long, env = "CERTFLOW_LOG", global = true)]
+    pub(crate) log: Option<String>,
     #[command(flatten)]
     pub(crate) names: Names,
     #[command(flatten)]
     pub(crate) export: ExportArgs,
 }
 
+impl Global {
+    /// The output format: as asked, else a table on a terminal and JSON in a pipe.
+    pub(crate) fn output(&self) -> Output {
+        self.output.unwrap_or(if std::io::stdout().is_terminal() {
+            Output::Table
+        } else {
+            Output::Json
+        })
+    }
+}
 /// Names of the AWS resources certflow uses.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Resources (flags or environment variables)")]
 pub(crate) struct Names {
     /// DynamoDB table holding job records and their history.
     #[arg(long, env = "CERTFLOW_JOBS_TABLE", default_value = engine::schema::DEFAULT_JOBS_TABLE, global = true)]
@@ -80,6 +113,7 @@ pub(crate) struct Names {
 
 /// Settings of the export workflow.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Export settings (flags or environment variables)")]
 pub(crate) struct ExportArgs {
     /// Prefix of the secret names (`<prefix><CertName>/passphrase`, `…/bundle`).
     #[arg(
@@ -128,18 +162,40 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Output format of every command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// Aligned text for people.
+    Table,
+    /// JSON with stable field names, for scripts.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the worker service: consume export requests and step tasks until SIGTERM or Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  certflow worker\n  CERTFLOW_CONCURRENCY=8 certflow worker --log-format json"
+    )]
     Worker(WorkerArgs),
-    /// Create the tables, queues (with their DLQs) and the SSM document on the endpoint in
-    /// use. Idempotent.
+    /// Create the tables, queues (with their DLQs), EventBridge rules and the SSM document on
+    /// the endpoint in use. Idempotent.
+    #[command(
+        after_help = "Examples:\n  certflow bootstrap\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 certflow bootstrap"
+    )]
     Bootstrap,
-    /// Send an export request (the reference payload) to the intake queue.
+    /// Send an export request (the reference payload) to the intake queue, and optionally
+    /// follow the job it becomes.
     Submit(SubmitArgs),
-    /// Inspect and steer jobs.
+    /// Inspect and steer jobs: list, show, watch, retry, cancel.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Which certificate is installed where: the inventory table.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+    /// Messages in the dead-letter queues: list them, move them back.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Run a few jobs of the demo workflow and print how they went (needs a running worker).
     Demo(DemoArgs),
 }
@@ -191,54 +247,219 @@ impl WorkerArgs {
     }
 }
 
-/// Output format of inspection commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Output {
-    /// Aligned text for people.
-    Table,
-    /// JSON with stable field names, for scripts.
-    Json,
+/// A job status on the command line (any case), or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusFilter {
+    /// One status.
+    One(engine::JobStatus),
+    /// Every status.
+    All,
+}
+
+fn parse_status(s: &str) -> Result<StatusFilter, String> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        return Ok(StatusFilter::All);
+    }
+    engine::JobStatus::parse(s)
+        .map(StatusFilter::One)
+        .ok_or_else(|| {
+            "use PENDING, RUNNING, WAITING, SUCCEEDED, FAILED, CANCELLED or all".to_string()
+        })
+}
+
+/// A duration such as `30s`, `15m`, `24h`, `7d` or `1h 30m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}: use a duration such as 90s, 15m, 24h or 7d"))
+}
+
+/// `TAG_KEY=TAG_VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) key: String,
+    pub(crate) value: String,
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok(Target {
+            key: k.to_string(),
+            value: v.to_string(),
+        }),
+        _ => Err("use TAG_KEY=TAG_VALUE, e.g. Environment=Production".to_string()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum JobsCommand {
-    /// Show one job: its record and its history as a timeline.
+    /// List jobs, newest first, from the table's indexes (never a scan).
+    ///
+    /// Without --status and --certificate-arn: the jobs that are not finished (PENDING,
+    /// RUNNING, WAITING). With --certificate-arn: that certificate's jobs, in every status
+    /// unless --status says otherwise. Ordered by last update (by status) or by creation
+    /// (by certificate). When there are more, the last line (table) or `NextCursor` (JSON)
+    /// says how to continue.
+    #[command(after_help = "Examples:
+  certflow jobs list                                  # not finished yet
+  certflow jobs list --status FAILED --since 24h      # failed in the last day
+  certflow jobs list --status FAILED,CANCELLED --limit 10
+  certflow jobs list --certificate-arn arn:aws:acm:us-east-1:111122223333:certificate/…
+  certflow jobs list --status all --since 1h -o json | jq '.Jobs[].JobId'")]
+    List(ListArgs),
+    /// Show one job: record, history as a timeline, per-server install results, child jobs.
+    #[command(after_help = "Examples:
+  certflow jobs show 3f6c1e2a-…
+  certflow jobs show 3f6c1e2a-… -o json | jq '.History[] | select(.Error)'")]
     Show {
         /// The job id.
         job_id: String,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
     },
-    /// List jobs in a status, most recently updated first (an index query, never a scan).
-    List {
-        /// PENDING, RUNNING, WAITING, SUCCEEDED, FAILED or CANCELLED (default: all active).
-        #[arg(long)]
-        status: Option<String>,
-        /// At most this many jobs.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
-    /// Stop a pending, running or waiting job at its next step boundary.
-    Cancel {
+    /// Follow a job until it finishes, showing each step; exit 0 only if it SUCCEEDED.
+    #[command(after_help = "Examples:
+  certflow jobs watch 3f6c1e2a-…
+  certflow jobs watch 3f6c1e2a-… --timeout 2h")]
+    Watch {
         /// The job id.
         job_id: String,
+        /// Give up following after this long (the job carries on).
+        #[arg(long, value_parser = parse_duration, default_value = "30m")]
+        timeout: Duration,
     },
     /// Resume a FAILED job from the step that failed (earlier steps do not run again).
+    /// Refused for jobs that did not fail.
+    #[command(after_help = "Examples:
+  certflow jobs retry 3f6c1e2a-…
+  certflow jobs retry 3f6c1e2a-… --wait")]
     Retry {
         /// The job id.
         job_id: String,
+        /// Follow the job after restarting it; exit 0 only if it SUCCEEDED.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up following after this long.
+        #[arg(long, value_parser = parse_duration, default_value = "30m")]
+        timeout: Duration,
+    },
+    /// Stop a PENDING, RUNNING or WAITING job at its next step boundary (in the `wait`
+    /// step, the install command is cancelled too).
+    #[command(after_help = "Examples:
+  certflow jobs cancel 3f6c1e2a-…
+  certflow jobs cancel 3f6c1e2a-… --wait     # until it is CANCELLED")]
+    Cancel {
+        /// The job id.
+        job_id: String,
+        /// Wait until the job has stopped; exit 0 only if it ended CANCELLED.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this long.
+        #[arg(long, value_parser = parse_duration, default_value = "5m")]
+        timeout: Duration,
+    },
+}
+
+/// Filters of `jobs list`.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ListArgs {
+    /// PENDING, RUNNING, WAITING, SUCCEEDED, FAILED, CANCELLED or all; several separated by
+    /// commas [default: PENDING,RUNNING,WAITING; with --certificate-arn: all].
+    #[arg(long, value_parser = parse_status, value_delimiter = ',')]
+    pub(crate) status: Vec<StatusFilter>,
+    /// Only jobs of this certificate (the ByCertificateArn index).
+    #[arg(long)]
+    pub(crate) certificate_arn: Option<String>,
+    /// Only jobs updated within this long, e.g. 30m, 24h, 7d.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) since: Option<Duration>,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: usize,
+    /// Continue a listing where the previous page ended (its NextCursor).
+    #[arg(long)]
+    pub(crate) cursor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InventoryCommand {
+    /// List inventory rows with their certificate's expiry and the last install's status,
+    /// soonest expiry first.
+    ///
+    /// With --target this is a Query on the table's partition key. Without it, the whole
+    /// inventory table is read with a Scan: the inventory has one row per (target,
+    /// certificate, name), so it stays small.
+    #[command(after_help = "Examples:
+  certflow inventory list
+  certflow inventory list --target Environment=Production
+  certflow inventory list --expiring-within 30d")]
+    List {
+        /// Only rows of this target, TAG_KEY=TAG_VALUE.
+        #[arg(long, value_parser = parse_target)]
+        target: Option<Target>,
+        /// Only certificates that expire within this long, e.g. 30d.
+        #[arg(long, value_parser = parse_duration)]
+        expiring_within: Option<Duration>,
+    },
+    /// Everything about one certificate: where it is installed (the ByCertificateArn index)
+    /// and its recent jobs.
+    #[command(after_help = "Examples:
+  certflow inventory show --certificate-arn arn:aws:acm:us-east-1:111122223333:certificate/…")]
+    Show {
+        /// The ACM certificate.
+        #[arg(long)]
+        certificate_arn: String,
+    },
+}
+
+/// Which queue's dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum QueueKind {
+    /// The intake queue's DLQ: requests and events that could not be read.
+    Intake,
+    /// The task queue's DLQ: step tasks that could not be handled.
+    Tasks,
+}
+
+impl QueueKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            QueueKind::Intake => "intake",
+            QueueKind::Tasks => "tasks",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List dead letters: queue, reason, first bytes of the body. Nothing is removed (each
+    /// message is hidden for a few seconds while it is read, then made visible again).
+    #[command(after_help = "Examples:
+  certflow dlq list
+  certflow dlq list --queue intake -o json | jq '.[].Reason'")]
+    List {
+        /// Only this queue's DLQ [default: both].
+        #[arg(long, value_enum)]
+        queue: Option<QueueKind>,
+        /// At most this many messages per queue.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Move every dead letter back to the queue it belongs to (send, then delete), to be
+    /// processed again. Fix the cause first: `certflow dlq list` shows the reasons.
+    #[command(after_help = "Examples:
+  certflow dlq redrive --queue intake
+  certflow dlq redrive            # both queues")]
+    Redrive {
+        /// Only this queue's DLQ [default: both].
+        #[arg(long, value_enum)]
+        queue: Option<QueueKind>,
     },
 }
 
 /// An export request from the command line.
 #[derive(Debug, Args, Clone)]
-#[command(
-    after_help = "Example:\n  certflow submit --certificate-arn arn:aws:acm:us-east-1:111122223333:certificate/… \\\n    --cert-name web --target Environment=Production --wait"
-)]
+#[command(after_help = "Examples:
+  certflow submit --certificate-arn arn:aws:acm:us-east-1:111122223333:certificate/… \\
+    --cert-name web --target Environment=Production --wait
+  certflow submit … --request-id change-4711     # the same id twice makes one job")]
 pub(crate) struct SubmitArgs {
     /// The ACM certificate to export.
     #[arg(long)]
@@ -247,17 +468,17 @@ pub(crate) struct SubmitArgs {
     #[arg(long)]
     pub(crate) cert_name: String,
     /// The servers, as TAG_KEY=TAG_VALUE.
-    #[arg(long)]
-    pub(crate) target: String,
+    #[arg(long, value_parser = parse_target)]
+    pub(crate) target: Target,
     /// Idempotency key: the same id twice makes one job.
     #[arg(long)]
     pub(crate) request_id: Option<String>,
-    /// Follow the job until it ends; exit 0 only if it SUCCEEDED.
+    /// Follow the job, showing each step; exit 0 only if it SUCCEEDED.
     #[arg(long)]
     pub(crate) wait: bool,
-    /// Give up following after this many seconds.
-    #[arg(long, default_value_t = 1800)]
-    pub(crate) timeout_secs: u64,
+    /// With --wait: give up following after this long (the job carries on).
+    #[arg(long, value_parser = parse_duration, default_value = "30m")]
+    pub(crate) timeout: Duration,
 }
 
 /// Demo settings.
@@ -269,4 +490,31 @@ pub(crate) struct DemoArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub(crate) timeout_secs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn values_parse() {
+        assert_eq!(
+            parse_status("failed"),
+            Ok(StatusFilter::One(engine::JobStatus::Failed))
+        );
+        assert_eq!(parse_status("ALL"), Ok(StatusFilter::All));
+        assert!(parse_status("done").is_err());
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_target("a=b").is_ok());
+        assert!(parse_target("a").is_err());
+        assert!(parse_target("=b").is_err());
+    }
 }

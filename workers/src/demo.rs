@@ -43,7 +43,7 @@ pub(crate) async fn run(jobs: &Jobs, args: &DemoArgs) -> anyhow::Result<()> {
     for id in &ids {
         let rec = jobs.get(id).await?;
         let history = jobs.history(id).await?;
-        println!("\n{}", view::job_text(&rec, &history));
+        println!("\n{}", view::job_text(&rec, &history, &[]));
     }
     Ok(())
 }

@@ -1,71 +1,284 @@
 //! `certflow jobs …`: what operators use to inspect and steer jobs.
 
-use anyhow::{bail, Context};
-use engine::{JobId, JobStatus, Jobs};
+use std::sync::Arc;
 
-use crate::cli::{JobsCommand, Output};
-use crate::view;
+use anyhow::bail;
+use engine::{Clock, JobId, JobRecord, JobStatus, JobStore, Jobs, SystemClock};
+use serde_json::json;
 
-pub(crate) async fn run(jobs: &Jobs, cmd: JobsCommand) -> anyhow::Result<()> {
+use crate::cli::{Global, JobsCommand, ListArgs, Output, StatusFilter};
+use crate::follow::{self, Sink};
+use crate::paging;
+use crate::view::{self, ChildView};
+
+/// What a jobs command needs: the table always, the task queue only to change a job.
+pub(crate) struct Ctx<'a> {
+    pub(crate) sdk: &'a aws_config::SdkConfig,
+    pub(crate) global: &'a Global,
+    pub(crate) store: Arc<dyn JobStore>,
+    pub(crate) output: Output,
+}
+
+impl Ctx<'_> {
+    /// The job operations (connects to the task queue: only commands that change a job).
+    async fn jobs(&self) -> anyhow::Result<Jobs> {
+        crate::aws::jobs(self.sdk, self.global).await
+    }
+}
+
+pub(crate) async fn run(ctx: &Ctx<'_>, cmd: JobsCommand) -> anyhow::Result<()> {
     match cmd {
-        JobsCommand::Show { job_id, output } => {
+        JobsCommand::Show { job_id } => show(ctx, &JobId::new(job_id)).await,
+        JobsCommand::List(args) => list(ctx, &args).await,
+        JobsCommand::Watch { job_id, timeout } => {
             let id = JobId::new(job_id);
-            let rec = jobs.get(&id).await?;
-            let history = jobs.history(&id).await?;
-            match output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&view::job_json(&rec, Some(&history)))?
-                ),
-                Output::Table => print!("{}", view::job_text(&rec, &history)),
-            }
+            read(&ctx.store, &id).await?;
+            watch(ctx, &id, timeout).await
         }
-        JobsCommand::List {
-            status,
-            limit,
-            output,
+        JobsCommand::Retry {
+            job_id,
+            wait,
+            timeout,
         } => {
-            let statuses = match status {
-                Some(s) => vec![JobStatus::parse(&s).with_context(|| {
-                    format!("unknown status {s:?}: use PENDING, RUNNING, WAITING, SUCCEEDED, FAILED or CANCELLED")
-                })?],
-                None => JobStatus::ACTIVE.to_vec(),
-            };
-            let mut found = Vec::new();
-            for st in statuses {
-                let mut cursor = None;
-                loop {
-                    let page = jobs.list(st, limit, cursor).await?;
-                    found.extend(page.jobs);
-                    cursor = page.cursor;
-                    if cursor.is_none() || found.len() >= limit {
-                        break;
-                    }
-                }
+            let id = JobId::new(job_id);
+            let before = read(&ctx.store, &id).await?;
+            if let Some(why) = not_retryable(&before) {
+                bail!(why);
             }
-            found.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
-            found.truncate(limit);
-            match output {
-                Output::Json => {
-                    let all: Vec<_> = found.iter().map(|r| view::job_json(r, None)).collect();
-                    println!("{}", serde_json::to_string_pretty(&all)?);
+            let jobs = ctx.jobs().await?;
+            let rec = jobs.retry(&id).await?;
+            let resumed = format!(
+                "job {id} restarted at step {} (earlier steps do not run again)",
+                rec.step
+            );
+            if wait {
+                progress_line(ctx.output, &resumed);
+                watch(ctx, &id, timeout).await
+            } else {
+                match ctx.output {
+                    Output::Table => println!("{resumed}\nfollow it: certflow jobs watch {id}"),
+                    Output::Json => println!("{}", pretty(&view::job_json(&rec))?),
                 }
-                Output::Table => print!("{}", view::jobs_table(&found)),
+                Ok(())
             }
         }
-        JobsCommand::Cancel { job_id } => {
-            let rec = jobs.cancel(&JobId::new(job_id)).await?;
+        JobsCommand::Cancel {
+            job_id,
+            wait,
+            timeout,
+        } => {
+            let id = JobId::new(job_id);
+            let before = read(&ctx.store, &id).await?;
+            if before.status.is_terminal() {
+                bail!(
+                    "job {id} is already {}; only PENDING, RUNNING or WAITING jobs can be cancelled",
+                    before.status
+                );
+            }
+            let jobs = ctx.jobs().await?;
+            let rec = jobs.cancel(&id).await?;
+            let said = format!(
+                "cancel requested for job {id} ({} at step {}); it stops at its next step boundary",
+                rec.status, rec.step
+            );
+            if !wait {
+                match ctx.output {
+                    Output::Table => println!("{said}\nfollow it: certflow jobs watch {id}"),
+                    Output::Json => println!("{}", pretty(&view::job_json(&rec))?),
+                }
+                return Ok(());
+            }
+            progress_line(ctx.output, &said);
+            let rec = follow::follow(&ctx.store, &id, timeout, sink(ctx.output), "the job").await?;
+            finish_output(ctx, &rec).await?;
+            if rec.status != JobStatus::Cancelled {
+                bail!(
+                    "job {id} ended {} before the cancel took effect",
+                    rec.status
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Why a job cannot be retried, in words that say what to do instead.
+fn not_retryable(rec: &JobRecord) -> Option<String> {
+    let id = &rec.job_id;
+    match rec.status {
+        JobStatus::Failed => None,
+        JobStatus::Succeeded => Some(format!(
+            "job {id} SUCCEEDED; only FAILED jobs can be retried — to install the certificate again, submit a new request (certflow submit …)"
+        )),
+        JobStatus::Cancelled => Some(format!(
+            "job {id} was CANCELLED; only FAILED jobs can be retried — submit a new request to run it again (certflow submit …)"
+        )),
+        st => Some(format!(
+            "job {id} is {st} at step {}, not FAILED; only FAILED jobs can be retried — follow it with `certflow jobs watch {id}` or stop it with `certflow jobs cancel {id}`",
+            rec.step
+        )),
+    }
+}
+
+/// Progress goes with a table to stdout, and beside JSON to stderr.
+pub(crate) fn sink(output: Output) -> Sink {
+    match output {
+        Output::Table => Sink::Stdout,
+        Output::Json => Sink::Stderr,
+    }
+}
+
+fn progress_line(output: Output, text: &str) {
+    match output {
+        Output::Table => println!("{text}"),
+        Output::Json => eprintln!("{text}"),
+    }
+}
+
+pub(crate) fn pretty(v: &serde_json::Value) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(v)?)
+}
+
+/// A job that must exist, with an error that says what to check when it does not.
+pub(crate) async fn read(store: &Arc<dyn JobStore>, id: &JobId) -> anyhow::Result<JobRecord> {
+    match store.get(id).await? {
+        Some(rec) => Ok(rec),
+        None => bail!(
+            "job {id} not found — check the id (`certflow jobs list` shows recent jobs) and that CERTFLOW_JOBS_TABLE names the table it ran in; finished jobs are kept 30 days"
+        ),
+    }
+}
+
+/// A renewal's children with their current status.
+pub(crate) async fn children(
+    store: &Arc<dyn JobStore>,
+    rec: &JobRecord,
+) -> anyhow::Result<Vec<ChildView>> {
+    let mut out = Vec::new();
+    for c in view::children_of(rec) {
+        let now = store.get(&JobId::new(c.job_id.clone())).await?;
+        out.push(ChildView {
+            job_id: c.job_id,
+            target: c.target,
+            cert_name: c.cert_name,
+            status: now
+                .as_ref()
+                .map_or_else(|| "NOT FOUND".to_string(), |r| r.status.to_string()),
+            step: now.as_ref().map(|r| r.step.clone()),
+            last_error: now.and_then(|r| r.last_error),
+        });
+    }
+    Ok(out)
+}
+
+async fn show(ctx: &Ctx<'_>, id: &JobId) -> anyhow::Result<()> {
+    let rec = read(&ctx.store, id).await?;
+    let history = ctx.store.history(id).await?;
+    let kids = children(&ctx.store, &rec).await?;
+    match ctx.output {
+        Output::Json => println!("{}", pretty(&view::job_detail_json(&rec, &history, &kids))?),
+        Output::Table => print!("{}", view::job_text(&rec, &history, &kids)),
+    }
+    Ok(())
+}
+
+/// Follows a job to its end; exit status from how it ended.
+pub(crate) async fn watch(
+    ctx: &Ctx<'_>,
+    id: &JobId,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let rec = follow::follow(&ctx.store, id, timeout, sink(ctx.output), "the job").await?;
+    finish_output(ctx, &rec).await?;
+    follow::require_success(&rec)
+}
+
+/// What is printed when a followed job has ended: a summary line and the install results
+/// (table), or the whole job (JSON).
+pub(crate) async fn finish_output(ctx: &Ctx<'_>, rec: &JobRecord) -> anyhow::Result<()> {
+    let kids = children(&ctx.store, rec).await?;
+    match ctx.output {
+        Output::Json => {
+            let history = ctx.store.history(&rec.job_id).await?;
+            println!("{}", pretty(&view::job_detail_json(rec, &history, &kids))?);
+        }
+        Output::Table => {
+            let took = view::duration((rec.updated_at - rec.created_at).max(0) as u64);
             println!(
-                "cancel requested for {} ({} at step {}); it stops at its next step boundary",
+                "\njob {} {} at step {} after {took}",
                 rec.job_id, rec.status, rec.step
             );
-        }
-        JobsCommand::Retry { job_id } => {
-            let rec = jobs.retry(&JobId::new(job_id)).await?;
-            if rec.status != JobStatus::Running {
-                bail!("job {} did not restart", rec.job_id);
+            if let Some(t) = view::instances_table(rec) {
+                print!("{t}");
             }
-            println!("job {} restarted at step {}", rec.job_id, rec.step);
+            if !kids.is_empty() {
+                for c in &kids {
+                    println!(
+                        "child {} {} {} {}",
+                        c.job_id, c.target, c.cert_name, c.status
+                    );
+                }
+            }
+            println!("details: certflow jobs show {}", rec.job_id);
+        }
+    }
+    Ok(())
+}
+
+async fn list(ctx: &Ctx<'_>, args: &ListArgs) -> anyhow::Result<()> {
+    let mut statuses: Vec<JobStatus> = Vec::new();
+    for s in &args.status {
+        match s {
+            StatusFilter::All => statuses.extend(JobStatus::ALL),
+            StatusFilter::One(st) => statuses.push(*st),
+        }
+    }
+    if statuses.is_empty() {
+        statuses = if args.certificate_arn.is_some() {
+            JobStatus::ALL.to_vec()
+        } else {
+            JobStatus::ACTIVE.to_vec()
+        };
+    }
+    let mut unique = Vec::new();
+    for st in statuses {
+        if !unique.contains(&st) {
+            unique.push(st);
+        }
+    }
+    let since = args.since.map(|d| SystemClock.now() - d.as_millis() as i64);
+    let q = paging::Query {
+        statuses: unique,
+        certificate_arn: args.certificate_arn.clone(),
+        since,
+        limit: args.limit,
+    };
+    let page = paging::list(&ctx.store, &q, args.cursor.as_deref()).await?;
+    match ctx.output {
+        Output::Json => {
+            let jobs: Vec<_> = page.jobs.iter().map(view::job_json).collect();
+            println!(
+                "{}",
+                pretty(&json!({ "Jobs": jobs, "NextCursor": page.next_cursor }))?
+            );
+        }
+        Output::Table => {
+            if page.jobs.is_empty() {
+                let which: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
+                println!(
+                    "no {} jobs{}",
+                    which.join("/"),
+                    match &q.certificate_arn {
+                        Some(a) => format!(" for {a}"),
+                        None => String::new(),
+                    }
+                );
+            } else {
+                print!("{}", view::jobs_table(&page.jobs));
+            }
+            if let Some(c) = &page.next_cursor {
+                println!("more: repeat the command with --cursor {c}");
+            }
         }
     }
     Ok(())

@@ -1,97 +1,95 @@
 //! `certflow submit`: put an export request on the intake queue, as any producer would,
 //! and optionally follow the job it becomes.
 
-use std::time::Duration;
-
-use anyhow::{bail, Context};
-use engine::{JobId, JobStatus, Jobs};
+use anyhow::Context;
+use engine::JobId;
+use serde_json::json;
 use workflows::export_certificate::{self, ExportRequest};
 
-use crate::cli::SubmitArgs;
-use crate::view;
+use crate::cli::{Output, SubmitArgs};
+use crate::follow;
+use crate::jobs::{self, Ctx};
 
-pub(crate) async fn run(
-    sdk: &aws_config::SdkConfig,
-    jobs: &Jobs,
-    intake_queue: &str,
-    args: &SubmitArgs,
-) -> anyhow::Result<()> {
-    let Some((key, value)) = args.target.split_once('=') else {
-        bail!("--target must be TAG_KEY=TAG_VALUE, got {:?}", args.target);
-    };
+pub(crate) async fn run(ctx: &Ctx<'_>, args: &SubmitArgs) -> anyhow::Result<()> {
+    let intake_queue = &ctx.global.names.intake_queue;
     let request = ExportRequest {
         certificate_arn: args.certificate_arn.clone(),
         cert_name: args.cert_name.clone(),
-        target_tag_key: key.to_string(),
-        target_tag_value: value.to_string(),
+        target_tag_key: args.target.key.clone(),
+        target_tag_value: args.target.value.clone(),
         request_id: args.request_id.clone(),
     };
-    request.validate()?;
-    let sqs = aws_sdk_sqs::Client::new(sdk);
+    request
+        .validate()
+        .context("the request would fail its first check; nothing was sent")?;
+    let sqs = aws_sdk_sqs::Client::new(ctx.sdk);
     let url = sqs
         .get_queue_url()
         .queue_name(intake_queue)
         .send()
         .await
-        .with_context(|| {
-            format!("intake queue {intake_queue} not found — run `certflow bootstrap` or check CERTFLOW_INTAKE_QUEUE")
+        .map_err(|e| {
+            let missing = e
+                .as_service_error()
+                .is_some_and(|s| s.is_queue_does_not_exist());
+            if missing {
+                anyhow::Error::from(engine::QueueError::QueueNotFound {
+                    queue: intake_queue.clone(),
+                })
+            } else {
+                anyhow::anyhow!(
+                    "looking up intake queue {intake_queue}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            }
         })?
         .queue_url
-        .unwrap_or_default();
+        .with_context(|| format!("intake queue {intake_queue}: no URL returned"))?;
     let sent = sqs
         .send_message()
         .queue_url(url)
         .message_body(serde_json::to_string(&request)?)
         .send()
         .await
-        .context("sending the request to the intake queue")?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "sending the request to {intake_queue}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            )
+        })?;
+    let message_id = sent.message_id.unwrap_or_default();
     let key = request
         .request_id
         .clone()
-        .or(sent.message_id)
-        .unwrap_or_default();
+        .unwrap_or_else(|| message_id.clone());
     let id = JobId::from_key(export_certificate::NAME, &key);
-    println!("job {id}");
     if !args.wait {
+        match ctx.output {
+            Output::Table => println!(
+                "submitted: job {id} (message {message_id} on {intake_queue})\nfollow it: certflow jobs watch {id}"
+            ),
+            Output::Json => println!(
+                "{}",
+                jobs::pretty(&json!({"JobId": id.as_str(), "MessageId": message_id, "Queue": intake_queue}))?
+            ),
+        }
         return Ok(());
     }
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
-    let mut seen = 0usize;
-    loop {
-        if let Ok(rec) = jobs.get(&id).await {
-            let history = jobs.history(&id).await?;
-            for e in history.iter().skip(seen) {
-                let detail = e
-                    .error
-                    .clone()
-                    .or_else(|| e.note.clone())
-                    .unwrap_or_default();
-                println!(
-                    "{:<10} {:<16} {:<10} {detail}",
-                    e.step,
-                    e.kind.as_str(),
-                    e.to_status.as_str()
-                );
-            }
-            seen = history.len();
-            if rec.status.is_terminal() {
-                println!("\n{}", view::job_text(&rec, &history));
-                if rec.status == JobStatus::Succeeded {
-                    return Ok(());
-                }
-                bail!(
-                    "job {id} {}: {}",
-                    rec.status,
-                    rec.last_error.unwrap_or_else(|| "cancelled".into())
-                );
-            }
-        }
-        if tokio::time::Instant::now() > give_up {
-            bail!(
-                "job {id} still running after {} s; follow it with `certflow jobs show {id}`",
-                args.timeout_secs
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let said = format!("submitted: job {id} (message {message_id} on {intake_queue})");
+    match ctx.output {
+        Output::Table => println!("{said}"),
+        Output::Json => eprintln!("{said}"),
     }
+    let waiting_for =
+        format!("a worker to take the request from {intake_queue} (is `certflow worker` running?)");
+    let rec = follow::follow(
+        &ctx.store,
+        &id,
+        args.timeout,
+        jobs::sink(ctx.output),
+        &waiting_for,
+    )
+    .await?;
+    jobs::finish_output(ctx, &rec).await?;
+    follow::require_success(&rec)
 }

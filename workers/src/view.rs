@@ -1,13 +1,33 @@
-//! How jobs are shown: JSON with stable field names (the table's attribute names) and
-//! aligned text for people.
+//! How things are shown: JSON with stable field names (the tables' attribute names) for
+//! scripts, and aligned text for people. Everything here is pure: the same input renders
+//! the same output, which the snapshot tests rely on.
+
+use std::collections::BTreeMap;
 
 use engine::clock::rfc3339;
-use engine::{HistoryEvent, JobRecord};
+use engine::{EventKind, HistoryEvent, JobRecord, JobStatus, Millis};
 use serde::Serialize;
 use serde_json::{json, Value};
+use workflows::export_certificate::InstanceResult;
+
+/// A renewal's child job, with its status as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ChildView {
+    pub(crate) job_id: String,
+    pub(crate) target: String,
+    pub(crate) cert_name: String,
+    /// The child's current status (`NOT FOUND` if its record is gone).
+    pub(crate) status: String,
+    pub(crate) step: Option<String>,
+    pub(crate) last_error: Option<String>,
+}
+
+/// The labels shown as top-level fields (the jobs table's attribute names).
+const LABELS: [&str; 3] = ["CertificateArn", "CertName", "Target"];
 
 /// A job as JSON, with the attribute names of the jobs table.
-pub(crate) fn job_json(rec: &JobRecord, history: Option<&[HistoryEvent]>) -> Value {
+pub(crate) fn job_json(rec: &JobRecord) -> Value {
     let mut v = json!({
         "JobId": rec.job_id.as_str(),
         "Workflow": rec.workflow,
@@ -26,10 +46,46 @@ pub(crate) fn job_json(rec: &JobRecord, history: Option<&[HistoryEvent]>) -> Val
         "Labels": rec.labels,
         "Data": rec.data,
     });
-    if let (Some(h), Some(obj)) = (history, v.as_object_mut()) {
+    if let Some(obj) = v.as_object_mut() {
+        for label in LABELS {
+            obj.insert(
+                label.into(),
+                rec.labels
+                    .get(label)
+                    .map_or(Value::Null, |s| Value::String(s.clone())),
+            );
+        }
+    }
+    v
+}
+
+/// A job with everything `jobs show` knows: history, install results, children.
+pub(crate) fn job_detail_json(
+    rec: &JobRecord,
+    history: &[HistoryEvent],
+    children: &[ChildView],
+) -> Value {
+    let mut v = job_json(rec);
+    if let Some(obj) = v.as_object_mut() {
         obj.insert(
             "History".into(),
-            Value::Array(h.iter().map(event_json).collect()),
+            Value::Array(history.iter().map(event_json).collect()),
+        );
+        let instances: Vec<Value> = instances(rec)
+            .into_iter()
+            .map(|(id, r)| {
+                json!({
+                    "InstanceId": id,
+                    "Status": r.status,
+                    "Detail": r.detail,
+                    "Serial": r.serial,
+                })
+            })
+            .collect();
+        obj.insert("Instances".into(), Value::Array(instances));
+        obj.insert(
+            "Children".into(),
+            serde_json::to_value(children).unwrap_or(Value::Null),
         );
     }
     v
@@ -40,6 +96,7 @@ pub(crate) fn job_json(rec: &JobRecord, history: Option<&[HistoryEvent]>) -> Val
 struct EventView<'a> {
     seq: u32,
     at: String,
+    started_at: String,
     event: &'a str,
     step: &'a str,
     attempt: u32,
@@ -55,6 +112,7 @@ fn event_json(e: &HistoryEvent) -> Value {
     serde_json::to_value(EventView {
         seq: e.seq,
         at: rfc3339(e.at),
+        started_at: rfc3339(started(e)),
         event: e.kind.as_str(),
         step: &e.step,
         attempt: e.attempt,
@@ -68,8 +126,90 @@ fn event_json(e: &HistoryEvent) -> Value {
     .unwrap_or(Value::Null)
 }
 
-/// The record and timeline of one job, for people.
-pub(crate) fn job_text(rec: &JobRecord, history: &[HistoryEvent]) -> String {
+/// When the step an event describes started (the event is written when it ends).
+fn started(e: &HistoryEvent) -> Millis {
+    e.at - e.duration_ms.map_or(0, |d| d as Millis)
+}
+
+/// Per-server install results an export job recorded (`Data.instances`).
+pub(crate) fn instances(rec: &JobRecord) -> BTreeMap<String, InstanceResult> {
+    rec.data
+        .get("instances")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// The children a renewal job started (`Data.children`): id, target, name.
+pub(crate) fn children_of(rec: &JobRecord) -> Vec<workflows::renew_certificate::Child> {
+    rec.data
+        .get("children")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// A duration for people: `840ms`, `3.2s`, `4m05s`, `2h03m`.
+pub(crate) fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+/// What an event means, in a few words.
+pub(crate) fn outcome(e: &HistoryEvent) -> String {
+    match e.kind {
+        EventKind::Created => "created".into(),
+        EventKind::StepCompleted => format!("done → {}", e.to_step),
+        EventKind::Polled => "not ready, polls again".into(),
+        EventKind::RetryScheduled => "error, will retry".into(),
+        EventKind::Succeeded => "SUCCEEDED".into(),
+        EventKind::Failed => "FAILED".into(),
+        EventKind::Cancelled => "CANCELLED".into(),
+        EventKind::Retried => format!("retried by {} → {}", e.worker, e.to_step),
+    }
+}
+
+fn detail(e: &HistoryEvent) -> String {
+    match (&e.error, &e.note) {
+        (Some(err), Some(note)) => format!("{err} ({note})"),
+        (Some(err), None) => err.clone(),
+        (None, Some(note)) => note.clone(),
+        (None, None) => String::new(),
+    }
+}
+
+/// One history event as one line (what `submit --wait` and `jobs watch` print).
+pub(crate) fn event_line(e: &HistoryEvent) -> String {
+    let attempt = if e.attempt == 0 {
+        "     ".to_string()
+    } else {
+        format!("try {:<2}", e.attempt)
+    };
+    let took = e.duration_ms.map(duration).unwrap_or_default();
+    let line = format!(
+        "{}  {:<10} {attempt} {:<26} {:>7}  {}",
+        rfc3339(e.at),
+        e.step,
+        outcome(e),
+        took,
+        detail(e)
+    );
+    line.trim_end().to_string()
+}
+
+/// The record, timeline, install results and children of one job, for people.
+pub(crate) fn job_text(
+    rec: &JobRecord,
+    history: &[HistoryEvent],
+    children: &[ChildView],
+) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<15} {v}\n"));
     line(&mut out, "Job", rec.job_id.as_str());
@@ -85,96 +225,244 @@ pub(crate) fn job_text(rec: &JobRecord, history: &[HistoryEvent]) -> String {
     }
     line(&mut out, "Created", &rfc3339(rec.created_at));
     line(&mut out, "Updated", &rfc3339(rec.updated_at));
-    if !rec.status.is_terminal() {
+    if rec.status.is_terminal() {
+        let took = (rec.updated_at - rec.created_at).max(0) as u64;
+        line(&mut out, "Took", &duration(took));
+    } else {
         line(&mut out, "Next wake", &rfc3339(rec.next_wake_at));
         line(&mut out, "Deadline", &rfc3339(rec.deadline_at));
     }
     if let Some(owner) = &rec.lease_owner {
-        line(&mut out, "Leased by", owner);
+        if !rec.status.is_terminal() {
+            line(&mut out, "Leased by", owner);
+        }
     }
     if rec.cancel_requested && !rec.status.is_terminal() {
         line(&mut out, "Cancel", "requested");
     }
+    for (field, name) in [
+        ("not_after", "Cert expires"),
+        ("serial", "Serial"),
+        ("command_id", "SSM command"),
+    ] {
+        if let Some(v) = rec.data.get(field).and_then(Value::as_str) {
+            line(&mut out, name, v);
+        }
+    }
     if let Some(e) = &rec.last_error {
         line(&mut out, "Last error", e);
     }
-    out.push_str("\nHistory\n");
-    out.push_str(&history_table(history));
+    out.push_str("\nTimeline\n");
+    out.push_str(&timeline(history));
+    if let Some(t) = instances_table(rec) {
+        out.push_str("\nInstall results\n");
+        out.push_str(&t);
+    }
+    if !children.is_empty() {
+        out.push_str("\nChild jobs\n");
+        let rows: Vec<Vec<String>> = children
+            .iter()
+            .map(|c| {
+                vec![
+                    c.job_id.clone(),
+                    c.target.clone(),
+                    c.cert_name.clone(),
+                    c.status.clone(),
+                    c.step.clone().unwrap_or_default(),
+                    c.last_error
+                        .clone()
+                        .map(|e| clip(&e, 60))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["JOB", "TARGET", "CERT NAME", "STATUS", "STEP", "LAST ERROR"],
+            &rows,
+        ));
+    }
+    if let Some(hint) = next_step_hint(rec) {
+        out.push('\n');
+        out.push_str(&hint);
+        out.push('\n');
+    }
     out
 }
 
-/// The history as an aligned timeline.
-pub(crate) fn history_table(history: &[HistoryEvent]) -> String {
-    let header = ["#", "AT", "STEP", "TRY", "TOOK", "EVENT", "THEN", "DETAIL"];
-    let rows: Vec<[String; 8]> = history
+/// The per-server install results as a table, if the job has any.
+pub(crate) fn instances_table(rec: &JobRecord) -> Option<String> {
+    let inst = instances(rec);
+    if inst.is_empty() {
+        return None;
+    }
+    let rows: Vec<Vec<String>> = inst
+        .iter()
+        .map(|(id, r)| {
+            vec![
+                id.clone(),
+                r.status.clone(),
+                r.serial.clone().unwrap_or_else(|| "-".into()),
+                r.detail
+                    .clone()
+                    .filter(|d| d != &r.status)
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    Some(table(&["INSTANCE", "STATUS", "SERIAL", "DETAIL"], &rows))
+}
+
+/// What an operator can do next with this job.
+pub(crate) fn next_step_hint(rec: &JobRecord) -> Option<String> {
+    let id = &rec.job_id;
+    match rec.status {
+        JobStatus::Failed => Some(format!(
+            "Fix the cause above, then resume it at step {}: certflow jobs retry {id} --wait",
+            rec.step
+        )),
+        JobStatus::Pending | JobStatus::Running | JobStatus::Waiting => Some(format!(
+            "Follow it: certflow jobs watch {id}    Stop it: certflow jobs cancel {id}"
+        )),
+        JobStatus::Succeeded | JobStatus::Cancelled => None,
+    }
+}
+
+/// The history as an aligned timeline: step, attempt, start, duration, outcome, error.
+pub(crate) fn timeline(history: &[HistoryEvent]) -> String {
+    let rows: Vec<Vec<String>> = history
         .iter()
         .map(|e| {
-            [
+            vec![
                 e.seq.to_string(),
-                rfc3339(e.at),
                 e.step.clone(),
                 if e.attempt == 0 {
                     "-".into()
                 } else {
                     e.attempt.to_string()
                 },
-                e.duration_ms
-                    .map(|d| format!("{d}ms"))
-                    .unwrap_or_else(|| "-".into()),
-                e.kind.as_str().to_string(),
-                format!("{} {}", e.to_status, e.to_step),
-                e.error
-                    .clone()
-                    .or_else(|| e.note.clone())
-                    .unwrap_or_default(),
+                rfc3339(started(e)),
+                e.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+                outcome(e),
+                detail(e),
             ]
         })
         .collect();
-    table(&header, &rows)
+    table(
+        &[
+            "#",
+            "STEP",
+            "TRY",
+            "STARTED",
+            "TOOK",
+            "OUTCOME",
+            "ERROR / NOTE",
+        ],
+        &rows,
+    )
 }
 
 /// Jobs as an aligned list.
 pub(crate) fn jobs_table(jobs: &[JobRecord]) -> String {
-    let header = ["JOB", "WORKFLOW", "STATUS", "STEP", "UPDATED", "LAST ERROR"];
-    let rows: Vec<[String; 6]> = jobs
+    let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|r| {
-            [
+            let label = |k: &str| r.labels.get(k).cloned().unwrap_or_default();
+            vec![
                 r.job_id.to_string(),
-                r.workflow.clone(),
                 r.status.to_string(),
-                r.step.clone(),
+                r.workflow.clone(),
+                format!("{} ({})", r.step, r.attempt),
+                label("Target"),
+                label("CertName"),
                 rfc3339(r.updated_at),
-                r.last_error.clone().unwrap_or_default(),
+                r.last_error
+                    .as_deref()
+                    .map(|e| clip(e, 70))
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    table(&header, &rows)
+    table(
+        &[
+            "JOB",
+            "STATUS",
+            "WORKFLOW",
+            "STEP (TRY)",
+            "TARGET",
+            "CERT NAME",
+            "UPDATED",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
 }
 
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(|h| h.chars().count());
+/// At most `max` characters, with an ellipsis when cut; on one line.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// An aligned table: columns as wide as their widest cell, two spaces apart.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let n = header.len();
     let mut out = String::new();
-    let mut push = |cells: Vec<&str>| {
+    let mut push = |cells: &[&str]| {
         let mut line = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == N {
+        for (i, cell) in cells.iter().enumerate().take(n) {
+            if i + 1 == n {
                 line.push_str(cell);
             } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad + 2));
             }
         }
         out.push_str(line.trim_end());
         out.push('\n');
     };
-    push(header.to_vec());
+    push(header);
     for row in rows {
-        push(row.iter().map(String::as_str).collect());
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        push(&cells);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(840), "840ms");
+        assert_eq!(duration(3_240), "3.2s");
+        assert_eq!(duration(245_000), "4m05s");
+        assert_eq!(duration(7_380_000), "2h03m");
+    }
+
+    #[test]
+    fn tables_align_and_clip() {
+        let t = table(
+            &["A", "BB", "C"],
+            &[vec!["xyz".into(), "1".into(), "é".into()]],
+        );
+        assert_eq!(t, "A    BB  C\nxyz  1   é\n");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("a\nb", 10), "a b");
+    }
 }

@@ -1,0 +1,323 @@
+//! `certflow dlq …`: the dead-letter queues of the intake and task queues.
+//!
+//! `list` reads without removing: each message is received with a short visibility timeout
+//! (so one listing sees each message once) and made visible again straight after.
+//! `redrive` sends each message back to the queue the DLQ belongs to, then deletes it.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
+use engine::backend::sqs::{REASON_ATTR, SOURCE_QUEUE_ATTR};
+use engine::clock::rfc3339;
+use engine::{Clock, QueueError};
+use serde::Serialize;
+
+use crate::cli::{DlqCommand, Names, Output, QueueKind};
+use crate::view;
+
+/// How long a listed message stays hidden while the listing runs (then made visible).
+const LIST_VISIBILITY_SECS: i32 = 30;
+/// How long a message being redriven stays hidden between its send and its delete.
+const REDRIVE_VISIBILITY_SECS: i32 = 60;
+/// Bytes of the body shown in a table.
+const PREVIEW_CHARS: usize = 80;
+
+/// A dead letter, as listed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeadLetter {
+    queue: &'static str,
+    dead_letter_queue: String,
+    message_id: String,
+    sent_at: Option<String>,
+    receive_count: Option<u32>,
+    reason: Option<String>,
+    source_queue: Option<String>,
+    body: String,
+}
+
+/// How many messages a redrive moved.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Moved {
+    queue: &'static str,
+    from: String,
+    to: String,
+    moved: usize,
+}
+
+fn map_error<E, R>(op: &str, queue: &str, e: &SdkError<E, R>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match e.code() {
+        Some("QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue") => {
+            QueueError::QueueNotFound {
+                queue: queue.to_string(),
+            }
+            .into()
+        }
+        _ => anyhow::anyhow!("{op} on queue {queue}: {}", DisplayErrorContext(e)),
+    }
+}
+
+async fn url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
+    sqs.get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| map_error("GetQueueUrl", name, &e))?
+        .queue_url
+        .with_context(|| format!("GetQueueUrl {name}: no URL returned"))
+}
+
+fn queues(names: &Names, only: Option<QueueKind>) -> Vec<(QueueKind, String)> {
+    [
+        (QueueKind::Intake, names.intake_queue.clone()),
+        (QueueKind::Tasks, names.tasks_queue.clone()),
+    ]
+    .into_iter()
+    .filter(|(k, _)| only.is_none_or(|o| o == *k))
+    .collect()
+}
+
+async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    name: &str,
+    visibility: i32,
+) -> anyhow::Result<Vec<Message>> {
+    let got = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .visibility_timeout(visibility)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .map_err(|e| map_error("ReceiveMessage", name, &e))?;
+    Ok(got.messages.unwrap_or_default())
+}
+
+fn attr(m: &Message, name: &str) -> Option<String> {
+    m.message_attributes()
+        .and_then(|a| a.get(name))
+        .and_then(|v| v.string_value())
+        .map(str::to_string)
+}
+
+pub(crate) async fn run(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+    output: Output,
+    cmd: DlqCommand,
+) -> anyhow::Result<()> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    match cmd {
+        DlqCommand::List { queue, max } => {
+            let mut all = Vec::new();
+            for (kind, name) in queues(names, queue) {
+                all.extend(list(&sqs, kind, &name, max).await?);
+            }
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                Output::Table if all.is_empty() => println!(
+                    "no dead letters in {}",
+                    queues(names, queue)
+                        .iter()
+                        .map(|(_, n)| engine::schema::dlq_name(n))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = all
+                        .iter()
+                        .map(|d| {
+                            vec![
+                                d.queue.to_string(),
+                                d.message_id.clone(),
+                                d.sent_at.clone().unwrap_or_else(|| "-".into()),
+                                d.reason
+                                    .as_deref()
+                                    .map(|r| view::clip(r, 60))
+                                    .unwrap_or_else(|| {
+                                        "(moved by SQS after too many receives)".into()
+                                    }),
+                                view::clip(&d.body, PREVIEW_CHARS),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        view::table(&["QUEUE", "MESSAGE", "SENT", "REASON", "BODY"], &rows)
+                    );
+                    println!(
+                        "{} message(s); after fixing the cause: certflow dlq redrive{}",
+                        all.len(),
+                        queue
+                            .map(|q| format!(" --queue {}", q.as_str()))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        DlqCommand::Redrive { queue } => {
+            let mut report = Vec::new();
+            for (kind, name) in queues(names, queue) {
+                let moved = redrive(&sqs, kind, &name).await?;
+                if output == Output::Table {
+                    println!(
+                        "moved {} message(s) from {} to {}",
+                        moved.moved, moved.from, moved.to
+                    );
+                }
+                report.push(moved);
+            }
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn list(
+    sqs: &aws_sdk_sqs::Client,
+    kind: QueueKind,
+    queue: &str,
+    max: usize,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let dlq = engine::schema::dlq_name(queue);
+    let dlq_url = url(sqs, &dlq).await?;
+    let mut out = Vec::new();
+    let mut receipts = Vec::new();
+    let result = async {
+        while out.len() < max {
+            let got = receive(sqs, &dlq_url, &dlq, LIST_VISIBILITY_SECS).await?;
+            if got.is_empty() {
+                break;
+            }
+            for m in got {
+                if let Some(r) = m.receipt_handle() {
+                    receipts.push(r.to_string());
+                }
+                let sys = m.attributes();
+                let sent_at = sys
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .map(rfc3339);
+                let receive_count = sys
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok());
+                out.push(DeadLetter {
+                    queue: kind.as_str(),
+                    dead_letter_queue: dlq.clone(),
+                    message_id: m.message_id().unwrap_or_default().to_string(),
+                    sent_at,
+                    receive_count,
+                    reason: attr(&m, REASON_ATTR),
+                    source_queue: attr(&m, SOURCE_QUEUE_ATTR),
+                    body: m.body().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    // Whatever happened, give every message back at once.
+    for r in receipts {
+        if let Err(e) = sqs
+            .change_message_visibility()
+            .queue_url(&dlq_url)
+            .receipt_handle(&r)
+            .visibility_timeout(0)
+            .send()
+            .await
+        {
+            tracing::warn!(queue = %dlq, error = %DisplayErrorContext(&e), "could not make a listed message visible again; it reappears after {LIST_VISIBILITY_SECS}s");
+        }
+    }
+    result?;
+    out.truncate(max);
+    Ok(out)
+}
+
+async fn redrive(sqs: &aws_sdk_sqs::Client, kind: QueueKind, queue: &str) -> anyhow::Result<Moved> {
+    let dlq = engine::schema::dlq_name(queue);
+    let dlq_url = url(sqs, &dlq).await?;
+    let target_url = url(sqs, queue).await?;
+    // Messages dead-lettered after the redrive began (e.g. one that failed again at once)
+    // are left for the next redrive, so that a poison message cannot loop.
+    let began = engine::SystemClock.now();
+    let mut moved = 0usize;
+    loop {
+        let got = receive(sqs, &dlq_url, &dlq, REDRIVE_VISIBILITY_SECS).await?;
+        let mut moved_now = 0usize;
+        for m in &got {
+            let Some(receipt) = m.receipt_handle() else {
+                continue;
+            };
+            let sent = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                .and_then(|t| t.parse::<i64>().ok());
+            if sent.is_some_and(|t| t >= began) {
+                let _ = sqs
+                    .change_message_visibility()
+                    .queue_url(&dlq_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(0)
+                    .send()
+                    .await;
+                continue;
+            }
+            // The reason and source describe the dead-lettering, not the message.
+            let attributes: HashMap<String, MessageAttributeValue> = m
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != REASON_ATTR && k.as_str() != SOURCE_QUEUE_ATTR)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut send = sqs
+                .send_message()
+                .queue_url(&target_url)
+                .message_body(m.body().unwrap_or_default());
+            if !attributes.is_empty() {
+                send = send.set_message_attributes(Some(attributes));
+            }
+            send.send().await.map_err(|e| {
+                map_error("SendMessage", queue, &e).context(format!(
+                    "moved {moved} message(s) before this one; run the command again to move the rest"
+                ))
+            })?;
+            sqs.delete_message()
+                .queue_url(&dlq_url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+                .map_err(|e| {
+                    map_error("DeleteMessage", &dlq, &e).context(format!(
+                        "message {} was sent back to {queue} but is still in {dlq} (a duplicate is harmless: jobs are idempotent)",
+                        m.message_id().unwrap_or_default()
+                    ))
+                })?;
+            moved += 1;
+            moved_now += 1;
+        }
+        if moved_now == 0 {
+            break;
+        }
+    }
+    Ok(Moved {
+        queue: kind.as_str(),
+        from: dlq,
+        to: queue.to_string(),
+        moved,
+    })
+}

@@ -1,0 +1,326 @@
+//! `certflow inventory …`: which certificate is installed where, when it expires and how
+//! its last install went.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::bail;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use engine::clock::parse_rfc3339;
+use engine::{Clock, JobStore, Millis, StoreError, SystemClock};
+use serde::Serialize;
+use serde_json::json;
+use workflows::inventory;
+
+use crate::cli::{InventoryCommand, Output, Target};
+use crate::jobs::pretty;
+use crate::paging;
+use crate::view;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// One inventory row, with the table's attribute names.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Row {
+    pub(crate) tag_key_value: String,
+    pub(crate) certificate_arn: String,
+    pub(crate) cert_name: String,
+    pub(crate) target_tag_key: String,
+    pub(crate) target_tag_value: String,
+    pub(crate) cert_expiry_date: Option<String>,
+    /// Whole days until `CertExpiryDate` (negative: expired).
+    pub(crate) days_to_expiry: Option<i64>,
+    pub(crate) last_status: Option<String>,
+    pub(crate) last_installed_date: Option<String>,
+    pub(crate) installed_instances: Option<u64>,
+    pub(crate) last_exported_date: Option<String>,
+    pub(crate) last_job_id: Option<String>,
+    pub(crate) serial: Option<String>,
+    pub(crate) fingerprint: Option<String>,
+    pub(crate) passphrase_secret_name: Option<String>,
+    pub(crate) bundle_secret_name: Option<String>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Row {
+    fn from_item(item: &Item, now: Millis) -> Row {
+        let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let expiry = s("CertExpiryDate");
+        let days = expiry
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .map(|t| (t - now).div_euclid(DAY_MS));
+        Row {
+            tag_key_value: s(inventory::PK).unwrap_or_default(),
+            certificate_arn: s("CertificateArn").unwrap_or_default(),
+            cert_name: s("CertName").unwrap_or_default(),
+            target_tag_key: s("TargetTagKey").unwrap_or_default(),
+            target_tag_value: s("TargetTagValue").unwrap_or_default(),
+            cert_expiry_date: expiry,
+            days_to_expiry: days,
+            last_status: s("LastStatus"),
+            last_installed_date: s("LastInstalledDate"),
+            installed_instances: item
+                .get("InstalledInstances")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok()),
+            last_exported_date: s("LastExportedDate"),
+            last_job_id: s("LastJobId"),
+            serial: s("Serial"),
+            fingerprint: s("Fingerprint"),
+            passphrase_secret_name: s("PassphraseSecretName"),
+            bundle_secret_name: s("BundleSecretName"),
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("{}={}", self.target_tag_key, self.target_tag_value)
+    }
+}
+
+/// A DynamoDB error on the inventory table: a missing table is
+/// [`StoreError::TableNotFound`] (so the message says what to do), anything else says
+/// which call failed.
+fn map_error<E, R>(op: &str, table: &str, e: &SdkError<E, R>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if e.code() == Some("ResourceNotFoundException") {
+        StoreError::TableNotFound {
+            table: table.to_string(),
+        }
+        .into()
+    } else {
+        anyhow::anyhow!("{op} on table {table}: {}", DisplayErrorContext(e))
+    }
+}
+
+/// Every row of a target (a Query on the partition key), or of the whole table (a Scan).
+async fn rows(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    target: Option<&Target>,
+) -> anyhow::Result<Vec<Item>> {
+    let mut out = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let (items, next) = match target {
+            Some(t) => {
+                let got = ddb
+                    .query()
+                    .table_name(table)
+                    .key_condition_expression("#pk = :pk")
+                    .expression_attribute_names("#pk", inventory::PK)
+                    .expression_attribute_values(
+                        ":pk",
+                        AttributeValue::S(format!("{}#{}", t.key, t.value)),
+                    )
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| map_error("Query", table, &e))?;
+                (got.items, got.last_evaluated_key)
+            }
+            None => {
+                let got = ddb
+                    .scan()
+                    .table_name(table)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| map_error("Scan", table, &e))?;
+                (got.items, got.last_evaluated_key)
+            }
+        };
+        out.extend(items.unwrap_or_default());
+        match next {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The rows of one certificate, through the `ByCertificateArn` index.
+async fn rows_of_certificate(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    arn: &str,
+) -> anyhow::Result<Vec<Item>> {
+    let mut out = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let got = ddb
+            .query()
+            .table_name(table)
+            .index_name(inventory::BY_CERTIFICATE)
+            .key_condition_expression("CertificateArn = :a")
+            .expression_attribute_values(":a", AttributeValue::S(arn.to_string()))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| map_error("Query (ByCertificateArn)", table, &e))?;
+        out.extend(got.items.unwrap_or_default());
+        match got.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn rows_table(rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.target(),
+                r.cert_name.clone(),
+                r.cert_expiry_date.clone().unwrap_or_else(|| "-".into()),
+                r.days_to_expiry
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.last_status.clone().unwrap_or_else(|| "-".into()),
+                r.installed_instances
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.last_installed_date.clone().unwrap_or_else(|| "-".into()),
+                r.certificate_arn.clone(),
+            ]
+        })
+        .collect();
+    view::table(
+        &[
+            "TARGET",
+            "CERT NAME",
+            "EXPIRES",
+            "DAYS",
+            "LAST STATUS",
+            "SERVERS",
+            "LAST INSTALLED",
+            "CERTIFICATE",
+        ],
+        &cells,
+    )
+}
+
+pub(crate) async fn run(
+    sdk: &aws_config::SdkConfig,
+    table: &str,
+    store: &Arc<dyn JobStore>,
+    output: Output,
+    cmd: InventoryCommand,
+) -> anyhow::Result<()> {
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let now = SystemClock.now();
+    match cmd {
+        InventoryCommand::List {
+            target,
+            expiring_within,
+        } => {
+            let items = rows(&ddb, table, target.as_ref()).await?;
+            let mut found: Vec<Row> = items.iter().map(|i| Row::from_item(i, now)).collect();
+            if let Some(within) = expiring_within {
+                let until = now + within.as_millis() as Millis;
+                found.retain(|r| {
+                    r.cert_expiry_date
+                        .as_deref()
+                        .and_then(parse_rfc3339)
+                        .is_some_and(|t| t <= until)
+                });
+            }
+            found.sort_by(|a, b| {
+                let key = |r: &Row| r.cert_expiry_date.clone().unwrap_or_else(|| "~".into());
+                key(a)
+                    .cmp(&key(b))
+                    .then_with(|| a.tag_key_value.cmp(&b.tag_key_value))
+                    .then_with(|| a.cert_name.cmp(&b.cert_name))
+            });
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&found)?),
+                Output::Table if found.is_empty() => println!(
+                    "no inventory rows{}{}",
+                    target
+                        .as_ref()
+                        .map(|t| format!(" for {}={}", t.key, t.value))
+                        .unwrap_or_default(),
+                    expiring_within
+                        .map(|d| format!(" expiring within {}", humantime::format_duration(d)))
+                        .unwrap_or_default()
+                ),
+                Output::Table => print!("{}", rows_table(&found)),
+            }
+        }
+        InventoryCommand::Show { certificate_arn } => {
+            let items = rows_of_certificate(&ddb, table, &certificate_arn).await?;
+            let found: Vec<Row> = items.iter().map(|i| Row::from_item(i, now)).collect();
+            let q = paging::Query {
+                statuses: engine::JobStatus::ALL.to_vec(),
+                certificate_arn: Some(certificate_arn.clone()),
+                since: None,
+                limit: 10,
+            };
+            let jobs = paging::list(store, &q, None).await?.jobs;
+            if found.is_empty() && jobs.is_empty() {
+                bail!(
+                    "certificate {certificate_arn} is not in the inventory and has no jobs — certflow never exported it; export it with `certflow submit --certificate-arn {certificate_arn} --cert-name NAME --target KEY=VALUE --wait`"
+                );
+            }
+            match output {
+                Output::Json => {
+                    let jobs: Vec<_> = jobs.iter().map(view::job_json).collect();
+                    println!(
+                        "{}",
+                        pretty(&json!({
+                            "CertificateArn": certificate_arn,
+                            "Rows": found,
+                            "RecentJobs": jobs,
+                        }))?
+                    );
+                }
+                Output::Table => print!("{}", show_text(&certificate_arn, &found, &jobs)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_text(arn: &str, rows: &[Row], jobs: &[engine::JobRecord]) -> String {
+    let mut out = format!("Certificate     {arn}\n");
+    if rows.is_empty() {
+        out.push_str("\nNot in the inventory (no export got as far as the inventory step).\n");
+    }
+    for r in rows {
+        out.push('\n');
+        let mut line = |k: &str, v: Option<&str>| {
+            out.push_str(&format!("{k:<15} {}\n", v.unwrap_or("-")));
+        };
+        line("Target", Some(&r.target()));
+        line("Cert name", Some(&r.cert_name));
+        let expires = r.cert_expiry_date.as_ref().map(|e| match r.days_to_expiry {
+            Some(d) if d < 0 => format!("{e} (EXPIRED {} days ago)", -d),
+            Some(d) => format!("{e} (in {d} days)"),
+            None => e.clone(),
+        });
+        line("Expires", expires.as_deref());
+        line("Last status", r.last_status.as_deref());
+        let installed = r.installed_instances.map(|n| n.to_string());
+        line("Servers", installed.as_deref());
+        line("Last installed", r.last_installed_date.as_deref());
+        line("Last exported", r.last_exported_date.as_deref());
+        line("Last job", r.last_job_id.as_deref());
+        line("Serial", r.serial.as_deref());
+        line("Fingerprint", r.fingerprint.as_deref());
+        line("Bundle secret", r.bundle_secret_name.as_deref());
+        line("Passphrase", r.passphrase_secret_name.as_deref());
+    }
+    out.push_str("\nRecent jobs\n");
+    if jobs.is_empty() {
+        out.push_str("(none in the jobs table)\n");
+    } else {
+        out.push_str(&view::jobs_table(jobs));
+    }
+    out
+}

@@ -1,0 +1,276 @@
+//! `jobs list` over the table's indexes: one Query stream per status (ByStatus, newest
+//! update first) or one for a certificate (ByCertificateArn, newest first), merged newest
+//! first, with a cursor that continues every stream where the page ended.
+//!
+//! The cursor is this module's own (base64 of JSON): for each stream, the engine cursor of
+//! the page holding the next job and how many jobs of that page were already consumed. It
+//! does not depend on how the engine encodes its cursors.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use engine::{JobRecord, JobStatus, JobStore, Millis};
+use serde::{Deserialize, Serialize};
+
+/// Where one index stream continues.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Position {
+    /// Engine cursor of the page holding the next job (`None`: the first page).
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    start: Option<String>,
+    /// Jobs of that page already consumed.
+    #[serde(rename = "n", default)]
+    skip: usize,
+    /// Nothing left.
+    #[serde(rename = "d", default)]
+    done: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    /// Which listing it belongs to.
+    #[serde(rename = "q")]
+    query: String,
+    #[serde(rename = "s")]
+    streams: Vec<Position>,
+}
+
+/// What to list.
+#[derive(Debug, Clone)]
+pub(crate) struct Query {
+    /// Statuses to list (every status's index is read, unless a certificate is given).
+    pub(crate) statuses: Vec<JobStatus>,
+    /// Only this certificate's jobs (its index is read; statuses filter).
+    pub(crate) certificate_arn: Option<String>,
+    /// Only jobs updated at or after this time.
+    pub(crate) since: Option<Millis>,
+    /// At most this many jobs.
+    pub(crate) limit: usize,
+}
+
+impl Query {
+    fn fingerprint(&self) -> String {
+        let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
+        format!(
+            "{}|{}",
+            statuses.join(","),
+            self.certificate_arn.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// A page of the listing.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    pub(crate) jobs: Vec<JobRecord>,
+    pub(crate) next_cursor: Option<String>,
+}
+
+enum Source {
+    Status(JobStatus),
+    Certificate(String),
+}
+
+struct Stream {
+    source: Source,
+    pos: Position,
+    buf: VecDeque<JobRecord>,
+    /// Engine cursor after the loaded page (`None` with `loaded`: the last page).
+    page_next: Option<String>,
+    loaded: bool,
+}
+
+impl Stream {
+    fn new(source: Source, pos: Position) -> Self {
+        Stream {
+            source,
+            pos,
+            buf: VecDeque::new(),
+            page_next: None,
+            loaded: false,
+        }
+    }
+
+    async fn fetch(
+        &self,
+        store: &Arc<dyn JobStore>,
+        start: Option<String>,
+        page: usize,
+    ) -> anyhow::Result<engine::backend::Page> {
+        Ok(match &self.source {
+            Source::Status(st) => store.list_by_status(*st, page, start).await?,
+            Source::Certificate(arn) => {
+                store
+                    .list_by_label("CertificateArn", arn, page, start)
+                    .await?
+            }
+        })
+    }
+
+    /// The next job of this stream, loading pages as needed.
+    async fn peek(
+        &mut self,
+        store: &Arc<dyn JobStore>,
+        page: usize,
+    ) -> anyhow::Result<Option<&JobRecord>> {
+        loop {
+            if !self.buf.is_empty() {
+                return Ok(self.buf.front());
+            }
+            if self.pos.done {
+                return Ok(None);
+            }
+            if self.loaded {
+                // The loaded page is used up: go on to the next one.
+                match self.page_next.take() {
+                    Some(next) => {
+                        self.pos = Position {
+                            start: Some(next),
+                            skip: 0,
+                            done: false,
+                        };
+                        self.loaded = false;
+                    }
+                    None => {
+                        self.pos.done = true;
+                        return Ok(None);
+                    }
+                }
+            }
+            let got = self.fetch(store, self.pos.start.clone(), page).await?;
+            let n = got.jobs.len();
+            if n <= self.pos.skip {
+                // Everything on this page was consumed by an earlier listing.
+                match got.cursor {
+                    Some(next) => {
+                        self.pos = Position {
+                            start: Some(next),
+                            skip: self.pos.skip - n,
+                            done: false,
+                        };
+                        continue;
+                    }
+                    None => {
+                        self.pos.done = true;
+                        return Ok(None);
+                    }
+                }
+            }
+            self.buf = got.jobs.into_iter().skip(self.pos.skip).collect();
+            self.page_next = got.cursor;
+            self.loaded = true;
+        }
+    }
+
+    fn consume(&mut self) -> Option<JobRecord> {
+        let job = self.buf.pop_front()?;
+        self.pos.skip += 1;
+        Some(job)
+    }
+
+    /// Ends the stream (its remaining jobs are all older than the listing wants).
+    fn finish(&mut self) {
+        self.buf.clear();
+        self.pos.done = true;
+    }
+}
+
+/// One page of jobs, newest first.
+pub(crate) async fn list(
+    store: &Arc<dyn JobStore>,
+    q: &Query,
+    cursor: Option<&str>,
+) -> anyhow::Result<Listing> {
+    let sources: Vec<Source> = match &q.certificate_arn {
+        Some(arn) => vec![Source::Certificate(arn.clone())],
+        None => q.statuses.iter().map(|s| Source::Status(*s)).collect(),
+    };
+    let positions = match cursor {
+        None => vec![Position::default(); sources.len()],
+        Some(c) => {
+            let decoded = decode(c)?;
+            if decoded.query != q.fingerprint() || decoded.streams.len() != sources.len() {
+                bail!("this cursor belongs to a listing with other --status or --certificate-arn filters; repeat those filters, or drop --cursor to start again");
+            }
+            decoded.streams
+        }
+    };
+    let mut streams: Vec<Stream> = sources
+        .into_iter()
+        .zip(positions)
+        .map(|(s, p)| Stream::new(s, p))
+        .collect();
+    let page = (q.limit + 1).clamp(1, 100);
+    let by_certificate = q.certificate_arn.is_some();
+    let mut jobs = Vec::new();
+    loop {
+        // The newest job any stream offers, after the filters.
+        let mut best: Option<(usize, Millis)> = None;
+        for (i, s) in streams.iter_mut().enumerate() {
+            loop {
+                let Some(job) = s.peek(store, page).await? else {
+                    break;
+                };
+                let old = q.since.is_some_and(|t| job.updated_at < t);
+                if by_certificate {
+                    // Ordered by creation: filter, and read on.
+                    if old || !q.statuses.contains(&job.status) {
+                        s.consume();
+                        continue;
+                    }
+                    let key = job.created_at;
+                    if best.is_none_or(|(_, k)| key > k) {
+                        best = Some((i, key));
+                    }
+                } else {
+                    // Ordered by update: the first job too old ends the stream.
+                    if old {
+                        s.finish();
+                        break;
+                    }
+                    let key = job.updated_at;
+                    if best.is_none_or(|(_, k)| key > k) {
+                        best = Some((i, key));
+                    }
+                }
+                break;
+            }
+        }
+        let Some((i, _)) = best else {
+            break;
+        };
+        if jobs.len() >= q.limit {
+            break;
+        }
+        if let Some(job) = streams[i].consume() {
+            jobs.push(job);
+        }
+    }
+    let more = streams.iter().any(|s| !s.buf.is_empty() || !s.pos.done);
+    let next_cursor = if more {
+        Some(encode(&Cursor {
+            query: q.fingerprint(),
+            streams: streams.iter().map(|s| s.pos.clone()).collect(),
+        })?)
+    } else {
+        None
+    };
+    Ok(Listing { jobs, next_cursor })
+}
+
+fn encode(c: &Cursor) -> anyhow::Result<String> {
+    let json = serde_json::to_vec(c)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+}
+
+fn decode(s: &str) -> anyhow::Result<Cursor> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim())
+        .ok()
+        .context("invalid --cursor: pass the NextCursor of the previous page unchanged")?;
+    serde_json::from_slice(&bytes)
+        .ok()
+        .context("invalid --cursor: pass the NextCursor of the previous page unchanged")
+}
