@@ -29,9 +29,7 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     // Before the runtime starts (the OTLP exporter runs its own thread). `init` returns the
-    // guard that flushes the exporters when dropped at exit (unit while telemetry is logs
-    // only, hence the allow).
-    #[allow(clippy::let_unit_value)]
+    // guard that flushes the exporters when dropped at exit, after the runtime.
     let _telemetry = telemetry::init(
         cli.global.log_format,
         cli.global.log.as_deref().unwrap_or(default_log),

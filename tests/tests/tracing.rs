@@ -1,0 +1,292 @@
+//! OpenTelemetry end to end: two `certflow worker` processes export over OTLP (HTTP/JSON)
+//! to a collector in this test; one export job, started by the first worker and finished by
+//! the second, must make one trace — every step span under one trace id, across both
+//! workers — with the AWS calls as spans, and nothing secret in any exported byte.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use certflow_tests::certflow::Env;
+use certflow_tests::unique;
+use engine::backend::sqs::create_queue_with_dlq;
+use engine::JobStatus;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// A minimal OTLP/HTTP collector: keeps every body posted to it, by path.
+#[derive(Clone, Default)]
+struct Collector {
+    bodies: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Collector {
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies = self.bodies.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let bodies = bodies.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let bodies = bodies.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            bodies
+                                .lock()
+                                .unwrap()
+                                .push((path, String::from_utf8_lossy(&body).into_owned()));
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn spans(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (path, body) in self.bodies.lock().unwrap().iter() {
+            if path != "/v1/traces" {
+                continue;
+            }
+            let v: Value = serde_json::from_str(body).expect("OTLP JSON");
+            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    out.extend(ss["spans"].as_array().into_iter().flatten().cloned());
+                }
+            }
+        }
+        out
+    }
+
+    fn everything(&self) -> String {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn attr(span: &Value, key: &str) -> Option<String> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .and_then(|a| {
+            let v = &a["value"];
+            v["stringValue"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| v["intValue"].as_str().map(str::to_string))
+                .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
+        })
+}
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("certflow");
+    assert!(
+        bin.exists(),
+        "build the binary first (deploy/local/test.sh does)"
+    );
+    bin
+}
+
+fn worker(env: &Env, tasks: &str, otlp: &str, id: &str) -> tokio::process::Child {
+    tokio::process::Command::new(binary())
+        .args([
+            "worker",
+            "--poll-wait-secs",
+            "1",
+            "--worker-id",
+            id,
+            "--shutdown-budget-secs",
+            "5",
+        ])
+        .env("CERTFLOW_JOBS_TABLE", &env.table)
+        .env("CERTFLOW_TASKS_QUEUE", tasks)
+        .env("CERTFLOW_INTAKE_QUEUE", env.intake.name())
+        .env("CERTFLOW_INVENTORY_TABLE", &env.deps.config.inventory_table)
+        .env("CERTFLOW_DOCUMENT_NAME", &env.deps.config.document_name)
+        .env("CERTFLOW_SECRET_PREFIX", &env.deps.config.secret_prefix)
+        .env("CERTFLOW_LOG", "warn")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+        .env("OTEL_SERVICE_NAME", "certflow-test")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start certflow worker")
+}
+
+async fn stop(mut child: tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("worker exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "worker exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_job_is_one_trace_across_two_workers_and_no_secret_is_exported() {
+    let env = Env::new().await;
+    let collector = Collector::default();
+    let otlp = collector.start().await;
+    let tasks = unique("x-trace-tasks");
+    create_queue_with_dlq(
+        &aws_sdk_sqs::Client::new(&env.sdk),
+        &tasks,
+        Duration::from_secs(30),
+        5,
+    )
+    .await
+    .unwrap();
+    let tag = unique("traced");
+    env.instances(1, "Tier", &tag);
+    let arn = env.certificate(true).await;
+
+    // The first worker takes the job while the certificate is still pending validation…
+    let first = worker(&env, &tasks, &otlp, "worker-one");
+    let name = unique("traced");
+    let id = env
+        .submit(&format!(
+            r#"{{"CertificateArn":"{arn}","CertName":"{name}","TargetTagKey":"Tier","TargetTagValue":"{tag}"}}"#
+        ))
+        .await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(rec) = env.jobs.get(&id).await {
+            if rec.status == JobStatus::Waiting {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < until, "the job never waited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(first).await;
+    // …and the second finishes it.
+    let second = worker(&env, &tasks, &otlp, "worker-two");
+    let rec = env.wait(&id).await;
+    stop(second).await;
+    assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    let trace_parent = rec.trace_parent.clone().expect("TraceParent on the record");
+
+    let spans = collector.spans();
+    let ours: Vec<&Value> = spans
+        .iter()
+        .filter(|s| attr(s, "job_id").as_deref() == Some(id.as_str()))
+        .collect();
+    let steps: Vec<&&Value> = ours.iter().filter(|s| s["name"] == "step").collect();
+    assert!(steps.len() >= 5, "step spans exported: {}", steps.len());
+    let trace_ids: std::collections::BTreeSet<&str> =
+        ours.iter().filter_map(|s| s["traceId"].as_str()).collect();
+    assert_eq!(trace_ids.len(), 1, "one trace for the job: {trace_ids:?}");
+    let trace_id = *trace_ids.iter().next().unwrap();
+    assert!(
+        trace_parent.contains(&trace_id.to_ascii_lowercase()),
+        "{trace_parent} vs {trace_id}"
+    );
+    let workers: std::collections::BTreeSet<String> = ours
+        .iter()
+        .filter(|s| s["name"] == "job")
+        .filter_map(|s| attr(s, "worker"))
+        .collect();
+    assert!(
+        workers.contains("worker-one") && workers.contains("worker-two"),
+        "both workers took part: {workers:?}"
+    );
+    // The AWS calls are spans of the same trace, with service and operation.
+    let calls: Vec<String> = spans
+        .iter()
+        .filter(|s| s["traceId"].as_str() == Some(trace_id))
+        .filter_map(|s| {
+            Some(format!(
+                "{}.{}",
+                attr(s, "rpc.service")?,
+                attr(s, "rpc.method")?
+            ))
+        })
+        .collect();
+    for call in [
+        "ACM.DescribeCertificate",
+        "ACM.ExportCertificate",
+        "SSM.SendCommand",
+    ] {
+        assert!(
+            calls.iter().any(|c| c == call),
+            "{call} not among {calls:?}"
+        );
+    }
+
+    // Nothing secret in any exported byte (spans, events, attributes, metrics).
+    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
+    let prefix = &env.deps.config.secret_prefix;
+    let pass = sm
+        .get_secret_value()
+        .secret_id(format!("{prefix}{name}/passphrase"))
+        .send()
+        .await
+        .unwrap();
+    let pass: Value = serde_json::from_str(pass.secret_string().unwrap()).unwrap();
+    let bundle = sm
+        .get_secret_value()
+        .secret_id(format!("{prefix}{name}/bundle"))
+        .send()
+        .await
+        .unwrap();
+    let bundle: Value = serde_json::from_str(bundle.secret_string().unwrap()).unwrap();
+    let exported = collector.everything();
+    assert!(!exported.contains("BEGIN") && !exported.contains("PRIVATE KEY"));
+    assert!(!exported.contains(pass["passphrase"].as_str().unwrap()));
+    for line in bundle["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| l.len() >= 40)
+    {
+        assert!(!exported.contains(line), "a line of the key was exported");
+    }
+    assert!(
+        collector
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, _)| p == "/v1/metrics"),
+        "metrics were exported too"
+    );
+}
