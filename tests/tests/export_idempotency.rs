@@ -1,0 +1,177 @@
+//! Each export step run twice — its side effect made, then its commit lost — still makes one
+//! secret version per secret, one inventory row and one SSM command.
+//!
+//! The emulator cannot lose a commit, so the fault proxy does: a `certflow worker` process
+//! talks to AWS through it, and for the step under test the proxy answers that step's
+//! commit (a DynamoDB `TransactWriteItems`) with 500 until the SDK gives up. The worker
+//! abandons the step; the task comes back once its lease lapses and the step runs again
+//! (attempt 2), finding what its first attempt did.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use certflow_tests::certflow::Env;
+use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
+use certflow_tests::unique;
+use engine::backend::sqs::create_queue_with_dlq;
+use engine::JobStatus;
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("certflow");
+    assert!(
+        bin.exists(),
+        "build the binary first (deploy/local/test.sh does)"
+    );
+    bin
+}
+
+/// The commit (`TransactWriteItems`) number, counting from the job's creation, that ends
+/// each step when the certificate is already issued: 1 creates the job, then one per step.
+const STEPS: [(&str, u64); 4] = [
+    ("check", 2),
+    ("export", 3),
+    ("inventory", 4),
+    ("install", 5),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_survives_losing_its_commit_after_its_side_effect() {
+    let env = Env::new().await;
+    let proxy = FaultProxy::start(&std::env::var("AWS_ENDPOINT_URL").unwrap(), 7).await;
+    let tasks = unique("x-idem-tasks");
+    create_queue_with_dlq(
+        &aws_sdk_sqs::Client::new(&env.sdk),
+        &tasks,
+        Duration::from_secs(30),
+        50,
+    )
+    .await
+    .unwrap();
+    let tag = unique("idem");
+    env.instances(1, "Tier", &tag);
+    let arn = env.certificate(true).await;
+    // Let validation finish so that `check` commits once (no polling).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let mut worker = tokio::process::Command::new(binary())
+        .args([
+            "worker",
+            "--poll-wait-secs",
+            "1",
+            "--lease-secs",
+            "4",
+            "--visibility-secs",
+            "4",
+            "--sweep-every-secs",
+            "0",
+        ])
+        .env("AWS_ENDPOINT_URL", proxy.url())
+        .env("CERTFLOW_JOBS_TABLE", &env.table)
+        .env("CERTFLOW_TASKS_QUEUE", &tasks)
+        .env("CERTFLOW_INTAKE_QUEUE", env.intake.name())
+        .env("CERTFLOW_INVENTORY_TABLE", &env.deps.config.inventory_table)
+        .env("CERTFLOW_DOCUMENT_NAME", &env.deps.config.document_name)
+        .env("CERTFLOW_SECRET_PREFIX", &env.deps.config.secret_prefix)
+        .env("CERTFLOW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start certflow worker");
+
+    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
+    let ddb = aws_sdk_dynamodb::Client::new(&env.sdk);
+    for (step, commit) in STEPS {
+        let name = unique(step);
+        // The SDK tries three times: lose all three.
+        let rules: Vec<_> = (0..3)
+            .map(|i| {
+                proxy.add_rule(Rule::new(
+                    "dynamodb",
+                    Some("TransactWriteItems"),
+                    Trigger::Nth(commit + i),
+                    Action::Status(500),
+                ))
+            })
+            .collect();
+        proxy.clear_calls();
+        let id = env
+            .submit(&format!(
+                r#"{{"CertificateArn":"{arn}","CertName":"{name}","TargetTagKey":"Tier","TargetTagValue":"{tag}"}}"#
+            ))
+            .await;
+        let rec = env.wait(&id).await;
+        for r in rules {
+            proxy.remove_rule(r);
+        }
+        assert_eq!(
+            rec.status,
+            JobStatus::Succeeded,
+            "{step}: {:?}",
+            rec.last_error
+        );
+        let history = env.jobs.history(&id).await.unwrap();
+        let runs: Vec<u32> = history
+            .iter()
+            .filter(|e| e.step == step && e.kind != engine::EventKind::Created)
+            .map(|e| e.attempt)
+            .collect();
+        assert_eq!(
+            runs,
+            vec![2],
+            "{step} committed once, on its second attempt: {history:?}"
+        );
+
+        // One secret version per secret.
+        for suffix in ["passphrase", "bundle"] {
+            let secret = format!("{}{name}/{suffix}", env.deps.config.secret_prefix);
+            let versions = sm
+                .list_secret_version_ids()
+                .secret_id(&secret)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(versions.versions().len(), 1, "{step}: versions of {secret}");
+        }
+        // One inventory row for the (target, certificate, name).
+        let rows = ddb
+            .query()
+            .table_name(&env.deps.config.inventory_table)
+            .key_condition_expression("TagKeyValue = :k")
+            .expression_attribute_values(
+                ":k",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("Tier#{tag}")),
+            )
+            .send()
+            .await
+            .unwrap();
+        let ours = rows
+            .items()
+            .iter()
+            .filter(|i| i.get("CertName").and_then(|v| v.as_s().ok()) == Some(&name))
+            .count();
+        assert_eq!(ours, 1, "{step}: inventory rows");
+        // One SSM command, one export from ACM.
+        let comment = format!("certflow job {id}");
+        let sent = proxy
+            .calls()
+            .iter()
+            .filter(|c| c.operation == "SendCommand" && c.forwarded && c.body.contains(&comment))
+            .count();
+        assert_eq!(sent, 1, "{step}: SSM commands sent");
+        let exports = proxy
+            .calls()
+            .iter()
+            .filter(|c| c.operation == "ExportCertificate" && c.forwarded)
+            .count();
+        assert_eq!(exports, 1, "{step}: ACM exports");
+        println!("{step}: ran twice, one secret version each, one row, one command, one export");
+    }
+    let _ = worker.kill().await;
+}
