@@ -30,6 +30,28 @@ pub struct Env {
     pub source: String,
 }
 
+/// The names of a certflow's resources, as `certflow worker` reads them from its
+/// `CERTFLOW_*` settings (e.g. a CloudFormation stack's outputs).
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// `CERTFLOW_JOBS_TABLE`.
+    pub jobs_table: String,
+    /// `CERTFLOW_TASKS_QUEUE` (its DLQ is this name + `-dlq`).
+    pub tasks_queue: String,
+    /// `CERTFLOW_INTAKE_QUEUE` (its DLQ is this name + `-dlq`).
+    pub intake_queue: String,
+    /// `CERTFLOW_INVENTORY_TABLE`.
+    pub inventory_table: String,
+    /// `CERTFLOW_DOCUMENT_NAME`.
+    pub document_name: String,
+    /// `CERTFLOW_SECRET_PREFIX`.
+    pub secret_prefix: String,
+    /// `CERTFLOW_KMS_KEY_ID`.
+    pub kms_key_id: Option<String>,
+    /// An event source accepted besides `aws.acm` (in `CERTFLOW_EVENT_SOURCES`).
+    pub source: String,
+}
+
 impl Env {
     /// Creates every resource.
     pub async fn new() -> Env {
@@ -48,35 +70,59 @@ impl Env {
         create_queue_with_dlq(&sqs, &intake, Duration::from_secs(30), 5)
             .await
             .unwrap();
+        let names = Names {
+            jobs_table: table,
+            tasks_queue: tasks,
+            intake_queue: intake,
+            inventory_table: unique("x-inventory"),
+            document_name: unique("Install-ACMCertificate"),
+            secret_prefix: format!("{}/", unique("certflow-test")),
+            kms_key_id: None,
+            source: format!("custom.aws.acm.{}", unique("t")),
+        };
+        workflows::inventory::create_table(&ddb, &names.inventory_table)
+            .await
+            .unwrap();
+        workflows::document::ensure(&aws_sdk_ssm::Client::new(&sdk), &names.document_name)
+            .await
+            .unwrap();
+        Env::from_names(sdk, &names).await
+    }
+
+    /// The certflow whose resources already exist under `names` (nothing is created):
+    /// the engine and the workflows configured as `certflow worker` configures them.
+    pub async fn from_names(sdk: aws_config::SdkConfig, names: &Names) -> Env {
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
         let mut config = ExportConfig::new("us-east-1");
-        config.secret_prefix = format!("{}/", unique("certflow-test"));
-        config.inventory_table = unique("x-inventory");
-        config.document_name = unique("Install-ACMCertificate");
-        workflows::inventory::create_table(&ddb, &config.inventory_table)
-            .await
-            .unwrap();
-        workflows::document::ensure(&aws_sdk_ssm::Client::new(&sdk), &config.document_name)
-            .await
-            .unwrap();
+        config.secret_prefix = names.secret_prefix.clone();
+        config.kms_key_id = names.kms_key_id.clone();
+        config.inventory_table = names.inventory_table.clone();
+        config.document_name = names.document_name.clone();
         let deps = Deps {
             clients: workflows::aws::Clients::new(&sdk),
             config,
         };
         let jobs = Jobs::new(
-            Arc::new(DynamoJobStore::new(ddb, &table)),
-            Arc::new(SqsTaskQueue::connect(sqs.clone(), &tasks).await.unwrap()),
+            Arc::new(DynamoJobStore::new(ddb, &names.jobs_table)),
+            Arc::new(
+                SqsTaskQueue::connect(sqs.clone(), &names.tasks_queue)
+                    .await
+                    .unwrap(),
+            ),
             workflows::registry(deps.clone()),
             Arc::new(SystemClock),
         );
-        let intake = SqsTaskQueue::connect(sqs, &intake).await.unwrap();
-        let source = format!("custom.aws.acm.{}", unique("t"));
+        let intake = SqsTaskQueue::connect(sqs, &names.intake_queue)
+            .await
+            .unwrap();
         Env {
             sdk,
             jobs,
             intake,
             deps,
-            table,
-            source,
+            table: names.jobs_table.clone(),
+            source: names.source.clone(),
         }
     }
 
