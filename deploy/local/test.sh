@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: creates the Python venv with the pinned
-# emulator, starts it on loopback, checks formatting and lints, runs every test against
-# it, and stops it again (also on failure or Ctrl-C).
+# emulator, starts it on loopback, checks formatting and lints (the CloudFormation template
+# too), builds the release binary of the container image, runs every test against the
+# emulator, and stops it again (also on failure or Ctrl-C).
 #
 #   deploy/local/test.sh            # everything
 #   deploy/local/test.sh -p certflow-engine   # extra arguments go to `cargo test`
@@ -16,8 +17,41 @@ echo "==> formatting and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> linting the CloudFormation template (cfn-lint, checkov)"
+# cfn-lint runs from the emulator's venv (.venv, pinned in requirements.txt); checkov
+# from a venv of its own (.venv-lint, requirements-lint.txt), whose pins conflict
+# with moto's. Both are created or refreshed here when their requirements change.
+deploy/local/emulator.sh setup
+lint_venv="$root/.venv-lint"
+lint_reqs="$root/deploy/local/requirements-lint.txt"
+lint_stamp="$lint_venv/.certflow-requirements.sha256"
+lint_want="$("${PYTHON:-python3}" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$lint_reqs")"
+if [ ! -x "$lint_venv/bin/checkov" ] || [ "$(cat "$lint_stamp" 2>/dev/null)" != "$lint_want" ]; then
+  echo "installing ${lint_reqs#"$root/"} into .venv-lint"
+  rm -rf "$lint_venv"
+  "${PYTHON:-python3}" -m venv "$lint_venv"
+  "$lint_venv/bin/python" -m pip install --disable-pip-version-check -q -r "$lint_reqs"
+  echo "$lint_want" >"$lint_stamp"
+fi
+template=deploy/cloudformation/certflow.yaml
+.venv/bin/cfn-lint "$template"
+# checkov evaluates Conditions with the parameters' defaults, so the optional REST
+# endpoint (EnableApi, default "false") is also scanned in a copy defaulting to "true".
+mkdir -p .local
+with_api=.local/certflow-with-api.yaml
+sed '/^  EnableApi:$/,/^  [A-Za-z]/ s/^    Default: "false"$/    Default: "true"/' "$template" >"$with_api"
+if cmp -s "$template" "$with_api"; then
+  echo "could not switch EnableApi's default in a copy of $template" >&2
+  exit 1
+fi
+LOG_LEVEL=ERROR .venv-lint/bin/checkov --quiet --compact --skip-download \
+  --framework cloudformation -f "$template" -f "$with_api"
+
 echo "==> building"
 cargo build --workspace --bins --locked
+# The release binary deploy/Dockerfile copies into the image (a few minutes; there is no
+# Docker engine in CI, so this is how far a broken image build is caught).
+cargo build --release --locked -p certflow
 
 echo "==> starting the AWS emulator"
 # Certificates the tests request stay PENDING_VALIDATION this long (seconds).
