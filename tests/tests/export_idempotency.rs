@@ -5,7 +5,8 @@
 //! talks to AWS through it, and for the step under test the proxy answers that step's
 //! commit (a DynamoDB `TransactWriteItems`) with 500 until the SDK gives up. The worker
 //! abandons the step; the task comes back once its lease lapses and the step runs again
-//! (attempt 2), finding what its first attempt did.
+//! (attempt 2), finding what its first attempt did. Every line the worker logs meanwhile,
+//! at debug level, is then scanned for the passphrases and key material.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -59,6 +60,10 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
     // Let validation finish so that `check` commits once (no polling).
     tokio::time::sleep(Duration::from_secs(4)).await;
 
+    // Every log line the worker writes, at debug level, is scanned for secrets at the end.
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("worker.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
     let mut worker = tokio::process::Command::new(binary())
         .args([
             "worker",
@@ -78,15 +83,16 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
         .env("CERTFLOW_INVENTORY_TABLE", &env.deps.config.inventory_table)
         .env("CERTFLOW_DOCUMENT_NAME", &env.deps.config.document_name)
         .env("CERTFLOW_SECRET_PREFIX", &env.deps.config.secret_prefix)
-        .env("CERTFLOW_LOG", "warn")
+        .env("CERTFLOW_LOG", "debug")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log_file))
         .kill_on_drop(true)
         .spawn()
         .expect("start certflow worker");
 
     let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
     let ddb = aws_sdk_dynamodb::Client::new(&env.sdk);
+    let mut secrets = Vec::new();
     for (step, commit) in STEPS {
         let name = unique(step);
         // The SDK tries three times: lose all three.
@@ -172,6 +178,42 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
             .count();
         assert_eq!(exports, 1, "{step}: ACM exports");
         println!("{step}: ran twice, one secret version each, one row, one command, one export");
+        for suffix in ["passphrase", "bundle"] {
+            let secret = format!("{}{name}/{suffix}", env.deps.config.secret_prefix);
+            let value = sm
+                .get_secret_value()
+                .secret_id(&secret)
+                .send()
+                .await
+                .unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(value.secret_string().unwrap()).unwrap();
+            for field in ["passphrase", "private_key"] {
+                if let Some(text) = v[field].as_str() {
+                    secrets.extend(
+                        text.lines()
+                            .filter(|l| l.len() >= 20 && !l.starts_with("-----"))
+                            .map(str::to_string),
+                    );
+                }
+            }
+        }
     }
     let _ = worker.kill().await;
+    let _ = worker.wait().await;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.lines().count() > 100,
+        "the worker logged at debug level"
+    );
+    assert!(
+        !log.contains("BEGIN") && !log.contains("PRIVATE KEY"),
+        "PEM material in the log"
+    );
+    for s in &secrets {
+        assert!(
+            !log.contains(s.as_str()),
+            "secret material in the worker's log"
+        );
+    }
 }
