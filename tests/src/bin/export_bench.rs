@@ -1,0 +1,273 @@
+//! Export benchmark: runs export jobs on the emulator through a `certflow worker` process
+//! whose every AWS call goes through the fault proxy (no faults, just counting), and prints
+//! the AWS calls per successful job by service and operation, the job wall time from
+//! enqueue to SUCCEEDED, and the same service calls made directly in the same run — the
+//! engine's overhead ratio.
+//!
+//! ```text
+//! deploy/local/emulator.sh start && source .local/emulator.env
+//! cargo build -p certflow && cargo run -p certflow-tests --bin export_bench -- 10
+//! ```
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use certflow_tests::certflow::Env;
+use certflow_tests::proxy::FaultProxy;
+use certflow_tests::unique;
+use engine::backend::sqs::create_queue_with_dlq;
+use engine::{EventKind, JobStatus};
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let jobs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
+    let env = Env::new().await;
+    let proxy = FaultProxy::start(
+        &std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL"),
+        1,
+    )
+    .await;
+    let tasks = unique("bench-tasks");
+    create_queue_with_dlq(
+        &aws_sdk_sqs::Client::new(&env.sdk),
+        &tasks,
+        Duration::from_secs(30),
+        5,
+    )
+    .await
+    .expect("task queue");
+    let tag = unique("bench");
+    env.instances(2, "Tier", &tag);
+    let arn = env.certificate(true).await;
+    tokio::time::sleep(Duration::from_secs(4)).await; // past validation: no polling in `check`
+
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("certflow")))
+        .expect("certflow binary beside the bench");
+    let mut worker = tokio::process::Command::new(bin)
+        .args([
+            "worker",
+            "--poll-wait-secs",
+            "20",
+            "--sweep-every-secs",
+            "0",
+        ])
+        .env("AWS_ENDPOINT_URL", proxy.url())
+        .env("CERTFLOW_JOBS_TABLE", &env.table)
+        .env("CERTFLOW_TASKS_QUEUE", &tasks)
+        .env("CERTFLOW_INTAKE_QUEUE", env.intake.name())
+        .env("CERTFLOW_INVENTORY_TABLE", &env.deps.config.inventory_table)
+        .env("CERTFLOW_DOCUMENT_NAME", &env.deps.config.document_name)
+        .env("CERTFLOW_SECRET_PREFIX", &env.deps.config.secret_prefix)
+        .env("CERTFLOW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start certflow worker");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.clear_calls();
+
+    let mut wall = Duration::ZERO;
+    let mut timers = Duration::ZERO;
+    for i in 0..jobs {
+        let started = Instant::now();
+        let id = env
+            .submit(&format!(
+                r#"{{"CertificateArn":"{arn}","CertName":"bench-{i}","TargetTagKey":"Tier","TargetTagValue":"{tag}"}}"#
+            ))
+            .await;
+        let rec = env.wait(&id).await;
+        wall += started.elapsed();
+        assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+        // The durable timers the workflow asked for (the wait step's first poll after
+        // ~2 s): time the job spent waiting by design, not engine overhead.
+        let history = env.jobs.history(&id).await.expect("history");
+        for pair in history.windows(2) {
+            if pair[0].to_status == JobStatus::Waiting && pair[1].kind != EventKind::Created {
+                timers += Duration::from_millis((pair[1].at - pair[0].at).max(0) as u64);
+            }
+        }
+    }
+    let calls = proxy.calls();
+    let _ = worker.kill().await;
+
+    let mut by_op: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for c in &calls {
+        *by_op
+            .entry((c.service.clone(), c.operation.clone()))
+            .or_default() += 1;
+    }
+    let receives = by_op
+        .get(&("sqs".to_string(), "ReceiveMessage".to_string()))
+        .copied()
+        .unwrap_or(0);
+    let total: usize = by_op.values().sum();
+    println!("export-bench: {jobs} jobs, one at a time, 2 tagged instances, moto on loopback");
+    println!("\nAWS calls per successful job, by service and operation:");
+    for ((svc, op), n) in &by_op {
+        println!("  {svc:<16} {op:<24} {:>6.2}", *n as f64 / jobs as f64);
+    }
+    println!(
+        "  total {:.2} per job ({:.2} without ReceiveMessage long polls, which are idle cost)",
+        total as f64 / jobs as f64,
+        (total - receives) as f64 / jobs as f64
+    );
+
+    // The same service calls, made directly, once per job's worth.
+    let clients = &env.deps.clients;
+    let ssm = &clients.ssm;
+    let direct_started = Instant::now();
+    let rounds = jobs.min(10);
+    for i in 0..rounds {
+        let name = format!(
+            "{}direct-{i}-{}",
+            env.deps.config.secret_prefix,
+            unique("d")
+        );
+        let _ = clients
+            .acm
+            .describe_certificate()
+            .certificate_arn(&arn)
+            .send()
+            .await;
+        let _ = clients
+            .secrets
+            .get_secret_value()
+            .secret_id(format!("{name}/p"))
+            .version_id("00000000-0000-0000-0000-000000000000")
+            .send()
+            .await;
+        let _ = clients
+            .secrets
+            .put_secret_value()
+            .secret_id(format!("{name}/p"))
+            .secret_string("{}")
+            .send()
+            .await;
+        let _ = clients
+            .secrets
+            .create_secret()
+            .name(format!("{name}/p"))
+            .secret_string("{\"passphrase\":\"x\"}")
+            .send()
+            .await;
+        let out = clients
+            .acm
+            .export_certificate()
+            .certificate_arn(&arn)
+            .passphrase(aws_sdk_acm::primitives::Blob::new("passphrase-passphrase"))
+            .send()
+            .await;
+        let _ = out;
+        let _ = clients
+            .secrets
+            .get_secret_value()
+            .secret_id(format!("{name}/b"))
+            .version_id("00000000-0000-0000-0000-000000000000")
+            .send()
+            .await;
+        let _ = clients
+            .secrets
+            .put_secret_value()
+            .secret_id(format!("{name}/b"))
+            .secret_string("{}")
+            .send()
+            .await;
+        let _ = clients
+            .secrets
+            .create_secret()
+            .name(format!("{name}/b"))
+            .secret_string("{}")
+            .send()
+            .await;
+        let _ = clients
+            .dynamodb
+            .update_item()
+            .table_name(&env.deps.config.inventory_table)
+            .key("TagKeyValue", AttributeValue::S("direct#x".into()))
+            .key(
+                "CertificateArnCertName",
+                AttributeValue::S(format!("{arn}#{i}")),
+            )
+            .update_expression("SET LastStatus = :s")
+            .expression_attribute_values(":s", AttributeValue::S("EXPORTED".into()))
+            .send()
+            .await;
+        let sent = ssm
+            .send_command()
+            .document_name(&env.deps.config.document_name)
+            .targets(
+                aws_sdk_ssm::types::Target::builder()
+                    .key("tag:Tier")
+                    .values(&tag)
+                    .build(),
+            )
+            .parameters("CertName", vec![format!("direct-{i}")])
+            .parameters("BundleSecretId", vec!["x".into()])
+            .parameters("PassphraseSecretId", vec!["y".into()])
+            .parameters("Region", vec!["us-east-1".into()])
+            .send()
+            .await;
+        if let Some(id) = sent
+            .ok()
+            .and_then(|s| s.command().and_then(|c| c.command_id().map(str::to_string)))
+        {
+            let listed = ssm.list_commands().command_id(&id).send().await;
+            for inst in listed
+                .ok()
+                .and_then(|l| l.commands().first().map(|c| c.instance_ids().to_vec()))
+                .unwrap_or_default()
+            {
+                let _ = ssm
+                    .get_command_invocation()
+                    .command_id(&id)
+                    .instance_id(inst)
+                    .send()
+                    .await;
+            }
+        }
+        let _ = clients
+            .dynamodb
+            .update_item()
+            .table_name(&env.deps.config.inventory_table)
+            .key("TagKeyValue", AttributeValue::S("direct#x".into()))
+            .key(
+                "CertificateArnCertName",
+                AttributeValue::S(format!("{arn}#{i}")),
+            )
+            .update_expression("SET LastStatus = :s")
+            .expression_attribute_values(":s", AttributeValue::S("INSTALLED".into()))
+            .send()
+            .await;
+    }
+    let direct = direct_started.elapsed() / rounds as u32;
+    let per_job = wall / jobs as u32;
+    let per_job_active = per_job.saturating_sub(timers / jobs as u32);
+    println!(
+        "\nJob wall time, enqueue to SUCCEEDED:      {:>8.1} ms",
+        per_job.as_secs_f64() * 1e3
+    );
+    println!(
+        "  of which durable timers (by design):    {:>8.1} ms",
+        (timers / jobs as u32).as_secs_f64() * 1e3
+    );
+    println!(
+        "  active time:                            {:>8.1} ms",
+        per_job_active.as_secs_f64() * 1e3
+    );
+    println!(
+        "Same service calls made directly:         {:>8.1} ms",
+        direct.as_secs_f64() * 1e3
+    );
+    println!(
+        "Engine overhead ratio (active / direct):  {:>8.2}   (target ≤ 1.2; the engine's own calls — jobs table, task queue — are the difference)",
+        per_job_active.as_secs_f64() / direct.as_secs_f64()
+    );
+}
