@@ -10,8 +10,10 @@
 //!
 //! Flags (and the environment variables that set their defaults): `--jobs N` (`BENCH_JOBS`,
 //! 256), `--workers W` (`BENCH_WORKERS`, 2), `--concurrency C` (`BENCH_CONCURRENCY`, 64),
-//! `--timeout-secs S` (`BENCH_TIMEOUT_SECS`, 600: a phase that takes longer is reported as
-//! unfinished).
+//! `--lease-secs L` (`BENCH_LEASE_SECS`, 6, the tests' setting: lease and message visibility;
+//! heartbeats come every third of it), `--phase P` (`BENCH_PHASE`: `fused`, `timers` or
+//! `all`), `--timeout-secs S` (`BENCH_TIMEOUT_SECS`, 600: a phase that takes longer is
+//! reported as unfinished), `--sdk-default-retries` (`BENCH_SDK_DEFAULT_RETRIES=1`: see below).
 //!
 //! Two phases, each on fresh resources: `fused` (polls=0, failures=0: four steps run back to
 //! back in one task, the pure engine path) and `timers` (polls=1, failures=1: a durable timer
@@ -24,12 +26,23 @@
 //! - Engine calls are the workers' calls plus `Jobs::create` (a producer's cost per job);
 //!   the bench's own polling is counted apart and left out of the per-job figures.
 //! - Resource set-up is counted apart too.
+//! - moto answers some concurrent `TransactWriteItems` with a 500 (its transaction code
+//!   deep-copies the table while other requests change it). The bench's clients therefore
+//!   retry up to 10 attempts without a retry quota, so that emulator faults do not turn into
+//!   engine recovery (a message waiting out its visibility); the 5xx attempts are reported in
+//!   their own column. `--sdk-default-retries` keeps the SDK's default retry policy instead.
+//! - moto closes every connection after one response, so each call also pays for a new TCP
+//!   connection; its transactions copy the whole table, so it slows down (and grows: several
+//!   GB) as the table fills. Run one phase per fresh emulator for 256 jobs, and a lower
+//!   `--concurrency` with `--lease-secs 60` to keep slow emulator answers from lapsing leases
+//!   (see docs/benchmarks.md).
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
@@ -38,11 +51,12 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::retry::RetryConfig;
 use certflow_tests::{emulator, unique, Stack};
 use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
 use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
 use engine::schema::JobTableSpec;
-use engine::{EventKind, JobId, JobStatus, Jobs, NewJob, Registry, SystemClock, Worker};
+use engine::{EventKind, JobId, JobStatus, Jobs, JobsError, NewJob, Registry, SystemClock, Worker};
 use workflows::demo::{self, DemoState};
 
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -54,7 +68,9 @@ const TARGET_CPU_MS_PER_JOB: f64 = 2.0;
 /// Peak resident memory with 256 jobs in flight, at most.
 const TARGET_RSS_MB: f64 = 64.0;
 /// How often the bench looks whether every job is finished.
-const POLL_EVERY: Duration = Duration::from_millis(250);
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How often progress goes to stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// Jobs submitted at once.
 const SUBMIT_PARALLEL: usize = 16;
 /// Clock ticks per second of `/proc` CPU times (`USER_HZ`, 100 on every Linux we run on).
@@ -66,15 +82,25 @@ struct Args {
     jobs: usize,
     workers: usize,
     concurrency: usize,
+    lease: Duration,
+    phase: String,
     timeout: Duration,
+    sdk_default_retries: bool,
 }
 
 const USAGE: &str =
-    "usage: engine-bench [--jobs N] [--workers W] [--concurrency C] [--timeout-secs S]
+    "usage: engine-bench [--jobs N] [--workers W] [--concurrency C] [--lease-secs L]
+                    [--phase fused|timers|all] [--timeout-secs S] [--sdk-default-retries]
   --jobs N          jobs per phase (BENCH_JOBS, default 256)
   --workers W       worker runtimes in this process (BENCH_WORKERS, default 2)
   --concurrency C   step tasks handled at once per worker (BENCH_CONCURRENCY, default 64)
+  --lease-secs L    lease and message visibility, heartbeat every L/3 (BENCH_LEASE_SECS,
+                    default 6 as in the tests; a worker's default is 60)
+  --phase P         fused, timers or all (BENCH_PHASE, default all)
   --timeout-secs S  give up on a phase after S seconds (BENCH_TIMEOUT_SECS, default 600)
+  --sdk-default-retries
+                    keep the SDK's default retry policy (BENCH_SDK_DEFAULT_RETRIES=1); by
+                    default the bench retries the emulator's spurious 500s up to 10 attempts
 Needs AWS_ENDPOINT_URL pointing at the local emulator (deploy/local/emulator.sh start).";
 
 fn parse_args() -> Result<Args, String> {
@@ -92,7 +118,10 @@ fn parse_args() -> Result<Args, String> {
     let mut jobs = env_or("BENCH_JOBS", 256)?;
     let mut workers = env_or("BENCH_WORKERS", 2)?;
     let mut concurrency = env_or("BENCH_CONCURRENCY", 64)?;
+    let mut lease = env_or("BENCH_LEASE_SECS", 6)?;
+    let mut phase = std::env::var("BENCH_PHASE").unwrap_or_else(|_| "all".to_string());
     let mut timeout = env_or("BENCH_TIMEOUT_SECS", 600)?;
+    let mut sdk_default_retries = env_or("BENCH_SDK_DEFAULT_RETRIES", 0)? != 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -104,6 +133,18 @@ fn parse_args() -> Result<Args, String> {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
+            "--sdk-default-retries" if inline.is_none() => {
+                sdk_default_retries = true;
+                continue;
+            }
+            "--phase" => {
+                phase = match inline {
+                    Some(v) => v,
+                    None => args.next().ok_or("--phase needs a value")?,
+                };
+                continue;
+            }
+            "--lease-secs" => &mut lease,
             "--jobs" => &mut jobs,
             "--workers" => &mut workers,
             "--concurrency" => &mut concurrency,
@@ -116,25 +157,46 @@ fn parse_args() -> Result<Args, String> {
         };
         *slot = number(&flag, &value)?;
     }
-    if jobs == 0 || workers == 0 || concurrency == 0 || timeout == 0 {
-        return Err("--jobs, --workers, --concurrency and --timeout-secs must be above 0".into());
+    if jobs == 0 || workers == 0 || concurrency == 0 || timeout == 0 || lease == 0 {
+        return Err(
+            "--jobs, --workers, --concurrency, --lease-secs and --timeout-secs must be above 0"
+                .into(),
+        );
+    }
+    if phase != "all" && !PHASES.iter().any(|p| p.name == phase) {
+        return Err(format!(
+            "--phase must be fused, timers or all, got {phase:?}"
+        ));
     }
     Ok(Args {
         jobs: jobs as usize,
         workers: workers as usize,
         concurrency: concurrency as usize,
+        lease: Duration::from_secs(lease),
+        phase,
         timeout: Duration::from_secs(timeout),
+        sdk_default_retries,
     })
 }
 
 // --------------------------------------------------------------- counting AWS calls ----
 
-/// Attempts made on the wire for one operation, and how many of them did not get a 2xx
-/// (a failed condition check is a 400, a dropped connection has no response at all).
+/// Attempts made on the wire for one operation; how many of them got a 4xx (a failed
+/// condition check is a 400) or a 5xx or no response at all (an emulator fault, retried);
+/// and how many finished at all: an attempt whose future was dropped while the request was
+/// in flight (a `select!` that went another way) never does.
 #[derive(Debug, Clone, Copy, Default)]
 struct Tally {
     attempts: u64,
-    not_2xx: u64,
+    finished: u64,
+    client_errors: u64,
+    server_errors: u64,
+}
+
+impl Tally {
+    fn dropped(&self) -> u64 {
+        self.attempts.saturating_sub(self.finished)
+    }
 }
 
 /// `(service, operation)` to its tally.
@@ -144,6 +206,28 @@ struct Calls(BTreeMap<(String, String), Tally>);
 impl Calls {
     fn total(&self) -> u64 {
         self.0.values().map(|t| t.attempts).sum()
+    }
+
+    fn merge(&mut self, other: Calls) {
+        for (key, t) in other.0 {
+            let mine = self.0.entry(key).or_default();
+            mine.attempts += t.attempts;
+            mine.finished += t.finished;
+            mine.client_errors += t.client_errors;
+            mine.server_errors += t.server_errors;
+        }
+    }
+
+    fn server_errors(&self) -> u64 {
+        self.0.values().map(|t| t.server_errors).sum()
+    }
+
+    fn client_errors(&self) -> u64 {
+        self.0.values().map(|t| t.client_errors).sum()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.0.values().map(Tally::dropped).sum()
     }
 
     fn of(&self, operation: &str) -> u64 {
@@ -206,25 +290,65 @@ impl Intercept for CallCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if !context.response().is_some_and(|r| r.status().is_success()) {
-            self.bump(cfg, |t| t.not_2xx += 1);
-        }
+        let status = context.response().map(|r| r.status().as_u16());
+        self.bump(cfg, |t| {
+            t.finished += 1;
+            match status {
+                Some(200..=399) => {}
+                Some(400..=499) => t.client_errors += 1,
+                _ => t.server_errors += 1,
+            }
+        });
         Ok(())
     }
 }
 
-fn dynamodb(sdk: &aws_config::SdkConfig, counter: &CallCounter) -> aws_sdk_dynamodb::Client {
-    let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
-        .interceptor(counter.clone())
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(conf)
+/// How the bench's clients retry: the SDK's default, or patient with the emulator.
+#[derive(Debug, Clone, Copy)]
+struct Retries {
+    sdk_default: bool,
 }
 
-fn sqs(sdk: &aws_config::SdkConfig, counter: &CallCounter) -> aws_sdk_sqs::Client {
-    let conf = aws_sdk_sqs::config::Builder::from(sdk)
-        .interceptor(counter.clone())
-        .build();
-    aws_sdk_sqs::Client::from_conf(conf)
+impl Retries {
+    fn config(self) -> Option<RetryConfig> {
+        (!self.sdk_default).then(|| {
+            RetryConfig::standard()
+                .with_max_attempts(10)
+                .with_max_backoff(Duration::from_secs(2))
+        })
+    }
+
+    fn partition(self, service: &'static str) -> Option<RetryPartition> {
+        (!self.sdk_default).then(|| {
+            RetryPartition::custom(format!("engine-bench-{service}"))
+                .token_bucket(TokenBucket::unlimited())
+                .build()
+        })
+    }
+}
+
+fn dynamodb(
+    sdk: &aws_config::SdkConfig,
+    counter: &CallCounter,
+    retries: Retries,
+) -> aws_sdk_dynamodb::Client {
+    let mut conf = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.clone());
+    if let (Some(config), Some(partition)) = (retries.config(), retries.partition("dynamodb")) {
+        conf = conf.retry_config(config).retry_partition(partition);
+    }
+    aws_sdk_dynamodb::Client::from_conf(conf.build())
+}
+
+fn sqs(
+    sdk: &aws_config::SdkConfig,
+    counter: &CallCounter,
+    retries: Retries,
+) -> aws_sdk_sqs::Client {
+    let mut conf = aws_sdk_sqs::config::Builder::from(sdk).interceptor(counter.clone());
+    if let (Some(config), Some(partition)) = (retries.config(), retries.partition("sqs")) {
+        conf = conf.retry_config(config).retry_partition(partition);
+    }
+    aws_sdk_sqs::Client::from_conf(conf.build())
 }
 
 // ------------------------------------------------------------------ CPU and memory ----
@@ -329,8 +453,13 @@ struct Rig {
 }
 
 struct Counters {
+    /// The workers' calls.
     engine: CallCounter,
+    /// `Jobs::create`'s calls (engine calls too, made on the bench's thread).
+    producer: CallCounter,
+    /// The bench's own polling.
     bench: CallCounter,
+    retries: Retries,
 }
 
 fn registry() -> Registry {
@@ -353,8 +482,9 @@ async fn rig(phase: &str, counters: &Counters) -> BenchResult<Rig> {
     let bench_sdk = emulator().await;
     let table = unique(&format!("bench-{phase}-jobs"));
     let queue_name = unique(&format!("bench-{phase}-tasks"));
-    let setup_ddb = dynamodb(&bench_sdk, &counters.engine);
-    let setup_sqs = sqs(&bench_sdk, &counters.engine);
+    let retries = counters.retries;
+    let setup_ddb = dynamodb(&bench_sdk, &counters.engine, retries);
+    let setup_sqs = sqs(&bench_sdk, &counters.engine, retries);
     create_job_table(
         &setup_ddb,
         &JobTableSpec::new(&table, workflows::JOB_LABELS),
@@ -363,18 +493,19 @@ async fn rig(phase: &str, counters: &Counters) -> BenchResult<Rig> {
     create_queue_with_dlq(&setup_sqs, &queue_name, Duration::from_secs(30), 5).await?;
     let queue = SqsTaskQueue::connect(setup_sqs, &queue_name).await?;
     let set_up = counters.engine.take();
+    counters.producer.take();
     counters.bench.take();
     let (url, dlq) = (queue.url().to_string(), queue.dlq_url().map(str::to_string));
     let on = |sdk: &aws_config::SdkConfig, counter: &CallCounter| {
         jobs_over(
-            dynamodb(sdk, counter),
+            dynamodb(sdk, counter, retries),
             &table,
-            SqsTaskQueue::from_urls(sqs(sdk, counter), url.clone(), dlq.clone()),
+            SqsTaskQueue::from_urls(sqs(sdk, counter, retries), url.clone(), dlq.clone()),
         )
     };
     Ok(Rig {
         engine: on(&worker_sdk, &counters.engine),
-        producer: on(&bench_sdk, &counters.engine),
+        producer: on(&bench_sdk, &counters.producer),
         observer: on(&bench_sdk, &counters.bench),
         set_up,
     })
@@ -408,6 +539,23 @@ async fn active_jobs(observer: &Jobs) -> BenchResult<usize> {
     Ok(ids.len())
 }
 
+/// Creates a job; a failed create is tried again (the key makes that safe), as a producer
+/// would.
+async fn submit(producer: Jobs, new: NewJob) -> BenchResult<JobId> {
+    let mut tries = 1;
+    loop {
+        match producer.create(new.clone()).await {
+            Ok(created) => return Ok(created.record.job_id),
+            Err(e) if tries < 5 => {
+                eprintln!("engine-bench: create {} failed, trying again: {e}", new.id);
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 struct Outcome {
     jobs: usize,
     finished: bool,
@@ -419,6 +567,7 @@ struct Outcome {
     steps: usize,
     set_up: Calls,
     engine: Calls,
+    producer_calls: u64,
     bench_polls: Calls,
     worker_cpu_ms: f64,
     process_cpu_ms: f64,
@@ -453,6 +602,8 @@ async fn run_phase(
         let mut config = Stack::worker_config(&format!("bench-{}-w{i}", spec.name));
         config.concurrency = args.concurrency;
         config.poll_wait = Duration::from_secs(1);
+        config.lease = args.lease;
+        config.visibility = args.lease;
         config.sweep_every = Duration::ZERO;
         let worker = Worker::new(rig.engine.clone(), config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -466,6 +617,7 @@ async fn run_phase(
         workers.push((stop, handle));
     }
 
+    let run = unique(&format!("bench-{}", spec.name));
     let mut ids: Vec<JobId> = Vec::with_capacity(args.jobs);
     let mut pending = tokio::task::JoinSet::new();
     for i in 0..args.jobs {
@@ -474,15 +626,15 @@ async fn run_phase(
                 ids.push(done??);
             }
         }
+        let label = format!("{run}-{i}");
         let state = DemoState {
-            label: format!("bench-{}-{i}", spec.name),
+            label: label.clone(),
             polls: spec.polls,
             failures: spec.failures,
             fail: false,
         };
-        let new = NewJob::new(demo::NAME, None, &state)?;
-        let producer = rig.producer.clone();
-        pending.spawn(async move { producer.create(new).await.map(|c| c.record.job_id) });
+        let new = NewJob::new(demo::NAME, Some(&label), &state)?;
+        pending.spawn(submit(rig.producer.clone(), new));
     }
     while let Some(done) = pending.join_next().await {
         ids.push(done??);
@@ -490,12 +642,23 @@ async fn run_phase(
     let submit = started.elapsed();
     let in_flight_after_submit = active_jobs(&rig.observer).await?;
 
+    let mut progress = Instant::now();
     let finished = loop {
         if !any_active(&rig.observer).await? {
             break true;
         }
         if started.elapsed() >= args.timeout {
             break false;
+        }
+        if progress.elapsed() >= PROGRESS_EVERY {
+            progress = Instant::now();
+            eprintln!(
+                "engine-bench: {}: {} of {} jobs active after {:.0} s",
+                spec.name,
+                active_jobs(&rig.observer).await?,
+                ids.len(),
+                started.elapsed().as_secs_f64()
+            );
         }
         tokio::time::sleep(POLL_EVERY).await;
     };
@@ -508,15 +671,24 @@ async fn run_phase(
         let _ = stop.send(());
         handle.await?;
     }
-    let engine = counters.engine.take();
+    let mut engine = counters.engine.take();
+    let producer = counters.producer.take();
+    let producer_calls = producer.total();
+    engine.merge(producer);
     let bench_polls = counters.bench.take();
 
     let mut statuses = BTreeMap::new();
     let mut events = BTreeMap::new();
     let mut steps = 0;
     for id in &ids {
-        let record = rig.observer.get(id).await?;
-        *statuses.entry(record.status.as_str()).or_insert(0) += 1;
+        let status = match rig.observer.get(id).await {
+            Ok(record) => record.status.as_str(),
+            // Only the emulator loses records: a transaction it cancels restores a copy of
+            // the whole table taken when it started, undoing every write made meanwhile.
+            Err(JobsError::NotFound(_)) => "MISSING",
+            Err(e) => return Err(e.into()),
+        };
+        *statuses.entry(status).or_insert(0) += 1;
         for event in rig.observer.history(id).await? {
             *events.entry(event.kind.as_str()).or_insert(0) += 1;
             if event.kind != EventKind::Created {
@@ -537,6 +709,7 @@ async fn run_phase(
         steps,
         set_up: rig.set_up,
         engine,
+        producer_calls,
         bench_polls,
         worker_cpu_ms,
         process_cpu_ms,
@@ -569,6 +742,7 @@ fn print_phase(spec: &PhaseSpec, o: &Outcome) {
     let steps = o.steps;
     let total = o.engine.total();
     let receives = o.engine.of("ReceiveMessage");
+    let faults = o.engine.server_errors();
     let calls_per_step = per(total as f64, steps);
     let worker_ms = per(o.worker_cpu_ms, jobs);
     let process_ms = per(o.process_cpu_ms, jobs);
@@ -579,89 +753,125 @@ fn print_phase(spec: &PhaseSpec, o: &Outcome) {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let calls = |label: &str, n: u64, note: &str| {
+        println!(
+            "  {label:<30} {n:>6} = {:>6.2} per job, {:>5.2} per step{note}",
+            per(n as f64, jobs),
+            per(n as f64, steps)
+        );
+    };
 
     println!();
     println!("== phase {}: {} ==", spec.name, spec.what);
     if !o.finished {
-        println!("!! NOT FINISHED: jobs were still active after the timeout; figures are partial");
+        println!("!! NOT FINISHED: jobs were still active at the timeout; the figures are partial");
     }
     println!(
-        "set-up (not counted below): {} calls ({})",
+        "set-up (not counted below)  {} calls ({})",
         o.set_up.total(),
         o.set_up.summary()
     );
-    println!("jobs              {jobs} ({})", joined(&o.statuses));
     println!(
-        "steps             {steps} ({:.2} per job; history events other than `created`: {})",
+        "jobs                        {jobs} ({})",
+        joined(&o.statuses)
+    );
+    println!(
+        "steps                       {steps} = {:.2} per job (history events other than `created`: {})",
         per(steps as f64, jobs),
         joined(&o.events)
     );
     println!(
-        "wall              {secs:.2} s (submission {:.2} s; completion seen by polling every {} ms)",
+        "wall                        {secs:.2} s (submission {:.2} s; completion seen by polling every {} ms)",
         o.submit.as_secs_f64(),
         POLL_EVERY.as_millis()
     );
-    println!("throughput        {:.1} jobs/s", jobs as f64 / secs);
     println!(
-        "engine AWS calls  {total} = {:.2} per job, {calls_per_step:.2} per step   [target <= {TARGET_CALLS_PER_STEP:.0} per step: {}]",
-        per(total as f64, jobs),
+        "throughput                  {:.1} jobs/s",
+        jobs as f64 / secs
+    );
+    println!(
+        "engine AWS calls            {calls_per_step:.2} per step   [target <= {TARGET_CALLS_PER_STEP:.0}: {}]",
         verdict(calls_per_step <= TARGET_CALLS_PER_STEP)
     );
-    println!(
-        "  ReceiveMessage  {receives} = {:.2} per job (long polls, empty ones included: idle cost, not per-job cost)",
-        per(receives as f64, jobs)
+    calls("all attempts", total, "");
+    calls(
+        "ReceiveMessage",
+        receives,
+        "  (long polls, empty ones included: idle cost)",
     );
-    println!(
-        "  without it      {} = {:.2} per job, {:.2} per step",
-        total - receives,
-        per((total - receives) as f64, jobs),
-        per((total - receives) as f64, steps)
+    calls(
+        "emulator 5xx, retried",
+        faults,
+        "  (moto faults, not engine work)",
     );
+    calls("without both", total - receives - faults, "");
     println!(
-        "worker CPU        {worker_ms:.2} ms per job   [target <= {TARGET_CPU_MS_PER_JOB:.0} ms: {}] (worker runtime threads only)",
+        "worker CPU                  {worker_ms:.2} ms per job   [target <= {TARGET_CPU_MS_PER_JOB:.0} ms: {}] (worker runtime threads)",
         verdict(worker_ms <= TARGET_CPU_MS_PER_JOB)
     );
+    let worker_calls = total - o.producer_calls;
     println!(
-        "process CPU       {process_ms:.2} ms per job (whole process: includes the bench's own job submission and polling)"
+        "                            = {:.2} ms per worker call ({worker_calls} calls; Jobs::create's {} are made on the bench's thread)",
+        per(o.worker_cpu_ms, worker_calls as usize),
+        o.producer_calls
+    );
+    println!(
+        "process CPU                 {process_ms:.2} ms per job (includes the bench's own job submission and polling)"
     );
     match o.peak_rss_mb {
-        Some(peak) => println!(
-            "peak RSS          {peak:.1} MB   [target <= {TARGET_RSS_MB:.0} MB with 256 jobs in flight: {}] (VmHWM{}; {:.1} MB before the workers started; {} jobs in flight when the last was submitted)",
-            verdict(peak <= TARGET_RSS_MB),
-            if o.peak_reset { ", reset at phase start" } else { " since process start" },
-            o.rss_before_mb,
-            o.in_flight_after_submit
-        ),
-        None => println!("peak RSS          unknown (no /proc/self/status)"),
+        Some(peak) => {
+            println!(
+                "peak RSS                    {peak:.1} MB   [target <= {TARGET_RSS_MB:.0} MB with 256 jobs in flight: {}]",
+                verdict(peak <= TARGET_RSS_MB)
+            );
+            println!(
+                "                            (VmHWM{}; {:.1} MB before the workers started; {} jobs in flight after submission)",
+                if o.peak_reset {
+                    ", reset at phase start"
+                } else {
+                    " since process start"
+                },
+                o.rss_before_mb,
+                o.in_flight_after_submit
+            );
+        }
+        None => println!("peak RSS                    unknown (no /proc/self/status)"),
     }
     println!(
-        "bench polling     {} calls (not included above)",
+        "bench polling               {} calls (not counted above)",
         o.bench_polls.total()
     );
     println!();
     println!(
-        "  {:<9} {:<22} {:>7} {:>9} {:>9} {:>8}",
-        "service", "operation", "calls", "per job", "per step", "not 2xx"
+        "  {:<9} {:<24} {:>7} {:>9} {:>9} {:>6} {:>6} {:>8}",
+        "service", "operation", "calls", "per job", "per step", "4xx", "5xx", "dropped"
     );
     for ((service, op), t) in &o.engine.0 {
         println!(
-            "  {:<9} {:<22} {:>7} {:>9.2} {:>9.2} {:>8}",
+            "  {:<9} {:<24} {:>7} {:>9.2} {:>9.2} {:>6} {:>6} {:>8}",
             service,
             op,
             t.attempts,
             per(t.attempts as f64, jobs),
             per(t.attempts as f64, steps),
-            t.not_2xx
+            t.client_errors,
+            t.server_errors,
+            t.dropped()
         );
     }
     println!(
-        "  {:<9} {:<22} {:>7} {:>9.2} {:>9.2} {:>8}",
+        "  {:<9} {:<24} {:>7} {:>9.2} {:>9.2} {:>6} {:>6} {:>8}",
         "",
         "total",
         total,
         per(total as f64, jobs),
         calls_per_step,
-        o.engine.0.values().map(|t| t.not_2xx).sum::<u64>()
+        o.engine.client_errors(),
+        faults,
+        o.engine.dropped()
+    );
+    println!(
+        "  (4xx: failed conditions; 5xx: emulator faults, retried; dropped: requests abandoned in flight)"
     );
 }
 
@@ -698,11 +908,20 @@ fn main() {
 
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     println!(
-        "certflow engine bench, {}: {} jobs per phase, {} workers x concurrency {}, poll wait 1 s, lease 6 s, sweeper off",
+        "certflow engine bench, {}: {} jobs per phase, {} workers x concurrency {}, poll wait 1 s, lease and visibility {} s, sweeper off",
         today(),
         args.jobs,
         args.workers,
-        args.concurrency
+        args.concurrency,
+        args.lease.as_secs()
+    );
+    println!(
+        "SDK retries: {}",
+        if args.sdk_default_retries {
+            "the SDK's defaults"
+        } else {
+            "up to 10 attempts, no retry quota (the emulator answers some concurrent transactions with a 500)"
+        }
     );
     println!(
         "machine: {cores} cores; emulator: moto at {endpoint}; worker runtime: {cores} threads; bench: main thread"
@@ -710,10 +929,17 @@ fn main() {
 
     let counters = Counters {
         engine: CallCounter::default(),
+        producer: CallCounter::default(),
         bench: CallCounter::default(),
+        retries: Retries {
+            sdk_default: args.sdk_default_retries,
+        },
     };
     let mut failed = false;
-    for spec in &PHASES {
+    for spec in PHASES
+        .iter()
+        .filter(|p| args.phase == "all" || args.phase == p.name)
+    {
         let outcome = bench_rt.block_on(run_phase(
             spec,
             &args,
@@ -734,6 +960,7 @@ fn main() {
     }
     println!();
     println!("CPU from /proc (utime+stime, {USER_HZ} Hz ticks); calls counted per attempt by an SDK interceptor; no log subscriber installed.");
+    println!("moto answers every request with `Connection: close`, so each call here also opens a TCP connection.");
     workers_rt.shutdown_background();
     if failed {
         std::process::exit(1);
