@@ -19,10 +19,7 @@ fn payload(arn: &str, name: &str, key: &str, value: &str) -> String {
 }
 
 fn fixture_detail(name: &str) -> serde_json::Value {
-    let path = format!(
-        "{}/../../shared/fixtures/acm-events/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/fixtures/acm-events/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["detail"].clone()
