@@ -61,9 +61,10 @@
 //! unreachable upstream is answered 502 (which the SDK treats as transient). Nothing in
 //! here panics on what a client sends.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -80,7 +81,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, RwLock};
 use tokio::task::JoinHandle;
 
 /// When a matching rule fires.
@@ -276,6 +277,11 @@ struct State {
     next_seq: AtomicU64,
     rules: Mutex<Vec<RuleState>>,
     calls: Mutex<Vec<Call>>,
+    /// See [`FaultProxy::isolate_dynamodb_transactions`].
+    isolate_transactions: AtomicBool,
+    transaction_gate: RwLock<()>,
+    /// Key attribute names per DynamoDB table, for the transactions the proxy runs.
+    key_schemas: Mutex<HashMap<String, Vec<String>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -322,6 +328,9 @@ impl FaultProxy {
             next_seq: AtomicU64::new(1),
             rules: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
+            isolate_transactions: AtomicBool::new(false),
+            transaction_gate: RwLock::new(()),
+            key_schemas: Mutex::new(HashMap::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, state.clone(), shutdown_rx));
@@ -392,6 +401,26 @@ impl FaultProxy {
                     && (operation == "*" || c.operation.eq_ignore_ascii_case(operation))
             })
             .count()
+    }
+
+    /// Runs each DynamoDB `TransactWriteItems` in the proxy, alone: it waits for the
+    /// DynamoDB calls in flight through the proxy to be answered, and later ones wait for
+    /// it; meanwhile the proxy reads each item, makes each write as a single-item
+    /// conditional call, and on the first condition that fails puts back what it wrote
+    /// and answers `TransactionCanceledException` with the cancellation reasons (and the
+    /// old item where `ReturnValuesOnConditionCheckFailure` asked for it), as DynamoDB
+    /// does. A request it does not understand goes to the emulator unchanged.
+    ///
+    /// The emulator's own transactions are not fit for concurrent clients on one table
+    /// (several workers on one jobs table). moto 5.2.5 deep-copies every table a
+    /// transaction names when the transaction starts (once per item), which costs time
+    /// in proportion to the table (130 ms per transaction at 1,000 items, more under
+    /// load); when any condition fails it puts the copies back, reverting the writes
+    /// other requests made to those tables meanwhile although they were answered 200;
+    /// and it answers 500 when a write changes a table while it is being copied. Off by
+    /// default; only the calls that go through the proxy are isolated.
+    pub fn isolate_dynamodb_transactions(&self, on: bool) {
+        self.state.isolate_transactions.store(on, Ordering::SeqCst);
     }
 
     /// How many calls had a fault injected.
@@ -489,13 +518,20 @@ async fn handle_request(state: Arc<State>, reset: Arc<Notify>, req: Request<Inco
         }
         Some(Action::ResetBeforeForward) => None,
         Some(Action::ResetAfterForward) => {
-            if state.forward(&parts, body).await.is_ok() {
+            if state
+                .forward_gated(&service, &operation, &parts, body)
+                .await
+                .is_ok()
+            {
                 state.mark_forwarded(seq);
             }
             None
         }
         // Delays and rewrites are not terminal; nothing else is.
-        Some(_) | None => match state.forward(&parts, body).await {
+        Some(_) | None => match state
+            .forward_gated(&service, &operation, &parts, body)
+            .await
+        {
             Ok(mut answer) => {
                 state.mark_forwarded(seq);
                 if answer.status() == StatusCode::OK && !plan.transforms.is_empty() {
@@ -622,6 +658,31 @@ impl State {
 
     fn answered(&self, seq: u64, status: u16) {
         self.with_call(seq, |c| c.status = Some(status));
+    }
+
+    /// [`State::forward`], or, for DynamoDB with transaction isolation on (see
+    /// [`FaultProxy::isolate_dynamodb_transactions`]), behind the gate: transactions run
+    /// by the proxy alone, every other call beside the others.
+    async fn forward_gated(
+        &self,
+        service: &str,
+        operation: &str,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Result<Response<Bytes>, String> {
+        if service != "dynamodb" || !self.isolate_transactions.load(Ordering::SeqCst) {
+            return self.forward(parts, body).await;
+        }
+        if operation == "TransactWriteItems" {
+            let _alone = self.transaction_gate.write().await;
+            match self.parse_transaction(&parts.headers, &body).await {
+                Some(items) => self.run_transaction(&parts.headers, &items).await,
+                None => self.forward(parts, body).await,
+            }
+        } else {
+            let _shared = self.transaction_gate.read().await;
+            self.forward(parts, body).await
+        }
     }
 
     /// Sends the request upstream and reads the whole answer.
@@ -996,6 +1057,287 @@ fn status_error(code: u16, service: &str, proto: &Protocol) -> Answer {
             serde_json::json!({ "message": message }).to_string().into(),
             &[("x-amzn-errortype", json_type.to_string())],
         ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// DynamoDB transactions run by the proxy (see `FaultProxy::isolate_dynamodb_transactions`).
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxKind {
+    Put,
+    Update,
+    Delete,
+    ConditionCheck,
+}
+
+/// One item of a `TransactWriteItems` request.
+struct TxItem {
+    kind: TxKind,
+    table: String,
+    key: serde_json::Map<String, Value>,
+    /// The item's own request fields (`TableName`, `Item` or `Key`, the condition, …).
+    spec: serde_json::Map<String, Value>,
+    wants_old: bool,
+}
+
+const DYNAMODB_JSON: &str = "application/x-amz-json-1.0";
+
+fn json_answer(status: u16, body: &Value) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::from(body.to_string()));
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = res.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(DYNAMODB_JSON));
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        headers.insert("x-amzn-requestid", v);
+    }
+    res
+}
+
+impl State {
+    /// One DynamoDB call upstream, with the client's headers but this operation and body
+    /// (the emulator does not check signatures). Returns the status and the JSON answer.
+    async fn dynamodb(
+        &self,
+        headers: &HeaderMap,
+        operation: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), String> {
+        let mut uri = self.upstream.clone().into_parts();
+        uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+        let uri = Uri::from_parts(uri).map_err(|e| format!("upstream URI: {e}"))?;
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| format!("request: {e}"))?;
+        let mut h = end_to_end(headers);
+        let target = HeaderValue::from_str(&format!("DynamoDB_20120810.{operation}"))
+            .map_err(|e| format!("target: {e}"))?;
+        h.insert("x-amz-target", target);
+        *req.headers_mut() = h;
+        let res = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("upstream: {e}"))?;
+        let status = res.status().as_u16();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("upstream body: {e}"))?
+            .to_bytes();
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// The key attribute names of a table (asked once).
+    async fn key_schema(&self, headers: &HeaderMap, table: &str) -> Option<Vec<String>> {
+        if let Some(k) = lock(&self.key_schemas).get(table) {
+            return Some(k.clone());
+        }
+        let (status, v) = self
+            .dynamodb(
+                headers,
+                "DescribeTable",
+                &serde_json::json!({ "TableName": table }),
+            )
+            .await
+            .ok()?;
+        if status != 200 {
+            return None;
+        }
+        let names: Vec<String> = v["Table"]["KeySchema"]
+            .as_array()?
+            .iter()
+            .filter_map(|k| k["AttributeName"].as_str().map(str::to_string))
+            .collect();
+        lock(&self.key_schemas).insert(table.to_string(), names.clone());
+        Some(names)
+    }
+
+    /// The items of a `TransactWriteItems` request; `None` for anything it does not
+    /// understand (the emulator then gets the request as it is).
+    async fn parse_transaction(&self, headers: &HeaderMap, body: &[u8]) -> Option<Vec<TxItem>> {
+        let req: Value = serde_json::from_slice(body).ok()?;
+        let raw = req.get("TransactItems")?.as_array()?;
+        let mut items: Vec<TxItem> = Vec::new();
+        for entry in raw {
+            let entry = entry.as_object()?;
+            if entry.len() != 1 {
+                return None;
+            }
+            let (kind, spec) = entry.iter().next()?;
+            let kind = match kind.as_str() {
+                "Put" => TxKind::Put,
+                "Update" => TxKind::Update,
+                "Delete" => TxKind::Delete,
+                "ConditionCheck" => TxKind::ConditionCheck,
+                _ => return None,
+            };
+            let spec = spec.as_object()?.clone();
+            let table = spec.get("TableName")?.as_str()?.to_string();
+            let key = if kind == TxKind::Put {
+                let item = spec.get("Item")?.as_object()?;
+                let mut key = serde_json::Map::new();
+                for name in self.key_schema(headers, &table).await? {
+                    let v = item.get(&name)?.clone();
+                    key.insert(name, v);
+                }
+                key
+            } else {
+                spec.get("Key")?.as_object()?.clone()
+            };
+            // Two operations on one item: the emulator's own validation error.
+            if items.iter().any(|i| i.table == table && i.key == key) {
+                return None;
+            }
+            let wants_old = spec
+                .get("ReturnValuesOnConditionCheckFailure")
+                .and_then(Value::as_str)
+                == Some("ALL_OLD");
+            items.push(TxItem {
+                kind,
+                table,
+                key,
+                spec,
+                wants_old,
+            });
+        }
+        (!items.is_empty()).then_some(items)
+    }
+
+    /// Runs the items one by one as conditional single-item calls; on the first that
+    /// fails, puts back what the earlier ones changed.
+    async fn run_transaction(
+        &self,
+        headers: &HeaderMap,
+        items: &[TxItem],
+    ) -> Result<Response<Bytes>, String> {
+        let mut done: Vec<(&TxItem, Option<Value>)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let step = self.run_item(headers, item).await;
+            let (old, status, answer) = match step {
+                Ok(r) => r,
+                Err(e) => {
+                    self.undo(headers, &done).await;
+                    return Err(e);
+                }
+            };
+            if status == 200 {
+                if item.kind == TxKind::ConditionCheck {
+                    // The check wrote the item back unchanged, or wrote its bare key:
+                    // remove that at once.
+                    if old.is_none() {
+                        self.undo(headers, &[(item, None)]).await;
+                    }
+                } else {
+                    done.push((item, old));
+                }
+                continue;
+            }
+            self.undo(headers, &done).await;
+            let failed = answer["__type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("ConditionalCheckFailedException"));
+            if !failed {
+                // The emulator's own error (validation and the like), as it gave it.
+                return Ok(json_answer(status, &answer));
+            }
+            let mut reasons = vec![serde_json::json!({ "Code": "None" }); items.len()];
+            let mut reason = serde_json::json!({
+                "Code": "ConditionalCheckFailed",
+                "Message": "The conditional request failed",
+            });
+            if let (true, Some(old)) = (item.wants_old, answer.get("Item")) {
+                reason["Item"] = old.clone();
+            }
+            reasons[i] = reason;
+            let codes: Vec<&str> = reasons
+                .iter()
+                .map(|r| r["Code"].as_str().unwrap_or("None"))
+                .collect();
+            let body = serde_json::json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                "Message": format!(
+                    "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+                    codes.join(", ")
+                ),
+                "CancellationReasons": reasons,
+            });
+            return Ok(json_answer(400, &body));
+        }
+        Ok(json_answer(200, &serde_json::json!({})))
+    }
+
+    /// One item: reads its old image, then makes its write under its condition. Returns
+    /// the old image (`None`: no item, or nothing to put back) and the write's answer.
+    async fn run_item(
+        &self,
+        headers: &HeaderMap,
+        item: &TxItem,
+    ) -> Result<(Option<Value>, u16, Value), String> {
+        let (status, got) = self
+            .dynamodb(
+                headers,
+                "GetItem",
+                &serde_json::json!({
+                    "TableName": item.table,
+                    "Key": item.key,
+                    "ConsistentRead": true,
+                }),
+            )
+            .await?;
+        if status != 200 {
+            return Ok((None, status, got));
+        }
+        let old = got.get("Item").cloned();
+        let mut spec = item.spec.clone();
+        spec.insert(
+            "ReturnValuesOnConditionCheckFailure".into(),
+            "ALL_OLD".into(),
+        );
+        let op = match item.kind {
+            TxKind::Put => "PutItem",
+            TxKind::Update => "UpdateItem",
+            TxKind::Delete => "DeleteItem",
+            TxKind::ConditionCheck => {
+                // No write of its own: the item is put back as it is, under the condition.
+                spec.remove("Key");
+                let image = old.clone().unwrap_or(Value::Object(item.key.clone()));
+                spec.insert("Item".into(), image);
+                "PutItem"
+            }
+        };
+        let (status, answer) = self.dynamodb(headers, op, &Value::Object(spec)).await?;
+        Ok((old, status, answer))
+    }
+
+    /// Puts back the items a cancelled transaction changed, last first.
+    async fn undo(&self, headers: &HeaderMap, done: &[(&TxItem, Option<Value>)]) {
+        for (item, old) in done.iter().rev() {
+            let _ = match old {
+                Some(image) => {
+                    self.dynamodb(
+                        headers,
+                        "PutItem",
+                        &serde_json::json!({ "TableName": item.table, "Item": image }),
+                    )
+                    .await
+                }
+                None => {
+                    self.dynamodb(
+                        headers,
+                        "DeleteItem",
+                        &serde_json::json!({ "TableName": item.table, "Key": item.key }),
+                    )
+                    .await
+                }
+            };
+        }
     }
 }
 
