@@ -9,7 +9,7 @@ use std::time::Duration;
 use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
 use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
 use engine::schema::JobTableSpec;
-use engine::{Intake, JobId, JobRecord, Jobs, SystemClock, Worker};
+use engine::{Intake, JobId, JobRecord, Jobs, SystemClock, Worker, WorkerConfig};
 use workflows::export_certificate::{self, Deps, ExportConfig};
 
 use crate::{emulator, unique, RunningWorker};
@@ -28,6 +28,8 @@ pub struct Env {
     pub table: String,
     /// Event source accepted by this certflow (unique per test).
     pub source: String,
+    /// The task queue's name.
+    pub tasks_queue: String,
 }
 
 /// The names of a certflow's resources, as `certflow worker` reads them from its
@@ -52,9 +54,42 @@ pub struct Names {
     pub source: String,
 }
 
+/// `sdk` with every client's endpoint replaced by `url`. `sdk.to_builder().endpoint_url(url)`
+/// is not enough: a configuration loaded from the environment keeps `AWS_ENDPOINT_URL` in
+/// its service config, which takes precedence over the configured endpoint when a client is
+/// built. So the configuration is rebuilt without one.
+fn via_endpoint(sdk: &aws_config::SdkConfig, url: &str) -> aws_config::SdkConfig {
+    let mut b = aws_config::SdkConfig::builder().endpoint_url(url);
+    b.set_region(sdk.region().cloned());
+    b.set_credentials_provider(sdk.credentials_provider());
+    b.set_behavior_version(sdk.behavior_version());
+    b.set_retry_config(sdk.retry_config().cloned());
+    b.set_timeout_config(sdk.timeout_config().cloned());
+    b.set_sleep_impl(sdk.sleep_impl());
+    b.set_time_source(sdk.time_source());
+    b.set_identity_cache(sdk.identity_cache());
+    b.set_http_client(sdk.http_client());
+    b.set_stalled_stream_protection(sdk.stalled_stream_protection());
+    b.build()
+}
+
 impl Env {
     /// Creates every resource.
     pub async fn new() -> Env {
+        Env::with_config(None, |_| {}).await
+    }
+
+    /// Like [`Env::new`], but the workflows' and workers' clients (jobs table, task and
+    /// intake queues, ACM, Secrets Manager, SSM, inventory) talk to `endpoint` when given
+    /// (e.g. a [`crate::proxy::FaultProxy`] URL), and `configure` adjusts the export
+    /// workflow's settings (not the names of its resources: those exist already). The
+    /// resources are created, and [`Env::sdk`] talks, straight to the emulator; queue URLs
+    /// therefore name the emulator's host (the SDK sends every request to its endpoint and
+    /// the emulator finds queues by name, so they work through the proxy too).
+    pub async fn with_config(
+        endpoint: Option<&str>,
+        configure: impl FnOnce(&mut ExportConfig),
+    ) -> Env {
         let sdk = emulator().await;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -86,36 +121,56 @@ impl Env {
         workflows::document::ensure(&aws_sdk_ssm::Client::new(&sdk), &names.document_name)
             .await
             .unwrap();
-        Env::from_names(sdk, &names).await
+        Env::connect(sdk, &names, endpoint, configure).await
     }
 
     /// The certflow whose resources already exist under `names` (nothing is created):
     /// the engine and the workflows configured as `certflow worker` configures them.
     pub async fn from_names(sdk: aws_config::SdkConfig, names: &Names) -> Env {
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        Env::connect(sdk, names, None, |_| {}).await
+    }
+
+    async fn connect(
+        sdk: aws_config::SdkConfig,
+        names: &Names,
+        endpoint: Option<&str>,
+        configure: impl FnOnce(&mut ExportConfig),
+    ) -> Env {
+        let client_sdk = match endpoint {
+            Some(url) => via_endpoint(&sdk, url),
+            None => sdk.clone(),
+        };
+        let ddb = aws_sdk_dynamodb::Client::new(&client_sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let mut config = ExportConfig::new("us-east-1");
         config.secret_prefix = names.secret_prefix.clone();
         config.kms_key_id = names.kms_key_id.clone();
         config.inventory_table = names.inventory_table.clone();
         config.document_name = names.document_name.clone();
+        configure(&mut config);
         let deps = Deps {
-            clients: workflows::aws::Clients::new(&sdk),
+            clients: workflows::aws::Clients::new(&client_sdk),
             config,
+        };
+        // Queues are looked up on the emulator, then used through the clients' endpoint.
+        let connect = |name: &str| {
+            let (sqs, client, name) = (
+                sqs.clone(),
+                aws_sdk_sqs::Client::new(&client_sdk),
+                name.to_string(),
+            );
+            async move {
+                let q = SqsTaskQueue::connect(sqs, &name).await.unwrap();
+                SqsTaskQueue::from_urls(client, q.url(), q.dlq_url().map(str::to_string))
+            }
         };
         let jobs = Jobs::new(
             Arc::new(DynamoJobStore::new(ddb, &names.jobs_table)),
-            Arc::new(
-                SqsTaskQueue::connect(sqs.clone(), &names.tasks_queue)
-                    .await
-                    .unwrap(),
-            ),
+            Arc::new(connect(&names.tasks_queue).await),
             workflows::registry(deps.clone()),
             Arc::new(SystemClock),
         );
-        let intake = SqsTaskQueue::connect(sqs, &names.intake_queue)
-            .await
-            .unwrap();
+        let intake = connect(&names.intake_queue).await;
         Env {
             sdk,
             jobs,
@@ -123,12 +178,18 @@ impl Env {
             deps,
             table: names.jobs_table.clone(),
             source: names.source.clone(),
+            tasks_queue: names.tasks_queue.clone(),
         }
     }
 
     /// Starts a worker consuming the intake and task queues.
     pub fn worker(&self, id: &str) -> RunningWorker {
-        let worker = Worker::new(self.jobs.clone(), crate::Stack::worker_config(id));
+        self.worker_with(crate::Stack::worker_config(id))
+    }
+
+    /// Starts a worker with its own configuration.
+    pub fn worker_with(&self, config: WorkerConfig) -> RunningWorker {
+        let worker = Worker::new(self.jobs.clone(), config);
         let intake = Intake {
             queue: Arc::new(self.intake.clone()),
             parse: workflows::intake::IntakeConfig {

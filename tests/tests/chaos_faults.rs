@@ -1,0 +1,525 @@
+//! certflow through the fault-injecting proxy (issue 7, "Must show" 1 and 4).
+//!
+//! - 100 export jobs (several groups of tagged servers, the reference payload on the intake
+//!   queue) all SUCCEED while every AWS call of the workers — DynamoDB, SQS, ACM, Secrets
+//!   Manager, SSM — is throttled 10 % of the time, answered 5xx 2 % and reset after
+//!   forwarding 1 % (seeded), and a few SendCommand and CreateSecret calls are reset for
+//!   certain. The duplicate side effects the resets cause (a second SSM command for one
+//!   job, a second secret version) are counted, printed, and bounded by the resets
+//!   injected on the operation that makes them; every job's record and inventory row is
+//!   checked.
+//! - SSM per-instance results rewritten by the proxy: failed and timed-out instances fail
+//!   the job naming each instance and its status; an instance still InProgress at the
+//!   install deadline makes the job cancel the command and fail; the serial each server
+//!   reports is recorded per instance.
+//!
+//! Run with the emulator: `deploy/local/emulator.sh start && source .local/emulator.env`,
+//! then `cargo test -p certflow-tests --test chaos_faults -- --nocapture`.
+//! `CHAOS_SEED` changes the fault schedule (the default is fixed); `CHAOS_FAULT_JOBS`
+//! the number of jobs (default 100).
+
+mod chaos_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use certflow_tests::certflow::Env;
+use certflow_tests::proxy::{Action, Call, FaultProxy, Rule, Trigger};
+use certflow_tests::{unique, Stack};
+use chaos_support::{
+    commands_by_comment, duplicate_commands, issued_certificates, not_succeeded, payload,
+    secret_versions, state, tagged_instances, wait_all,
+};
+use engine::{EventKind, JobId, JobStatus, JobStore};
+
+fn upstream() -> String {
+    let url = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        !url.is_empty(),
+        "AWS_ENDPOINT_URL is not set: start the emulator first \
+         (deploy/local/emulator.sh start && source .local/emulator.env)"
+    );
+    url
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `Comment` of an SSM SendCommand request body.
+fn comment_of(call: &Call) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(&call.body)
+        .ok()?
+        .get("Comment")?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn is_reset(c: &Call) -> bool {
+    c.fault() == Some(&Action::ResetAfterForward)
+}
+
+/// Fault tallies per `service:operation`: calls, throttles, 5xx, resets after forwarding.
+fn tally(calls: &[Call]) -> BTreeMap<String, [usize; 4]> {
+    let mut out: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    for c in calls {
+        let t = out
+            .entry(format!("{}:{}", c.service, c.operation))
+            .or_default();
+        t[0] += 1;
+        match c.fault() {
+            Some(Action::Throttle) => t[1] += 1,
+            Some(Action::Status(_)) => t[2] += 1,
+            Some(Action::ResetAfterForward) => t[3] += 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_jobs_succeed_through_throttling_5xx_and_resets() {
+    let jobs_wanted = env_number("CHAOS_FAULT_JOBS", 100) as usize;
+    let seed = env_number("CHAOS_SEED", 7_007);
+    let proxy = FaultProxy::start(&upstream(), seed).await;
+    // Two workers share one jobs table: isolate the emulator's transactions (see
+    // `FaultProxy::isolate_dynamodb_transactions`).
+    proxy.isolate_dynamodb_transactions(true);
+    let env = Env::with_config(Some(&proxy.url()), |_| {}).await;
+
+    // Three groups of servers (2, 3 and 2 instances), four certificates.
+    let groups: Vec<(String, Vec<String>)> = [2u32, 3, 2]
+        .iter()
+        .map(|&n| {
+            let value = unique("fleet");
+            let ids = tagged_instances(&env, n, "Environment", &value);
+            (value, ids)
+        })
+        .collect();
+    let arns = issued_certificates(&env, 4).await;
+
+    // The requests wait on the intake queue (the producer is not faulted).
+    struct Req {
+        id: JobId,
+        name: String,
+        arn: String,
+        group: usize,
+    }
+    let mut reqs = Vec::new();
+    for i in 0..jobs_wanted {
+        let (group, arn, name) = (
+            i % groups.len(),
+            arns[i % arns.len()].clone(),
+            format!("c{i:03}"),
+        );
+        let id = env
+            .submit(&payload(&arn, &name, "Environment", &groups[group].0))
+            .await;
+        reqs.push(Req {
+            id,
+            name,
+            arn,
+            group,
+        });
+    }
+
+    // At 1 % a run may well see no reset on the few calls that make a side effect that
+    // cannot be read back, so a few of those are reset for certain: the 10th, 40th and
+    // 70th SendCommand (SSM has no idempotency token: the SDK's retry sends a second
+    // command) and the 20th and 120th CreateSecret (the retry repeats the request token).
+    // Added first, they win over the random faults on those calls.
+    for (op, nth) in [
+        ("SendCommand", 10),
+        ("SendCommand", 40),
+        ("SendCommand", 70),
+        ("CreateSecret", 20),
+        ("CreateSecret", 120),
+    ] {
+        proxy.add_rule(Rule::new(
+            "*",
+            Some(op),
+            Trigger::Nth(nth),
+            Action::ResetAfterForward,
+        ));
+    }
+    // Then every operation of every service, seeded: 10 % throttling, 2 % 5xx (half 500,
+    // half 503), 1 % connection reset after the emulator has done the call. When several
+    // fire on one call, the first (in the order added) decides.
+    for (p, action) in [
+        (0.10, Action::Throttle),
+        (0.01, Action::Status(500)),
+        (0.01, Action::Status(503)),
+        (0.01, Action::ResetAfterForward),
+    ] {
+        proxy.add_rule(Rule::new("*", None, Trigger::Probability(p), action));
+    }
+    let started = Instant::now();
+    let workers: Vec<_> = (1..=2)
+        .map(|n| {
+            env.worker_with(engine::WorkerConfig {
+                concurrency: 16,
+                sweep_every: Duration::from_secs(5),
+                sweep_grace: Duration::from_secs(10),
+                ..Stack::worker_config(&format!("faulty-{n}"))
+            })
+        })
+        .collect();
+    let ids: Vec<JobId> = reqs.iter().map(|r| r.id.clone()).collect();
+    let records = wait_all(&env, &ids, Duration::from_secs(480), "faults").await;
+    let took = started.elapsed();
+    for w in workers {
+        w.stop().await;
+    }
+    proxy.clear_rules();
+    let calls = proxy.calls();
+
+    // What was injected.
+    let tallies = tally(&calls);
+    let total = |k: usize| tallies.values().map(|t| t[k]).sum::<usize>();
+    println!(
+        "[faults] seed {seed}: {} jobs in {took:.1?}; {} calls through the proxy: {} throttled, {} 5xx, {} reset after forwarding",
+        reqs.len(),
+        calls.len(),
+        total(1),
+        total(2),
+        total(3)
+    );
+    for (op, t) in &tallies {
+        println!(
+            "[faults]   {op:<45} {:>6} calls {:>5} throttled {:>4} 5xx {:>4} reset",
+            t[0], t[1], t[2], t[3]
+        );
+    }
+
+    let failed = not_succeeded(&ids, &records);
+    assert!(
+        failed.is_empty(),
+        "{} of {} jobs did not succeed:\n{}",
+        failed.len(),
+        ids.len(),
+        failed.join("\n")
+    );
+
+    // Duplicate side effects. SSM commands: what the proxy forwarded per job comment,
+    // checked against what the emulator holds.
+    let mut forwarded: BTreeMap<String, usize> = BTreeMap::new();
+    for c in calls
+        .iter()
+        .filter(|c| c.operation == "SendCommand" && c.forwarded)
+    {
+        *forwarded
+            .entry(comment_of(c).unwrap_or_default())
+            .or_default() += 1;
+    }
+    let send_resets = calls
+        .iter()
+        .filter(|c| c.operation == "SendCommand" && is_reset(c))
+        .count();
+    let by_comment = commands_by_comment(&env).await;
+    let dup_commands = duplicate_commands(&by_comment);
+    let dup_forwarded: usize = forwarded.values().map(|n| n.saturating_sub(1)).sum();
+    assert_eq!(
+        dup_commands, dup_forwarded,
+        "the emulator's commands disagree with the SendCommand calls forwarded"
+    );
+    // Secret versions: one per secret unless a reset made a second.
+    let secret_resets = calls
+        .iter()
+        .filter(|c| {
+            c.service == "secretsmanager"
+                && matches!(c.operation.as_str(), "CreateSecret" | "PutSecretValue")
+                && is_reset(c)
+        })
+        .count();
+    let prefix = &env.deps.config.secret_prefix;
+    let mut dup_versions = 0;
+    for r in &reqs {
+        for suffix in ["passphrase", "bundle"] {
+            let n = secret_versions(&env, &format!("{prefix}{}/{suffix}", r.name)).await;
+            assert!(n >= 1, "no version of {}/{suffix}", r.name);
+            dup_versions += n - 1;
+        }
+    }
+    // Harmless ones, for the record: extra ExportCertificate calls and task messages.
+    let exports = calls
+        .iter()
+        .filter(|c| c.operation == "ExportCertificate" && c.forwarded)
+        .count();
+    let send_message_resets = calls
+        .iter()
+        .filter(|c| c.operation == "SendMessage" && is_reset(c))
+        .count();
+    println!(
+        "[faults] duplicate SSM commands: {dup_commands} (jobs with more than one: {}; resets on SendCommand: {send_resets})",
+        by_comment.values().filter(|v| v.len() > 1).count()
+    );
+    println!(
+        "[faults] duplicate secret versions: {dup_versions} (resets on CreateSecret/PutSecretValue: {secret_resets})"
+    );
+    println!(
+        "[faults] ExportCertificate calls that reached the emulator: {exports} for {} jobs; task messages duplicated by resets on SendMessage: {send_message_resets}",
+        reqs.len()
+    );
+    assert!(
+        dup_commands <= send_resets,
+        "{dup_commands} duplicate SSM commands but only {send_resets} resets on SendCommand: a retry sent a second command instead of adopting the first"
+    );
+    assert!(
+        dup_versions <= secret_resets,
+        "{dup_versions} duplicate secret versions but only {secret_resets} resets on their writes"
+    );
+
+    // Each job's record and inventory row.
+    let ddb = aws_sdk_dynamodb::Client::new(&env.sdk);
+    for r in &reqs {
+        let rec = &records[&r.id];
+        let s = state(rec);
+        let (value, instances) = &groups[r.group];
+        let comment = format!("certflow job {}", r.id);
+        let got: BTreeSet<&String> = s.instances.keys().collect();
+        let want: BTreeSet<&String> = instances.iter().collect();
+        assert_eq!(got, want, "{}: instances", r.id);
+        assert!(
+            s.instances.values().all(|i| i.status == "Success"),
+            "{}: {:?}",
+            r.id,
+            s.instances
+        );
+        assert_eq!(s.target_count, Some(instances.len() as u32), "{}", r.id);
+        let command = s.command_id.clone().expect("command id");
+        assert!(
+            by_comment
+                .get(&comment)
+                .is_some_and(|c| c.contains(&command)),
+            "{}: command {command} is not one of the job's commands {:?}",
+            r.id,
+            by_comment.get(&comment)
+        );
+        assert_eq!(
+            s.bundle_secret.as_deref(),
+            Some(format!("{prefix}{}/bundle", r.name).as_str())
+        );
+        let row = ddb
+            .get_item()
+            .table_name(&env.deps.config.inventory_table)
+            .set_key(Some(workflows::inventory::key(
+                "Environment",
+                value,
+                &r.arn,
+                &r.name,
+            )))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap_or_else(|| panic!("{}: no inventory row", r.id));
+        let text = |k: &str| row.get(k).and_then(|v| v.as_s().ok()).cloned();
+        assert_eq!(text("LastStatus").as_deref(), Some("INSTALLED"), "{}", r.id);
+        assert_eq!(text("LastJobId"), Some(r.id.to_string()));
+        assert_eq!(
+            row.get("InstalledInstances"),
+            Some(&AttributeValue::N(instances.len().to_string())),
+            "{}",
+            r.id
+        );
+        assert_eq!(text("Serial"), s.serial, "{}", r.id);
+        assert_eq!(text("Fingerprint"), s.fingerprint, "{}", r.id);
+        assert_eq!(text("BundleSecretName"), s.bundle_secret, "{}", r.id);
+        assert_eq!(
+            text("PassphraseSecretName"),
+            s.passphrase_secret,
+            "{}",
+            r.id
+        );
+    }
+}
+
+/// One job through its own proxy and certflow, the proxy rewriting SSM answers.
+struct Install {
+    proxy: FaultProxy,
+    env: Env,
+    tag: String,
+    instances: Vec<String>,
+}
+
+impl Install {
+    async fn new(servers: u32, install_timeout: Option<Duration>) -> Install {
+        let proxy = FaultProxy::start(&upstream(), 1).await;
+        proxy.isolate_dynamodb_transactions(true);
+        let env = Env::with_config(Some(&proxy.url()), |c| {
+            if let Some(t) = install_timeout {
+                c.install_timeout = t;
+            }
+        })
+        .await;
+        let tag = unique("ssm");
+        let instances = tagged_instances(&env, servers, "Role", &tag);
+        Install {
+            proxy,
+            env,
+            tag,
+            instances,
+        }
+    }
+
+    fn rewrite(&self, instance: usize, status: &str) {
+        self.proxy.add_rule(Rule::new(
+            "ssm",
+            None,
+            Trigger::Always,
+            Action::RewriteSsm {
+                instance: Some(self.instances[instance].clone()),
+                status: status.to_string(),
+            },
+        ));
+    }
+
+    /// Runs one export job to its end and returns its record.
+    async fn run(&self) -> engine::JobRecord {
+        let arn = issued_certificates(&self.env, 1).await.remove(0);
+        let worker = self.env.worker("ssm-1");
+        let id = self
+            .env
+            .submit(&payload(&arn, &unique("inst"), "Role", &self.tag))
+            .await;
+        let recs = wait_all(
+            &self.env,
+            std::slice::from_ref(&id),
+            Duration::from_secs(90),
+            "ssm",
+        )
+        .await;
+        worker.stop().await;
+        let rec = recs[&id].clone();
+        assert!(rec.status.is_terminal(), "{id} did not finish: {rec:?}");
+        rec
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_timed_out_instances_fail_the_job_by_name() {
+    let t = Install::new(3, None).await;
+    t.rewrite(0, "Failed");
+    t.rewrite(1, "TimedOut");
+    let rec = t.run().await;
+    let (failed, timed_out, ok) = (&t.instances[0], &t.instances[1], &t.instances[2]);
+    assert_eq!(rec.status, JobStatus::Failed, "{rec:?}");
+    assert_eq!(rec.step, "wait");
+    let err = rec.last_error.clone().unwrap_or_default();
+    println!("[ssm] failure reason: {err}");
+    assert!(err.contains("install failed on 2 of 3 instances"), "{err}");
+    assert!(err.contains(&format!("{failed} Failed")), "{err}");
+    assert!(err.contains(&format!("{timed_out} TimedOut")), "{err}");
+    assert!(!err.contains(ok.as_str()), "{err}");
+    let s = state(&rec);
+    assert_eq!(s.instances[failed].status, "Failed");
+    assert_eq!(s.instances[timed_out].status, "TimedOut");
+    assert_eq!(s.instances[ok].status, "Success");
+    // The inventory says so too.
+    let r = &s.request;
+    let row = aws_sdk_dynamodb::Client::new(&t.env.sdk)
+        .get_item()
+        .table_name(&t.env.deps.config.inventory_table)
+        .set_key(Some(workflows::inventory::key(
+            &r.target_tag_key,
+            &r.target_tag_value,
+            &r.certificate_arn,
+            &r.cert_name,
+        )))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("inventory row");
+    assert_eq!(
+        row.get("LastStatus"),
+        Some(&AttributeValue::S("INSTALL_FAILED".into()))
+    );
+    // A failure, not a retry loop: one failed event, at the wait step.
+    let history = chaos_support::store(&t.env)
+        .history(&rec.job_id)
+        .await
+        .unwrap();
+    let last = history.last().unwrap();
+    assert_eq!((last.kind, last.step.as_str()), (EventKind::Failed, "wait"));
+    assert_eq!(t.proxy.count("ssm", "CancelCommand"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_in_progress_past_the_deadline_cancels_the_command_and_fails() {
+    let t = Install::new(2, Some(Duration::from_secs(5))).await;
+    t.rewrite(0, "InProgress");
+    // The emulator does not implement CancelCommand (it answers 500): answer it as AWS does.
+    t.proxy.add_rule(Rule::new(
+        "ssm",
+        Some("CancelCommand"),
+        Trigger::Always,
+        Action::Respond {
+            status: 200,
+            body: "{}".into(),
+        },
+    ));
+    let rec = t.run().await;
+    assert_eq!(rec.status, JobStatus::Failed, "{rec:?}");
+    let err = rec.last_error.clone().unwrap_or_default();
+    println!("[ssm] timeout reason: {err}");
+    let s = state(&rec);
+    let command = s.command_id.clone().expect("command id");
+    let (stuck, ok) = (&t.instances[0], &t.instances[1]);
+    assert!(err.contains("install did not finish within 5s"), "{err}");
+    assert!(err.contains(&format!("{stuck} InProgress")), "{err}");
+    assert!(
+        err.contains(&format!("command {command} cancelled")),
+        "{err}"
+    );
+    assert!(!err.contains(ok.as_str()), "{err}");
+    assert_eq!(s.instances[stuck].status, "InProgress");
+    assert_eq!(s.instances[ok].status, "Success");
+    // The proxy saw the cancel, of that command, and answered it.
+    let cancels: Vec<Call> = t
+        .proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "CancelCommand")
+        .collect();
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
+    assert!(cancels[0].body.contains(&command), "{:?}", cancels[0]);
+    assert_eq!(cancels[0].status, Some(200));
+    // It waited for the deadline before giving up.
+    let sent_at = s.command_sent_at.expect("sent at");
+    assert!(
+        rec.updated_at - sent_at >= 5_000,
+        "failed {} ms after sending",
+        rec.updated_at - sent_at
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serial_each_server_reports_is_recorded_per_instance() {
+    let t = Install::new(2, None).await;
+    let serials = ["0a:1b:2c:3d:4e:5f", "ff:ee:dd:cc:bb:aa:99"];
+    for (i, serial) in serials.iter().enumerate() {
+        t.proxy.add_rule(Rule::new(
+            "ssm",
+            Some("GetCommandInvocation"),
+            Trigger::Always,
+            Action::SetStdout {
+                instance: Some(t.instances[i].clone()),
+                stdout: format!(
+                    "installed /etc/ssl/certs/x-fullchain.pem\nCERTFLOW_INSTALLED_SERIAL={serial}\n"
+                ),
+            },
+        ));
+    }
+    let rec = t.run().await;
+    assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    for (i, serial) in serials.iter().enumerate() {
+        let recorded = &rec.data["instances"][&t.instances[i]]["serial"];
+        println!("[ssm] {} recorded serial {recorded}", t.instances[i]);
+        assert_eq!(recorded.as_str(), Some(*serial), "{}", rec.data);
+    }
+}
