@@ -22,9 +22,11 @@ use crate::workflow::{StepContext, StopReason, Transition};
 pub struct WorkerConfig {
     /// This worker's name on leases and history (unique per process).
     pub id: String,
-    /// Task messages handled at once.
+    /// Messages (task and intake together) handled at once.
     pub concurrency: usize,
-    /// Messages asked for per receive (SQS allows up to 10).
+    /// Most messages asked for per receive (SQS allows up to 10). A receive never asks for
+    /// more than the free slots, and with an intake queue each queue's receive asks for at
+    /// most half of `concurrency`, so an idle long poll cannot starve the other queue.
     pub batch: usize,
     /// Long-poll wait of one receive.
     pub poll_wait: Duration,
@@ -186,10 +188,17 @@ impl Worker {
         }
         info!(worker = %cfg.id, intake = intake.is_some(), "worker started");
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tasks = self.pump(None, stop_rx.clone(), Arc::clone(&permits));
+        // Each pump may hold at most its share of the slots while it waits on a receive, so
+        // that a long poll of an idle queue never keeps the other queue's messages waiting.
+        let pumps = if intake.is_some() { 2 } else { 1 };
+        let share = cfg.batch.min(cfg.concurrency / pumps).max(1);
+        let tasks = self.pump(None, stop_rx.clone(), Arc::clone(&permits), share);
         let intake_pump = async {
             match intake {
-                Some(i) => self.pump(Some(i), stop_rx, Arc::clone(&permits)).await,
+                Some(i) => {
+                    self.pump(Some(i), stop_rx, Arc::clone(&permits), share)
+                        .await
+                }
                 None => JoinSet::new(),
             }
         };
@@ -219,6 +228,7 @@ impl Worker {
         intake: Option<Intake>,
         mut stop: watch::Receiver<bool>,
         permits: Arc<Semaphore>,
+        share: usize,
     ) -> JoinSet<()> {
         let cfg = &self.inner.config;
         let queue = match &intake {
@@ -234,27 +244,39 @@ impl Worker {
             while let Some(done) = handlers.try_join_next() {
                 report_panic(done);
             }
-            // Take no more messages than there is room to handle: a received message that
-            // waits for a slot is a message whose visibility runs out for nothing.
-            let room = tokio::select! {
+            // Reserve the slots before receiving, and ask for no more messages than that: a
+            // message fetched without a slot would wait with nothing extending its
+            // visibility (it would come back, be received again, and could end in the DLQ).
+            let first = tokio::select! {
                 _ = stop.changed() => break,
                 p = Arc::clone(&permits).acquire_owned() => match p {
-                    Ok(p) => { drop(p); permits.available_permits().max(1) }
+                    Ok(p) => p,
                     Err(_) => break,
                 },
             };
+            let mut reserved = vec![first];
+            while reserved.len() < share {
+                match Arc::clone(&permits).try_acquire_owned() {
+                    Ok(p) => reserved.push(p),
+                    Err(_) => break,
+                }
+            }
+            let room = reserved.len();
             // Only shutdown may interrupt a receive: an interrupted receive hides whatever
             // it fetched for a whole visibility timeout.
             let received = tokio::select! {
                 _ = stop.changed() => break,
-                r = queue.receive(room.min(cfg.batch), cfg.poll_wait, cfg.visibility) => r,
+                r = queue.receive(room, cfg.poll_wait, cfg.visibility) => r,
             };
             match received {
                 Ok(deliveries) => {
                     failures = 0;
                     for d in deliveries {
-                        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                            break;
+                        // The queue never returns more than asked; should it, the extra
+                        // message is left to come back rather than run without a slot.
+                        let Some(permit) = reserved.pop() else {
+                            warn!(message_id = %d.message_id, "received more messages than asked for");
+                            continue;
                         };
                         let me = self.clone();
                         let q = Arc::clone(&queue);

@@ -1,0 +1,174 @@
+//! A worker that consumes an intake queue beside its task queue, on the in-memory backend
+//! and tokio's paused clock: intake messages wait for a free slot in the queue (where their
+//! visibility cannot run out), not inside the worker, and an idle long poll of one queue
+//! never holds up the other.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::backend::memory::{MemoryJobStore, MemoryTaskQueue, QueueChaos};
+use engine::backend::TaskQueue;
+use engine::clock::{SharedClock, TokioClock};
+use engine::{Intake, JobStatus, Jobs, NewJob, Outcome, Registry, Worker, WorkerConfig, Workflow};
+
+/// Virtual time each of a job's two steps takes: three times the visibility timeout, so a
+/// message left waiting in the worker for a slot would be redelivered.
+const STEP: Duration = Duration::from_secs(30);
+const VISIBILITY: Duration = Duration::from_secs(10);
+
+struct Rig {
+    clock: SharedClock,
+    store: MemoryJobStore,
+    intake: MemoryTaskQueue,
+    worker: Worker,
+    /// Highest receive count the intake parser has seen (1 = never redelivered).
+    most_receives: Arc<AtomicU32>,
+}
+
+fn rig(concurrency: usize, poll_wait: Duration) -> (Rig, Intake) {
+    let clock: SharedClock = Arc::new(TokioClock::starting_at(1_700_000_000_000));
+    // The timer between the steps sends a task message, so that the task queue and the
+    // intake queue compete for the worker's slots.
+    let workflow = Workflow::<u32>::new("slow")
+        .step("work", |_ctx, n| async move {
+            tokio::time::sleep(STEP).await;
+            Ok(Outcome::next_after("finish", n, Duration::from_secs(1)))
+        })
+        .step("finish", |_ctx, n| async move {
+            tokio::time::sleep(STEP).await;
+            Ok(Outcome::succeed(n))
+        });
+    let store = MemoryJobStore::new();
+    let tasks = MemoryTaskQueue::new(clock.clone(), 1, QueueChaos::default());
+    let intake = MemoryTaskQueue::new(clock.clone(), 2, QueueChaos::default());
+    let jobs = Jobs::new(
+        Arc::new(store.clone()),
+        Arc::new(tasks),
+        Registry::new().register(workflow),
+        clock.clone(),
+    );
+    let worker = Worker::new(
+        jobs,
+        WorkerConfig {
+            id: "w".into(),
+            concurrency,
+            batch: 10,
+            poll_wait,
+            lease: VISIBILITY,
+            visibility: VISIBILITY,
+            sweep_every: Duration::ZERO,
+            ..WorkerConfig::default()
+        },
+    );
+    let most_receives = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&most_receives);
+    let parse = Intake {
+        queue: Arc::new(intake.clone()),
+        parse: Arc::new(move |d| {
+            seen.fetch_max(d.receive_count, Ordering::SeqCst);
+            NewJob::new("slow", Some(&d.body), &0u32).map_err(|e| e.to_string())
+        }),
+    };
+    (
+        Rig {
+            clock,
+            store,
+            intake,
+            worker,
+            most_receives,
+        },
+        parse,
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("no runtime: {e}"),
+    }
+}
+
+#[test]
+fn a_burst_of_intake_messages_is_taken_only_as_fast_as_slots_free_up() {
+    runtime().block_on(async {
+        let (rig, intake) = rig(2, Duration::from_secs(5));
+        for i in 0..12 {
+            rig.intake
+                .send(&format!("request-{i}"), Duration::ZERO, &[])
+                .await
+                .unwrap_or_else(|e| panic!("send: {e}"));
+        }
+        let worker = rig.worker.clone();
+        let run = tokio::spawn(async move {
+            worker
+                .run_with_intake(Some(intake), tokio::time::sleep(Duration::from_secs(900)))
+                .await
+        });
+        // 12 jobs of 60 s on 2 slots: about 360 s of virtual time.
+        let mut waited = Duration::ZERO;
+        while waited < Duration::from_secs(890) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            waited += Duration::from_secs(5);
+            let jobs = rig.store.snapshot();
+            if jobs.len() == 12 && jobs.iter().all(|(r, _)| r.status.is_terminal()) {
+                break;
+            }
+        }
+        run.abort();
+
+        let jobs = rig.store.snapshot();
+        let succeeded = jobs
+            .iter()
+            .filter(|(r, _)| r.status == JobStatus::Succeeded)
+            .count();
+        assert_eq!(succeeded, 12, "every request becomes a successful job");
+        assert_eq!(
+            rig.most_receives.load(Ordering::SeqCst),
+            1,
+            "no intake message was received twice: none waited for a slot inside the worker"
+        );
+        assert!(
+            rig.intake.dead_letters().is_empty(),
+            "{:?}",
+            rig.intake.dead_letters()
+        );
+        assert!(rig.intake.is_empty(), "every intake message was deleted");
+    });
+}
+
+#[test]
+fn an_idle_task_queue_does_not_hold_up_intake() {
+    runtime().block_on(async {
+        let (rig, intake) = rig(2, Duration::from_secs(20));
+        let worker = rig.worker.clone();
+        let run = tokio::spawn(async move {
+            worker
+                .run_with_intake(Some(intake), tokio::time::sleep(Duration::from_secs(600)))
+                .await
+        });
+        // Both pumps are now in a long poll of an empty queue.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sent_at = rig.clock.now();
+        rig.intake
+            .send("late-request", Duration::ZERO, &[])
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let jobs = rig.store.snapshot();
+        run.abort();
+
+        let Some((job, _)) = jobs.first() else {
+            panic!("the request sent at the 3rd second had no job 2 s later: the task queue's long poll held every slot");
+        };
+        assert!(
+            job.created_at - sent_at < 1_000,
+            "job created {} ms after the request",
+            job.created_at - sent_at
+        );
+    });
+}
