@@ -88,8 +88,20 @@ async fn sigterm_finishes_or_releases_in_flight_steps_and_another_worker_continu
     };
     let a_args = args(BUDGET_SECS);
     let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
-    // Worker A, through the proxy, takes every job.
-    let mut a = WorkerProcess::spawn(&env, &proxy.url(), "term-a", &a_args, &[], &logs.0);
+    // Worker A, through the proxy, takes every job. Its attempt timeout is raised above
+    // the held calls, so that they stand for a step still running when the budget ends
+    // (with the default 10 s the SDK would abandon and retry them first).
+    let mut a = WorkerProcess::spawn(
+        &env,
+        &proxy.url(),
+        "term-a",
+        &a_args,
+        &[
+            ("CERTFLOW_AWS_ATTEMPT_TIMEOUT_SECS", "300"),
+            ("CERTFLOW_AWS_OPERATION_TIMEOUT_SECS", "600"),
+        ],
+        &logs.0,
+    );
     let until = Instant::now() + Duration::from_secs(60);
     while proxy.count("acm", "ExportCertificate") < JOBS {
         assert!(

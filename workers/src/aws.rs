@@ -9,14 +9,50 @@ use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
 use engine::schema::JobTableSpec;
 use engine::{JobStore, Jobs, SystemClock};
 
-use crate::cli::{Global, Names, Output};
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+
+use crate::cli::{AwsArgs, Global, Names, Output, RetryMode};
+
+/// First backoff of an SDK retry (jittered, doubling up to [`MAX_BACKOFF`]).
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest backoff of an SDK retry: longer waits are the engine's job (a durable retry that
+/// frees the worker's slot), not the SDK's.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The SDK configuration from the standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`,
-/// credentials, profiles), as every AWS tool reads it.
-pub(crate) async fn sdk_config() -> aws_config::SdkConfig {
+/// credentials, profiles), as every AWS tool reads it, with certflow's retries and
+/// timeouts.
+///
+/// The SDK retries what is safe to retry at once (throttling, 5xx, timeouts, dropped
+/// connections) a few times with short jittered backoffs; what it gives up on becomes a
+/// step error that the engine retries later with the step's own durable backoff. Every
+/// attempt has a timeout so that a hung connection cannot hold a lease heartbeat or a
+/// commit past the lease.
+pub(crate) async fn sdk_config(args: &AwsArgs) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(retry_config(args))
+        .timeout_config(timeout_config(args))
         .load()
         .await
+}
+
+fn retry_config(args: &AwsArgs) -> RetryConfig {
+    let base = match args.aws_retry_mode {
+        RetryMode::Standard => RetryConfig::standard(),
+        RetryMode::Adaptive => RetryConfig::adaptive(),
+    };
+    base.with_max_attempts(args.aws_max_attempts.max(1))
+        .with_initial_backoff(INITIAL_BACKOFF)
+        .with_max_backoff(MAX_BACKOFF)
+}
+
+fn timeout_config(args: &AwsArgs) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(args.aws_connect_timeout_secs))
+        .operation_attempt_timeout(Duration::from_secs(args.aws_attempt_timeout_secs))
+        .operation_timeout(Duration::from_secs(args.aws_operation_timeout_secs))
+        .build()
 }
 
 /// The export workflow's dependencies from the command line.

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let sdk = aws::sdk_config().await;
+        let sdk = aws::sdk_config(&cli.global.aws).await;
         let names = cli.global.names.clone();
         match run(&sdk, cli).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,8 @@ const MAX_DELAY_SECS: u64 = 900;
 const MAX_BATCH: usize = 10;
 /// Longest long poll SQS accepts, in seconds.
 const MAX_WAIT_SECS: u64 = 20;
+/// Time a long poll's attempt gets beyond its wait, for the request and answer themselves.
+const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
 /// Longest visibility timeout SQS accepts, in seconds.
 const MAX_VISIBILITY_SECS: u64 = 43_200;
 /// How long the dead-letter queue keeps messages (the SQS maximum, 14 days).
@@ -51,6 +53,22 @@ pub struct SqsTaskQueue {
 }
 
 impl SqsTaskQueue {
+    /// Timeouts for a receive that long-polls for `wait`: the client's per-attempt and
+    /// per-operation timeouts are sized for ordinary calls (seconds), and would cut every
+    /// long poll short into an error. Only the time the poll is allowed to wait is added.
+    fn long_poll_timeouts(&self, wait: Duration) -> aws_sdk_sqs::config::Builder {
+        let mut timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder();
+        if let Some(current) = self.client.config().timeout_config() {
+            if let Some(attempt) = current.operation_attempt_timeout() {
+                timeouts = timeouts.operation_attempt_timeout(attempt.max(wait + LONG_POLL_MARGIN));
+            }
+            if let Some(operation) = current.operation_timeout() {
+                timeouts = timeouts.operation_timeout(operation + wait + LONG_POLL_MARGIN);
+            }
+        }
+        aws_sdk_sqs::config::Builder::default().timeout_config(timeouts.build())
+    }
+
     /// Looks up the queue `name` and its dead-letter queue ([`schema::dlq_name`]). A missing
     /// queue is [`QueueError::QueueNotFound`]; a missing dead-letter queue is allowed
     /// ([`TaskQueue::dead_letter`] then fails).
@@ -163,15 +181,18 @@ impl TaskQueue for SqsTaskQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let wait = Duration::from_secs(wait.as_secs().min(MAX_WAIT_SECS));
         let out = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.min(MAX_BATCH) as i32)
-            .wait_time_seconds(secs_i32(wait.as_secs().min(MAX_WAIT_SECS)))
+            .wait_time_seconds(secs_i32(wait.as_secs()))
             .visibility_timeout(secs_i32(visibility_secs(visibility)))
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
+            .customize()
+            .config_override(self.long_poll_timeouts(wait))
             .send()
             .await
             .map_err(|e| self.error("receive", &e))?;
