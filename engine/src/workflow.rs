@@ -240,12 +240,19 @@ impl StepContext {
     /// A token that is the same for every attempt of this step of this job and different
     /// for any other: the right idempotency key for a side effect made by the step.
     pub fn idempotency_token(&self, purpose: &str) -> String {
-        uuid::Uuid::new_v5(
-            &uuid::Uuid::NAMESPACE_OID,
-            format!("{}\u{1f}{}\u{1f}{}", self.job_id, self.step, purpose).as_bytes(),
-        )
-        .to_string()
+        idempotency_token(&self.job_id, &self.step, purpose)
     }
+}
+
+/// The idempotency token step `step` of job `job` gets for `purpose` (what
+/// [`StepContext::idempotency_token`] returns), for tools that look up a step's side
+/// effects from outside the step.
+pub fn idempotency_token(job: &JobId, step: &str, purpose: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{job}\u{1f}{step}\u{1f}{purpose}").as_bytes(),
+    )
+    .to_string()
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

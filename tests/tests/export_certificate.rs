@@ -351,3 +351,73 @@ async fn the_same_request_twice_makes_one_job_one_secret_version_one_command() {
     let listed = env.jobs.list(JobStatus::Succeeded, 50, None).await.unwrap();
     assert_eq!(listed.jobs.len(), 1, "one job");
 }
+
+/// A first attempt writes its secret versions without reading first; should a version with
+/// its token exist all the same (an earlier run of the step got that far), that version
+/// wins: the job exports with the stored passphrase and adds no version of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_already_stored_under_the_steps_token_is_the_one_used() {
+    let env = Env::new().await;
+    let tag_value = unique("pre");
+    env.instances(1, "Tier", &tag_value);
+    let arn = env.certificate(true).await;
+    let name = unique("precert");
+    let request_id = format!("req-{name}");
+    let id = JobId::from_key(export_certificate::NAME, &request_id);
+    let pass_name = format!("{}{name}/passphrase", env.deps.config.secret_prefix);
+    let token = engine::workflow::idempotency_token(&id, "export", "passphrase");
+    let stored = "stored-by-an-earlier-run-0123456789abcdefghij";
+    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
+    sm.create_secret()
+        .name(&pass_name)
+        .client_request_token(&token)
+        .secret_string(serde_json::json!({ "passphrase": stored }).to_string())
+        .send()
+        .await
+        .unwrap();
+
+    let worker = env.worker("w1");
+    env.submit(&format!(
+        r#"{{"CertificateArn":"{arn}","CertName":"{name}","TargetTagKey":"Tier","TargetTagValue":"{tag_value}","RequestId":"{request_id}"}}"#
+    ))
+    .await;
+    let rec = env.wait(&id).await;
+    worker.stop().await;
+    assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+
+    let versions = sm
+        .list_secret_version_ids()
+        .secret_id(&pass_name)
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<_> = versions
+        .versions()
+        .iter()
+        .filter_map(|v| v.version_id())
+        .collect();
+    assert_eq!(ids, [token.as_str()], "only the stored version");
+    let bundle: serde_json::Value = serde_json::from_str(
+        sm.get_secret_value()
+            .secret_id(format!("{}{name}/bundle", env.deps.config.secret_prefix))
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, bundle["private_key"].as_str().unwrap()).unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, stored).unwrap();
+    openssl(&[
+        "pkey",
+        "-in",
+        &key.to_string_lossy(),
+        "-passin",
+        &format!("file:{}", pass.to_string_lossy()),
+        "-noout",
+    ]);
+}

@@ -109,8 +109,13 @@ pub(super) async fn check(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState)
 }
 
 /// `export`: passphrase → Secrets Manager, `ExportCertificate`, bundle → Secrets Manager.
-/// Both secret versions carry a token derived from the job and step: a retry finds the
+/// Both secret versions carry a token derived from the job and step: a rerun finds the
 /// version it already wrote and reuses it (same passphrase, no second version).
+///
+/// A first attempt (no earlier run of this step took the lease) writes straight away; a
+/// later attempt first reads back what an earlier one may have stored, so that it does not
+/// export the certificate a second time. Either way a version, once stored, wins: a write
+/// that finds the token taken reads the stored value instead.
 pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) -> StepResult {
     let prefix = &deps.config.secret_prefix;
     let pass_name = format!("{prefix}{}/passphrase", s.request.cert_name);
@@ -122,9 +127,15 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
             .build(),
         Tag::builder().key("certflow:managed").value("true").build(),
     ];
+    let first = ctx.attempt() <= 1;
 
     let pass_token = ctx.idempotency_token("passphrase");
-    let pass_json = match read_version(&deps, &pass_name, &pass_token).await? {
+    let earlier = if first {
+        None
+    } else {
+        read_version(&deps, &pass_name, &pass_token).await?
+    };
+    let pass_json = match earlier {
         Some(existing) => existing,
         None => {
             let mut bytes = [0u8; 32];
@@ -132,8 +143,7 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
             rand::rng().fill_bytes(&mut bytes);
             let passphrase = base64::engine::general_purpose::STANDARD.encode(bytes);
             let value = json!({ "passphrase": passphrase }).to_string();
-            write_version(&deps, &pass_name, &pass_token, &value, &tags).await?;
-            value
+            store_version(&deps, &pass_name, &pass_token, value, &tags, first).await?
         }
     };
     let passphrase = serde_json::from_str::<serde_json::Value>(&pass_json)
@@ -148,17 +158,13 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
         })?;
 
     let bundle_token = ctx.idempotency_token("bundle");
-    let certificate_pem = match read_version(&deps, &bundle_name, &bundle_token).await? {
-        Some(existing) => serde_json::from_str::<serde_json::Value>(&existing)
-            .ok()
-            .and_then(|v| {
-                v.get("certificate")
-                    .and_then(|c| c.as_str())
-                    .map(str::to_string)
-            })
-            .ok_or_else(|| {
-                StepError::abort(format!("secret {bundle_name} does not hold a bundle"))
-            })?,
+    let earlier = if first {
+        None
+    } else {
+        read_version(&deps, &bundle_name, &bundle_token).await?
+    };
+    let bundle_json = match earlier {
+        Some(existing) => existing,
         None => {
             let out = deps
                 .clients
@@ -169,9 +175,8 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
                 .send()
                 .await
                 .map_err(|e| classify("ExportCertificate", &e))?;
-            let certificate = out.certificate().unwrap_or_default().to_string();
             let bundle = json!({
-                "certificate": certificate,
+                "certificate": out.certificate().unwrap_or_default(),
                 "certificate_chain": out.certificate_chain().unwrap_or_default(),
                 "private_key": out.private_key().unwrap_or_default(),
                 "serial": s.serial,
@@ -180,10 +185,17 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
                 "job_id": ctx.job_id().as_str(),
             })
             .to_string();
-            write_version(&deps, &bundle_name, &bundle_token, &bundle, &tags).await?;
-            certificate
+            store_version(&deps, &bundle_name, &bundle_token, bundle, &tags, first).await?
         }
     };
+    let certificate_pem = serde_json::from_str::<serde_json::Value>(&bundle_json)
+        .ok()
+        .and_then(|v| {
+            v.get("certificate")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+        })
+        .ok_or_else(|| StepError::abort(format!("secret {bundle_name} does not hold a bundle")))?;
     s.fingerprint = fingerprint(&certificate_pem);
     s.passphrase_secret = Some(pass_name);
     s.bundle_secret = Some(bundle_name.clone());
@@ -212,20 +224,32 @@ async fn read_version(deps: &Deps, name: &str, token: &str) -> Result<Option<Str
     }
 }
 
-/// Writes version `token` of secret `name`, creating the secret (tagged) if needed.
-async fn write_version(
+/// Stores `value` as version `token` of secret `name`, creating the secret (tagged) if
+/// needed, and returns what that version holds: `value`, or what an earlier run of the
+/// step stored under the same token (a version never changes).
+///
+/// `create_first` tries CreateSecret before PutSecretValue: one call for a secret that does
+/// not exist yet (a first export), three for one that does (a renewal).
+async fn store_version(
     deps: &Deps,
     name: &str,
     token: &str,
-    value: &str,
+    value: String,
     tags: &[Tag],
-) -> Result<(), StepError> {
+    create_first: bool,
+) -> Result<String, StepError> {
+    if create_first {
+        match create_secret(deps, name, token, &value, tags).await? {
+            Created::Yes => return Ok(value),
+            Created::Exists => {}
+        }
+    }
     let secrets = &deps.clients.secrets;
     let put = secrets
         .put_secret_value()
         .secret_id(name)
         .client_request_token(token)
-        .secret_string(value)
+        .secret_string(&value)
         .send()
         .await;
     match put {
@@ -238,36 +262,73 @@ async fn write_version(
                 .send()
                 .await
                 .map_err(|e| classify("TagResource", &e))?;
-            Ok(())
+            Ok(value)
         }
         Err(e)
             if e.as_service_error()
                 .is_some_and(|e| e.is_resource_not_found_exception()) =>
         {
-            let mut create = secrets
-                .create_secret()
-                .name(name)
-                .client_request_token(token)
-                .secret_string(value)
-                .description("Managed by certflow")
-                .set_tags(Some(tags.to_vec()));
-            if let Some(kms) = &deps.config.kms_key_id {
-                create = create.kms_key_id(kms);
+            if create_first {
+                return Err(StepError::retry(format!(
+                    "secret {name} was deleted while being written"
+                )));
             }
-            match create.send().await {
-                Ok(_) => Ok(()),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_resource_exists_exception()) =>
-                {
-                    Err(StepError::retry(format!(
-                        "secret {name} was created concurrently"
-                    )))
-                }
-                Err(e) => Err(classify("CreateSecret", &e)),
+            match create_secret(deps, name, token, &value, tags).await? {
+                Created::Yes => Ok(value),
+                Created::Exists => Err(StepError::retry(format!(
+                    "secret {name} was created concurrently"
+                ))),
             }
         }
+        // The token names a version already stored with other contents: an earlier run
+        // of this step got this far. Its value is the one that counts.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_exists_exception()) =>
+        {
+            read_version(deps, name, token).await?.ok_or_else(|| {
+                StepError::retry(format!(
+                    "secret {name}: version {token} is taken but cannot be read"
+                ))
+            })
+        }
         Err(e) => Err(classify("PutSecretValue", &e)),
+    }
+}
+
+enum Created {
+    Yes,
+    Exists,
+}
+
+async fn create_secret(
+    deps: &Deps,
+    name: &str,
+    token: &str,
+    value: &str,
+    tags: &[Tag],
+) -> Result<Created, StepError> {
+    let mut create = deps
+        .clients
+        .secrets
+        .create_secret()
+        .name(name)
+        .client_request_token(token)
+        .secret_string(value)
+        .description("Managed by certflow")
+        .set_tags(Some(tags.to_vec()));
+    if let Some(kms) = &deps.config.kms_key_id {
+        create = create.kms_key_id(kms);
+    }
+    match create.send().await {
+        Ok(_) => Ok(Created::Yes),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_exists_exception()) =>
+        {
+            Ok(Created::Exists)
+        }
+        Err(e) => Err(classify("CreateSecret", &e)),
     }
 }
 
