@@ -24,7 +24,35 @@ use chaos_support::{
     commands_by_comment, issued_certificates, not_succeeded, payload, store, tagged_instances,
     wait_all, LogDir, WorkerProcess,
 };
-use engine::{EventKind, JobStore};
+use engine::{EventKind, HistoryEvent, JobId, JobStore};
+
+/// Waits for job `id` to succeed; returns its history and the retries in it.
+async fn succeeded(
+    env: &Env,
+    worker: &WorkerProcess,
+    id: &JobId,
+) -> (Vec<HistoryEvent>, Vec<HistoryEvent>) {
+    let records = wait_all(
+        env,
+        std::slice::from_ref(id),
+        Duration::from_secs(120),
+        "aws-calls",
+    )
+    .await;
+    assert!(
+        not_succeeded(std::slice::from_ref(id), &records).is_empty(),
+        "{:?}\nworker log ends:\n{}",
+        records.get(id),
+        worker.log_tail(40)
+    );
+    let history = store(env).history(id).await.expect("history");
+    let retries = history
+        .iter()
+        .filter(|e| e.kind == EventKind::RetryScheduled)
+        .cloned()
+        .collect();
+    (history, retries)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_absorbs_hangs_and_throttling_and_the_engine_retries_what_it_gives_up_on() {
@@ -87,24 +115,7 @@ async fn the_sdk_absorbs_hangs_and_throttling_and_the_engine_retries_what_it_giv
     let first = env
         .submit(&payload(&arns[0], "sdk-hang", "Environment", &tag))
         .await;
-    let records = wait_all(
-        &env,
-        std::slice::from_ref(&first),
-        Duration::from_secs(120),
-        "aws-calls",
-    )
-    .await;
-    assert!(
-        not_succeeded(std::slice::from_ref(&first), &records).is_empty(),
-        "{:?}\nworker log ends:\n{}",
-        records.get(&first),
-        worker.log_tail(40)
-    );
-    let history = store(&env).history(&first).await.expect("history");
-    let retries: Vec<_> = history
-        .iter()
-        .filter(|e| e.kind == EventKind::RetryScheduled)
-        .collect();
+    let (_, retries) = succeeded(&env, &worker, &first).await;
     assert!(
         retries.is_empty(),
         "the SDK, not the engine, should have retried the hung and throttled calls: {retries:?}"
@@ -150,24 +161,7 @@ async fn the_sdk_absorbs_hangs_and_throttling_and_the_engine_retries_what_it_giv
     let second = env
         .submit(&payload(&arns[1], "sdk-gives-up", "Environment", &tag))
         .await;
-    let records = wait_all(
-        &env,
-        std::slice::from_ref(&second),
-        Duration::from_secs(120),
-        "aws-calls",
-    )
-    .await;
-    assert!(
-        not_succeeded(std::slice::from_ref(&second), &records).is_empty(),
-        "{:?}\nworker log ends:\n{}",
-        records.get(&second),
-        worker.log_tail(40)
-    );
-    let history = store(&env).history(&second).await.expect("history");
-    let retries: Vec<_> = history
-        .iter()
-        .filter(|e| e.kind == EventKind::RetryScheduled)
-        .collect();
+    let (history, retries) = succeeded(&env, &worker, &second).await;
     assert_eq!(
         retries.len(),
         1,

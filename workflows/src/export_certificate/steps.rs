@@ -130,12 +130,7 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
     let first = ctx.attempt() <= 1;
 
     let pass_token = ctx.idempotency_token("passphrase");
-    let earlier = if first {
-        None
-    } else {
-        read_version(&deps, &pass_name, &pass_token).await?
-    };
-    let pass_json = match earlier {
+    let pass_json = match earlier_version(&deps, &pass_name, &pass_token, first).await? {
         Some(existing) => existing,
         None => {
             let mut bytes = [0u8; 32];
@@ -146,24 +141,12 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
             store_version(&deps, &pass_name, &pass_token, value, &tags, first).await?
         }
     };
-    let passphrase = serde_json::from_str::<serde_json::Value>(&pass_json)
-        .ok()
-        .and_then(|v| {
-            v.get("passphrase")
-                .and_then(|p| p.as_str())
-                .map(str::to_string)
-        })
-        .ok_or_else(|| {
-            StepError::abort(format!("secret {pass_name} does not hold a passphrase"))
-        })?;
+    let passphrase = json_field(&pass_json, "passphrase").ok_or_else(|| {
+        StepError::abort(format!("secret {pass_name} does not hold a passphrase"))
+    })?;
 
     let bundle_token = ctx.idempotency_token("bundle");
-    let earlier = if first {
-        None
-    } else {
-        read_version(&deps, &bundle_name, &bundle_token).await?
-    };
-    let bundle_json = match earlier {
+    let bundle_json = match earlier_version(&deps, &bundle_name, &bundle_token, first).await? {
         Some(existing) => existing,
         None => {
             let out = deps
@@ -188,18 +171,32 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
             store_version(&deps, &bundle_name, &bundle_token, bundle, &tags, first).await?
         }
     };
-    let certificate_pem = serde_json::from_str::<serde_json::Value>(&bundle_json)
-        .ok()
-        .and_then(|v| {
-            v.get("certificate")
-                .and_then(|c| c.as_str())
-                .map(str::to_string)
-        })
+    let certificate_pem = json_field(&bundle_json, "certificate")
         .ok_or_else(|| StepError::abort(format!("secret {bundle_name} does not hold a bundle")))?;
     s.fingerprint = fingerprint(&certificate_pem);
     s.passphrase_secret = Some(pass_name);
     s.bundle_secret = Some(bundle_name.clone());
     Ok(Outcome::next("inventory", s).with_note(format!("bundle stored in {bundle_name}")))
+}
+
+/// What an earlier attempt stored as version `token` of secret `name`; a first attempt
+/// has no earlier one to look for.
+async fn earlier_version(
+    deps: &Deps,
+    name: &str,
+    token: &str,
+    first: bool,
+) -> Result<Option<String>, StepError> {
+    if first {
+        return Ok(None);
+    }
+    read_version(deps, name, token).await
+}
+
+/// The string field `field` of a JSON object held in a secret.
+fn json_field(json: &str, field: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    value.get(field)?.as_str().map(str::to_string)
 }
 
 /// Reads the version `token` of secret `name`, if it exists.
