@@ -252,6 +252,18 @@ async fn one_job_is_one_trace_across_two_workers_and_no_secret_is_exported() {
         );
     }
 
+    // Each attempt of a call is a span too, numbered.
+    let attempts: Vec<String> = spans
+        .iter()
+        .filter(|s| s["traceId"].as_str() == Some(trace_id) && s["name"] == "try_attempt")
+        .filter_map(|s| attr(s, "attempt"))
+        .collect();
+    assert!(
+        attempts.len() >= calls.len() && attempts.iter().any(|a| a == "1"),
+        "{} calls, attempts {attempts:?}",
+        calls.len()
+    );
+
     // Nothing secret in any exported byte (spans, events, attributes, metrics).
     let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
     let prefix = &env.deps.config.secret_prefix;
