@@ -20,66 +20,86 @@ const VISIBILITY: Duration = Duration::from_secs(10);
 struct Rig {
     clock: SharedClock,
     store: MemoryJobStore,
+    tasks: MemoryTaskQueue,
     intake: MemoryTaskQueue,
-    worker: Worker,
+    jobs: Jobs,
+    parse: Intake,
     /// Highest receive count the intake parser has seen (1 = never redelivered).
     most_receives: Arc<AtomicU32>,
 }
 
-fn rig(concurrency: usize, poll_wait: Duration) -> (Rig, Intake) {
-    let clock: SharedClock = Arc::new(TokioClock::starting_at(1_700_000_000_000));
-    // The timer between the steps sends a task message, so that the task queue and the
-    // intake queue compete for the worker's slots.
-    let workflow = Workflow::<u32>::new("slow")
-        .step("work", |_ctx, n| async move {
-            tokio::time::sleep(STEP).await;
-            Ok(Outcome::next_after("finish", n, Duration::from_secs(1)))
-        })
-        .step("finish", |_ctx, n| async move {
-            tokio::time::sleep(STEP).await;
-            Ok(Outcome::succeed(n))
-        });
-    let store = MemoryJobStore::new();
-    let tasks = MemoryTaskQueue::new(clock.clone(), 1, QueueChaos::default());
-    let intake = MemoryTaskQueue::new(clock.clone(), 2, QueueChaos::default());
-    let jobs = Jobs::new(
-        Arc::new(store.clone()),
-        Arc::new(tasks),
-        Registry::new().register(workflow),
-        clock.clone(),
-    );
-    let worker = Worker::new(
-        jobs,
-        WorkerConfig {
-            id: "w".into(),
-            concurrency,
-            batch: 10,
-            poll_wait,
-            lease: VISIBILITY,
-            visibility: VISIBILITY,
-            sweep_every: Duration::ZERO,
-            ..WorkerConfig::default()
-        },
-    );
-    let most_receives = Arc::new(AtomicU32::new(0));
-    let seen = Arc::clone(&most_receives);
-    let parse = Intake {
-        queue: Arc::new(intake.clone()),
-        parse: Arc::new(move |d| {
-            seen.fetch_max(d.receive_count, Ordering::SeqCst);
-            NewJob::new("slow", Some(&d.body), &0u32).map_err(|e| e.to_string())
-        }),
-    };
-    (
+impl Rig {
+    fn new() -> Rig {
+        let clock: SharedClock = Arc::new(TokioClock::starting_at(1_700_000_000_000));
+        // The timer between the steps sends a task message, so that the task queue and the
+        // intake queue compete for the worker's slots.
+        let workflow = Workflow::<u32>::new("slow")
+            .step("work", |_ctx, n| async move {
+                tokio::time::sleep(STEP).await;
+                Ok(Outcome::next_after("finish", n, Duration::from_secs(1)))
+            })
+            .step("finish", |_ctx, n| async move {
+                tokio::time::sleep(STEP).await;
+                Ok(Outcome::succeed(n))
+            });
+        let store = MemoryJobStore::new();
+        let tasks = MemoryTaskQueue::new(clock.clone(), 1, QueueChaos::default());
+        let intake = MemoryTaskQueue::new(clock.clone(), 2, QueueChaos::default());
+        let jobs = Jobs::new(
+            Arc::new(store.clone()),
+            Arc::new(tasks.clone()),
+            Registry::new().register(workflow),
+            clock.clone(),
+        );
+        let most_receives = Arc::new(AtomicU32::new(0));
+        let seen = Arc::clone(&most_receives);
+        let parse = Intake {
+            queue: Arc::new(intake.clone()),
+            parse: Arc::new(move |d| {
+                seen.fetch_max(d.receive_count, Ordering::SeqCst);
+                NewJob::new("slow", Some(&d.body), &0u32).map_err(|e| e.to_string())
+            }),
+        };
         Rig {
             clock,
             store,
+            tasks,
             intake,
-            worker,
+            jobs,
+            parse,
             most_receives,
-        },
-        parse,
-    )
+        }
+    }
+
+    /// Starts a worker on both queues, running for `runs_for`.
+    fn start(
+        &self,
+        id: &str,
+        concurrency: usize,
+        poll_wait: Duration,
+        lease: Duration,
+        runs_for: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let worker = Worker::new(
+            self.jobs.clone(),
+            WorkerConfig {
+                id: id.into(),
+                concurrency,
+                batch: 10,
+                poll_wait,
+                lease,
+                visibility: VISIBILITY,
+                sweep_every: Duration::ZERO,
+                ..WorkerConfig::default()
+            },
+        );
+        let intake = self.parse.clone();
+        tokio::spawn(async move {
+            worker
+                .run_with_intake(Some(intake), tokio::time::sleep(runs_for))
+                .await
+        })
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -96,19 +116,20 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn a_burst_of_intake_messages_is_taken_only_as_fast_as_slots_free_up() {
     runtime().block_on(async {
-        let (rig, intake) = rig(2, Duration::from_secs(5));
+        let rig = Rig::new();
         for i in 0..12 {
             rig.intake
                 .send(&format!("request-{i}"), Duration::ZERO, &[])
                 .await
                 .unwrap_or_else(|e| panic!("send: {e}"));
         }
-        let worker = rig.worker.clone();
-        let run = tokio::spawn(async move {
-            worker
-                .run_with_intake(Some(intake), tokio::time::sleep(Duration::from_secs(900)))
-                .await
-        });
+        let run = rig.start(
+            "w",
+            2,
+            Duration::from_secs(5),
+            VISIBILITY,
+            Duration::from_secs(900),
+        );
         // 12 jobs of 60 s on 2 slots: about 360 s of virtual time.
         let mut waited = Duration::ZERO;
         while waited < Duration::from_secs(890) {
@@ -144,13 +165,8 @@ fn a_burst_of_intake_messages_is_taken_only_as_fast_as_slots_free_up() {
 #[test]
 fn an_idle_task_queue_does_not_hold_up_intake() {
     runtime().block_on(async {
-        let (rig, intake) = rig(2, Duration::from_secs(20));
-        let worker = rig.worker.clone();
-        let run = tokio::spawn(async move {
-            worker
-                .run_with_intake(Some(intake), tokio::time::sleep(Duration::from_secs(600)))
-                .await
-        });
+        let rig = Rig::new();
+        let run = rig.start("w", 2, Duration::from_secs(20), VISIBILITY, Duration::from_secs(600));
         // Both pumps are now in a long poll of an empty queue.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let sent_at = rig.clock.now();
@@ -170,5 +186,70 @@ fn an_idle_task_queue_does_not_hold_up_intake() {
             "job created {} ms after the request",
             job.created_at - sent_at
         );
+    });
+}
+
+#[test]
+fn a_request_received_again_hands_its_job_to_the_task_queue() {
+    runtime().block_on(async {
+        let rig = Rig::new();
+        // A lease three times the visibility: when the request comes back, the lease of
+        // the worker that died holding it is still live.
+        let lease = VISIBILITY * 3;
+        rig.intake
+            .send("request", Duration::ZERO, &[])
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        let first = rig.start(
+            "a",
+            2,
+            Duration::from_secs(5),
+            lease,
+            Duration::from_secs(900),
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(rig.store.snapshot().len(), 1, "worker a started the job");
+        first.abort();
+        let second = rig.start(
+            "b",
+            2,
+            Duration::from_secs(5),
+            lease,
+            Duration::from_secs(900),
+        );
+
+        // The request comes back when its visibility lapses (10 s), while a's lease (30 s)
+        // still holds: b hands the job to the task queue and deletes the request.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(
+            rig.intake.is_empty(),
+            "the request left the intake queue once its job was handed over"
+        );
+        assert_eq!(rig.most_receives.load(Ordering::SeqCst), 2);
+        assert!(
+            rig.tasks.sent().iter().any(|b| b.contains("\"Version\":1")),
+            "a task for the job: {:?}",
+            rig.tasks.sent()
+        );
+
+        // b takes the job over once a's lease lapses, and finishes it.
+        let mut waited = Duration::ZERO;
+        while waited < Duration::from_secs(300) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            waited += Duration::from_secs(5);
+            if rig
+                .store
+                .snapshot()
+                .iter()
+                .all(|(r, _)| r.status.is_terminal())
+            {
+                break;
+            }
+        }
+        second.abort();
+        let jobs = rig.store.snapshot();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].0.status, JobStatus::Succeeded, "{:?}", jobs[0].0);
+        assert!(rig.intake.dead_letters().is_empty());
     });
 }
