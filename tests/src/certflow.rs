@@ -2,7 +2,8 @@
 //! queues, inventory table, SSM document, secret prefix and EventBridge rules, the real
 //! workflows over them, and workers running in this process.
 
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -283,45 +284,60 @@ impl Env {
     }
 }
 
+/// The `certflow` binary: `CERTFLOW_BIN`, else in `target/<profile>/`, beside the running
+/// bench or above the running test's `deps/` directory. The README's test command builds
+/// it before the tests run.
+pub fn certflow_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CERTFLOW_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the running executable's path");
+    let mut dir = exe
+        .parent()
+        .expect("the running executable's directory")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("certflow{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build --workspace --bins` (deploy/local/test.sh does), or set CERTFLOW_BIN",
+        bin.display()
+    );
+    bin
+}
+
 impl Env {
-    /// Every message now in the intake DLQ: body and reason attribute.
+    /// A `certflow` command on this certflow's resources (jobs table, task and intake
+    /// queues, inventory table, document, secret prefix), its AWS calls going to
+    /// `endpoint`: the emulator, or a fault proxy in front of it. Whatever `CERTFLOW_*` or
+    /// `OTEL_*` setting the test itself runs with is removed first; stdin is closed.
+    pub fn certflow_command(&self, endpoint: &str) -> Command {
+        let mut cmd = Command::new(certflow_bin());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CERTFLOW_") || k.starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        let c = &self.deps.config;
+        cmd.env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("CERTFLOW_JOBS_TABLE", &self.table)
+            .env("CERTFLOW_TASKS_QUEUE", &self.tasks_queue)
+            .env("CERTFLOW_INTAKE_QUEUE", self.intake.name())
+            .env("CERTFLOW_INVENTORY_TABLE", &c.inventory_table)
+            .env("CERTFLOW_DOCUMENT_NAME", &c.document_name)
+            .env("CERTFLOW_SECRET_PREFIX", &c.secret_prefix)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Takes every message now in the intake DLQ: body and reason attribute.
     pub async fn intake_dead_letters(&self) -> Vec<(String, String)> {
-        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
-        let Some(url) = self.intake.dlq_url() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        loop {
-            let got = sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .message_attribute_names("All")
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .expect("receive from the intake DLQ");
-            let msgs = got.messages.unwrap_or_default();
-            if msgs.is_empty() {
-                return out;
-            }
-            for m in msgs {
-                let reason = m
-                    .message_attributes
-                    .as_ref()
-                    .and_then(|a| a.get(engine::backend::sqs::REASON_ATTR))
-                    .and_then(|v| v.string_value.clone())
-                    .unwrap_or_default();
-                if let Some(receipt) = m.receipt_handle() {
-                    let _ = sqs
-                        .delete_message()
-                        .queue_url(url)
-                        .receipt_handle(receipt)
-                        .send()
-                        .await;
-                }
-                out.push((m.body.unwrap_or_default(), reason));
-            }
+        match self.intake.dlq_url() {
+            Some(url) => crate::take_dead_letters(&self.sdk, url).await,
+            None => Vec::new(),
         }
     }
 }

@@ -31,6 +31,49 @@ pub async fn emulator() -> aws_config::SdkConfig {
         .await
 }
 
+/// Takes (receives and deletes) every message now in the dead-letter queue at `dlq_url`:
+/// its body and the reason the engine gave (`certflow-reason`; empty for a message SQS
+/// moved there itself after too many receives).
+pub async fn take_dead_letters(
+    sdk: &aws_config::SdkConfig,
+    dlq_url: &str,
+) -> Vec<(String, String)> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut out = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(dlq_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive from a dead-letter queue");
+        let msgs = got.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            return out;
+        }
+        for m in msgs {
+            let reason = m
+                .message_attributes
+                .as_ref()
+                .and_then(|a| a.get(engine::backend::sqs::REASON_ATTR))
+                .and_then(|v| v.string_value.clone())
+                .unwrap_or_default();
+            if let Some(receipt) = m.receipt_handle() {
+                sqs.delete_message()
+                    .queue_url(dlq_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .expect("delete from a dead-letter queue");
+            }
+            out.push((m.body.unwrap_or_default(), reason));
+        }
+    }
+}
+
 /// A name nobody else in this emulator run uses.
 pub fn unique(prefix: &str) -> String {
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -151,36 +194,11 @@ impl Stack {
         }
     }
 
-    /// Every message body currently in the task queue's DLQ, with its reason attribute.
+    /// Takes every message now in the task queue's DLQ: body and reason attribute.
     pub async fn dead_letters(&self) -> Vec<(String, String)> {
-        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
-        let Some(url) = self.queue.dlq_url() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        loop {
-            let got = sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .message_attribute_names("All")
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .expect("receive from DLQ");
-            let msgs = got.messages.unwrap_or_default();
-            if msgs.is_empty() {
-                return out;
-            }
-            for m in msgs {
-                let reason = m
-                    .message_attributes
-                    .as_ref()
-                    .and_then(|a| a.get(engine::backend::sqs::REASON_ATTR))
-                    .and_then(|v| v.string_value.clone())
-                    .unwrap_or_default();
-                out.push((m.body.unwrap_or_default(), reason));
-            }
+        match self.queue.dlq_url() {
+            Some(url) => take_dead_letters(&self.sdk, url).await,
+            None => Vec::new(),
         }
     }
 }

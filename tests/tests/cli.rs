@@ -14,29 +14,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use certflow_tests::certflow::Env;
+use certflow_tests::certflow::{certflow_bin, Env};
 use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
 use certflow_tests::unique;
 use engine::backend::sqs::create_queue_with_dlq;
 use engine::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus};
 use serde_json::{json, Value};
 use workflows::export_certificate;
-
-/// The `certflow` binary beside this test executable (`target/<profile>/certflow`).
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>");
-    let bin = dir.join(format!("certflow{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} not found: build it first with `cargo build --workspace --bins` (deploy/local/test.sh does)",
-        bin.display()
-    );
-    bin
-}
 
 fn emulator_url() -> String {
     std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run deploy/local/test.sh)")
@@ -70,7 +54,6 @@ impl fmt::Display for Out {
 struct Cf {
     env: Env,
     tasks: String,
-    bin: PathBuf,
     logs: tempfile::TempDir,
 }
 
@@ -137,31 +120,16 @@ impl Cf {
         Cf {
             env,
             tasks,
-            bin: binary(),
             logs: tempfile::tempdir().expect("a temporary directory"),
         }
     }
 
     /// A command with this certflow's settings, talking to `endpoint`.
     fn command(&self, endpoint: &str, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.bin);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CERTFLOW_") || k.starts_with("OTEL_") {
-                cmd.env_remove(k);
-            }
-        }
-        let c = &self.env.deps.config;
-        cmd.args(args)
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("CERTFLOW_JOBS_TABLE", &self.env.table)
-            .env("CERTFLOW_TASKS_QUEUE", &self.tasks)
-            .env("CERTFLOW_INTAKE_QUEUE", self.env.intake.name())
-            .env("CERTFLOW_INVENTORY_TABLE", &c.inventory_table)
-            .env("CERTFLOW_DOCUMENT_NAME", &c.document_name)
-            .env("CERTFLOW_SECRET_PREFIX", &c.secret_prefix)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        let mut cmd = self.env.certflow_command(endpoint);
+        cmd.args(args).env("CERTFLOW_TASKS_QUEUE", &self.tasks);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
         cmd
     }
 
@@ -844,7 +812,7 @@ fn snapshot(name: &str, actual: &str) {
 
 /// `certflow ARGS` with nothing in the environment (so help shows no local settings).
 async fn bare(args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(binary())
+    let out = tokio::process::Command::new(certflow_bin())
         .args(args)
         .env_clear()
         .output()

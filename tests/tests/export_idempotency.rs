@@ -8,7 +8,6 @@
 //! (attempt 2), finding what its first attempt did. Every line the worker logs meanwhile,
 //! at debug level, is then scanned for the passphrases and key material.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,20 +16,6 @@ use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
 use certflow_tests::unique;
 use engine::backend::sqs::create_queue_with_dlq;
 use engine::JobStatus;
-
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("certflow");
-    assert!(
-        bin.exists(),
-        "build the binary first (deploy/local/test.sh does)"
-    );
-    bin
-}
 
 /// The commit (`TransactWriteItems`) number, counting from the job's creation, that ends
 /// each step when the certificate is already issued: 1 creates the job, then one per step.
@@ -64,7 +49,7 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("worker.log");
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut worker = tokio::process::Command::new(binary())
+    let mut worker = tokio::process::Command::from(env.certflow_command(&proxy.url()))
         .args([
             "worker",
             "--poll-wait-secs",
@@ -76,13 +61,7 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
             "--sweep-every-secs",
             "0",
         ])
-        .env("AWS_ENDPOINT_URL", proxy.url())
-        .env("CERTFLOW_JOBS_TABLE", &env.table)
         .env("CERTFLOW_TASKS_QUEUE", &tasks)
-        .env("CERTFLOW_INTAKE_QUEUE", env.intake.name())
-        .env("CERTFLOW_INVENTORY_TABLE", &env.deps.config.inventory_table)
-        .env("CERTFLOW_DOCUMENT_NAME", &env.deps.config.document_name)
-        .env("CERTFLOW_SECRET_PREFIX", &env.deps.config.secret_prefix)
         .env("CERTFLOW_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))

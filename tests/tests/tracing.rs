@@ -4,7 +4,6 @@
 //! workers — with the AWS calls as spans, and nothing secret in any exported byte.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,22 +105,9 @@ fn attr(span: &Value, key: &str) -> Option<String> {
         })
 }
 
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("certflow");
-    assert!(
-        bin.exists(),
-        "build the binary first (deploy/local/test.sh does)"
-    );
-    bin
-}
-
 fn worker(env: &Env, tasks: &str, otlp: &str, id: &str) -> tokio::process::Child {
-    tokio::process::Command::new(binary())
+    let emulator = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (the emulator)");
+    tokio::process::Command::from(env.certflow_command(&emulator))
         .args([
             "worker",
             "--poll-wait-secs",
@@ -131,12 +117,7 @@ fn worker(env: &Env, tasks: &str, otlp: &str, id: &str) -> tokio::process::Child
             "--shutdown-budget-secs",
             "5",
         ])
-        .env("CERTFLOW_JOBS_TABLE", &env.table)
         .env("CERTFLOW_TASKS_QUEUE", tasks)
-        .env("CERTFLOW_INTAKE_QUEUE", env.intake.name())
-        .env("CERTFLOW_INVENTORY_TABLE", &env.deps.config.inventory_table)
-        .env("CERTFLOW_DOCUMENT_NAME", &env.deps.config.document_name)
-        .env("CERTFLOW_SECRET_PREFIX", &env.deps.config.secret_prefix)
         .env("CERTFLOW_LOG", "warn")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
         .env("OTEL_SERVICE_NAME", "certflow-test")

@@ -46,11 +46,7 @@ async fn main() {
     let arn = env.certificate(true).await;
     tokio::time::sleep(Duration::from_secs(4)).await; // past validation: no polling in `check`
 
-    let bin = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("certflow")))
-        .expect("certflow binary beside the bench");
-    let mut worker = tokio::process::Command::new(bin)
+    let mut worker = tokio::process::Command::from(env.certflow_command(&proxy.url()))
         .args([
             "worker",
             "--poll-wait-secs",
@@ -58,13 +54,7 @@ async fn main() {
             "--sweep-every-secs",
             "0",
         ])
-        .env("AWS_ENDPOINT_URL", proxy.url())
-        .env("CERTFLOW_JOBS_TABLE", &env.table)
         .env("CERTFLOW_TASKS_QUEUE", &tasks)
-        .env("CERTFLOW_INTAKE_QUEUE", env.intake.name())
-        .env("CERTFLOW_INVENTORY_TABLE", &env.deps.config.inventory_table)
-        .env("CERTFLOW_DOCUMENT_NAME", &env.deps.config.document_name)
-        .env("CERTFLOW_SECRET_PREFIX", &env.deps.config.secret_prefix)
         .env("CERTFLOW_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use certflow_tests::certflow::Env;
@@ -251,27 +251,6 @@ impl LogDir {
     }
 }
 
-/// The `certflow` binary: `CERTFLOW_BIN`, else beside the test executable's `deps/`
-/// directory (`cargo build --workspace --bins` puts it there; the README's test command
-/// builds the binaries before running the tests).
-pub fn certflow_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CERTFLOW_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable under target/<profile>/deps");
-    let bin = dir.join(format!("certflow{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (cargo build --workspace --bins), or set CERTFLOW_BIN",
-        bin.display()
-    );
-    bin
-}
-
 /// A `certflow worker` process.
 pub struct WorkerProcess {
     /// Its worker id (on leases and history).
@@ -299,24 +278,12 @@ impl WorkerProcess {
             .append(true)
             .open(&log)
             .expect("log file");
-        let config = &env.deps.config;
-        let mut cmd = Command::new(certflow_bin());
+        let mut cmd = env.certflow_command(endpoint);
         cmd.arg("worker")
             .args(args)
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("CERTFLOW_JOBS_TABLE", &env.table)
-            .env("CERTFLOW_TASKS_QUEUE", &env.tasks_queue)
-            .env("CERTFLOW_INTAKE_QUEUE", env.intake.name())
-            .env("CERTFLOW_INVENTORY_TABLE", &config.inventory_table)
-            .env("CERTFLOW_DOCUMENT_NAME", &config.document_name)
-            .env("CERTFLOW_SECRET_PREFIX", &config.secret_prefix)
             .env("CERTFLOW_EVENT_SOURCES", format!("aws.acm,{}", env.source))
             .env("CERTFLOW_WORKER_ID", id)
             .env("CERTFLOW_LOG", "info")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file);
         for (k, v) in extra {
