@@ -191,6 +191,12 @@ impl Worker {
         // Each pump may hold at most its share of the slots while it waits on a receive, so
         // that a long poll of an idle queue never keeps the other queue's messages waiting.
         let pumps = if intake.is_some() { 2 } else { 1 };
+        if cfg.concurrency < pumps {
+            warn!(
+                concurrency = cfg.concurrency,
+                "one slot for two queues: each waits out the other's long poll; use a concurrency of 2 or more"
+            );
+        }
         let share = cfg.batch.min(cfg.concurrency / pumps).max(1);
         let tasks = self.pump(None, stop_rx.clone(), Arc::clone(&permits), share);
         let intake_pump = async {
