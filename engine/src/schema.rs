@@ -9,6 +9,11 @@ pub const DEFAULT_JOBS_TABLE: &str = "certflow-jobs";
 pub const DEFAULT_TASKS_QUEUE: &str = "certflow-tasks";
 /// Suffix of a queue's dead-letter queue.
 pub const DLQ_SUFFIX: &str = "-dlq";
+/// Receives of a message before SQS moves it to the dead-letter queue, for the task queue
+/// and for an intake queue alike: a message is received again each time the worker holding
+/// it dies (an intake request also wakes the job it created until the job's first hand-off
+/// through the task queue), and only a message no worker can take should reach the DLQ.
+pub const MAX_RECEIVES: u32 = 10;
 
 /// Partition key of the jobs table: the job id.
 pub const PK: &str = "JobId";

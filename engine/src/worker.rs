@@ -419,27 +419,6 @@ impl Worker {
                 };
                 self.run_leased(source, hold, record).await;
             }
-            Ok(Some(existing))
-                if d.receive_count > 1
-                    && !existing.status.is_terminal()
-                    && existing.driven_by.as_deref() == Some(d.message_id.as_str()) =>
-            {
-                // The request that started this job came back: the worker running the job
-                // stopped (or stalled) before letting go of it. Its job lives on in the task
-                // queue from here, instead of the request bouncing on the intake queue until
-                // the lease lapses, every bounce counting towards the dead-letter limit that
-                // is meant for requests no worker can take. (Should the stalled holder
-                // recover, move the job on and then die, the sweeper finds the job.)
-                info!(job_id = %existing.job_id, receive_count = d.receive_count, "request received again; its job continues from the task queue");
-                let hold = Hold {
-                    visible_until: now + cfg.visibility.as_millis() as Millis,
-                    d,
-                    owner,
-                };
-                if self.send_task(&existing, Duration::ZERO).await {
-                    self.ack(&source, &hold).await;
-                }
-            }
             Ok(Some(existing)) => {
                 debug!(job_id = %existing.job_id, "job exists; judging the message as a task");
                 self.drive(source, d, &existing.job_id, 1).await;

@@ -1,7 +1,8 @@
 //! A worker that consumes an intake queue beside its task queue, on the in-memory backend
 //! and tokio's paused clock: intake messages wait for a free slot in the queue (where their
-//! visibility cannot run out), not inside the worker, and an idle long poll of one queue
-//! never holds up the other.
+//! visibility cannot run out), not inside the worker; an idle long poll of one queue
+//! never holds up the other; and a request that comes back while its job is held by a dead
+//! worker wakes the job once that worker's lease lapses.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,7 +21,6 @@ const VISIBILITY: Duration = Duration::from_secs(10);
 struct Rig {
     clock: SharedClock,
     store: MemoryJobStore,
-    tasks: MemoryTaskQueue,
     intake: MemoryTaskQueue,
     jobs: Jobs,
     parse: Intake,
@@ -47,7 +47,7 @@ impl Rig {
         let intake = MemoryTaskQueue::new(clock.clone(), 2, QueueChaos::default());
         let jobs = Jobs::new(
             Arc::new(store.clone()),
-            Arc::new(tasks.clone()),
+            Arc::new(tasks),
             Registry::new().register(workflow),
             clock.clone(),
         );
@@ -63,7 +63,6 @@ impl Rig {
         Rig {
             clock,
             store,
-            tasks,
             intake,
             jobs,
             parse,
@@ -190,7 +189,7 @@ fn an_idle_task_queue_does_not_hold_up_intake() {
 }
 
 #[test]
-fn a_request_received_again_hands_its_job_to_the_task_queue() {
+fn a_request_received_again_wakes_its_job_once_the_dead_workers_lease_lapses() {
     runtime().block_on(async {
         let rig = Rig::new();
         // A lease three times the visibility: when the request comes back, the lease of
@@ -219,17 +218,21 @@ fn a_request_received_again_hands_its_job_to_the_task_queue() {
         );
 
         // The request comes back when its visibility lapses (10 s), while a's lease (30 s)
-        // still holds: b hands the job to the task queue and deletes the request.
+        // still holds. It is the job's only wake-up (no task was sent yet), so b keeps it,
+        // hidden until the lease lapses, rather than deleting it.
         tokio::time::sleep(Duration::from_secs(12)).await;
-        assert!(
-            rig.intake.is_empty(),
-            "the request left the intake queue once its job was handed over"
-        );
         assert_eq!(rig.most_receives.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            rig.intake.len(),
+            1,
+            "the request is kept as the job's wake-up"
+        );
         assert!(
-            rig.tasks.sent().iter().any(|b| b.contains("\"Version\":1")),
-            "a task for the job: {:?}",
-            rig.tasks.sent()
+            rig.store
+                .snapshot()
+                .iter()
+                .all(|(r, _)| !r.status.is_terminal()),
+            "the job waits for a's lease"
         );
 
         // b takes the job over once a's lease lapses, and finishes it.
@@ -250,6 +253,15 @@ fn a_request_received_again_hands_its_job_to_the_task_queue() {
         let jobs = rig.store.snapshot();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].0.status, JobStatus::Succeeded, "{:?}", jobs[0].0);
+        assert!(
+            rig.intake.is_empty(),
+            "the request was deleted once it had done its job"
+        );
+        assert_eq!(
+            rig.most_receives.load(Ordering::SeqCst),
+            3,
+            "received by a, by b while a's lease held, by b once it lapsed"
+        );
         assert!(rig.intake.dead_letters().is_empty());
     });
 }

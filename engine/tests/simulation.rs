@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::backend::memory::{Faults, MemoryJobStore, MemoryTaskQueue, QueueChaos};
-use engine::backend::JobStore;
+use engine::backend::{JobStore, TaskQueue};
 use engine::clock::{SharedClock, TokioClock};
 use engine::{
-    EventKind, JobId, JobStatus, Jobs, NewJob, Outcome, Registry, StepError, StepPolicy, Worker,
-    WorkerConfig, Workflow,
+    EventKind, Intake, JobId, JobStatus, Jobs, NewJob, Outcome, Registry, StepError, StepPolicy,
+    Worker, WorkerConfig, Workflow,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -206,6 +206,9 @@ struct Config {
     duplicate: f64,
     lose: f64,
     sweeper: bool,
+    /// Jobs are requested on an intake queue (created by the worker that takes the
+    /// request) instead of created by the operator.
+    intake: bool,
 }
 
 #[derive(Debug, Default)]
@@ -247,6 +250,15 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
         clock.clone(),
     );
     let crashes = Arc::new(AtomicU32::new(0));
+    // SQS loses no message; duplicates it may deliver.
+    let requests = MemoryTaskQueue::new(
+        clock.clone(),
+        seed ^ 0x1a7a,
+        QueueChaos {
+            duplicate: cfg.duplicate,
+            lose: 0.0,
+        },
+    );
 
     let mut ids = Vec::new();
     for j in 0..cfg.jobs {
@@ -260,11 +272,25 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
                 trail: Vec::new(),
             }
         };
-        let new =
-            NewJob::new("sim", Some(&format!("job-{j}")), &state).map_err(|e| e.to_string())?;
-        let created = operator.create(new).await.map_err(|e| e.to_string())?;
-        ids.push((created.record.job_id, state.fail_at_end));
+        let key = format!("job-{j}");
+        if cfg.intake {
+            let body = serde_json::json!({ "key": key, "state": state }).to_string();
+            requests
+                .send(&body, Duration::ZERO, &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            ids.push((JobId::from_key("sim", &key), state.fail_at_end));
+        } else {
+            let new = NewJob::new("sim", Some(&key), &state).map_err(|e| e.to_string())?;
+            let created = operator.create(new).await.map_err(|e| e.to_string())?;
+            ids.push((created.record.job_id, state.fail_at_end));
+        }
     }
+    let parse: engine::IntakeParser = Arc::new(|d| {
+        let v: serde_json::Value = serde_json::from_str(&d.body).map_err(|e| e.to_string())?;
+        let key = v["key"].as_str().ok_or("no key")?;
+        NewJob::new("sim", Some(key), &v["state"]).map_err(|e| e.to_string())
+    });
 
     let spawn_worker = |slot: usize, generation: u32| {
         let chaos = Arc::new(Chaos {
@@ -294,7 +320,14 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
             ..WorkerConfig::default()
         };
         let worker = Worker::new(jobs, config);
-        let handle = tokio::spawn(async move { worker.run(std::future::pending()).await });
+        let intake = cfg.intake.then(|| Intake {
+            queue: Arc::new(requests.view(chaos.clone())),
+            parse: Arc::clone(&parse),
+        });
+        let handle =
+            tokio::spawn(
+                async move { worker.run_with_intake(intake, std::future::pending()).await },
+            );
         *chaos.abort.lock().unwrap() = Some(handle.abort_handle());
         handle
     };
@@ -327,7 +360,7 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
             sweeper.sweep_once().await.map_err(|e| e.to_string())?;
         }
         let snapshot = store.snapshot();
-        if snapshot.iter().all(|(r, _)| r.status.is_terminal()) {
+        if snapshot.len() == ids.len() && snapshot.iter().all(|(r, _)| r.status.is_terminal()) {
             break;
         }
         if started.elapsed() > limit {
@@ -336,7 +369,12 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
                 .filter(|(r, _)| !r.status.is_terminal())
                 .map(|(r, _)| format!("{} {} at {} v{}", r.job_id, r.status, r.step, r.version))
                 .collect();
-            return Err(format!("jobs stuck after {limit:?}: {}", stuck.join("; ")));
+            return Err(format!(
+                "jobs stuck after {limit:?}: {} ({} of {} requested jobs exist)",
+                stuck.join("; "),
+                snapshot.len(),
+                ids.len()
+            ));
         }
     }
     let virtual_secs = started.elapsed().as_secs();
@@ -495,6 +533,7 @@ fn crashes_duplicates_and_stalls_lose_no_job() {
             duplicate: 0.05,
             lose: 0.0,
             sweeper: false,
+            intake: false,
         },
     );
 }
@@ -513,6 +552,27 @@ fn sweeper_recovers_lost_messages() {
             duplicate: 0.02,
             lose: 0.05,
             sweeper: true,
+            intake: false,
+        },
+    );
+}
+
+/// Jobs requested on an intake queue: a crash while the job is being created, or after,
+/// leaves neither a lost request nor a second job, and a request received again hands its
+/// job to the task queue.
+#[test]
+fn intake_requests_survive_crashes_duplicates_and_stalls() {
+    run_many(
+        "intake_requests_survive_crashes_duplicates_and_stalls",
+        &Config {
+            jobs: 4,
+            workers: 3,
+            crash: 0.03,
+            stall: 0.01,
+            duplicate: 0.05,
+            lose: 0.0,
+            sweeper: false,
+            intake: true,
         },
     );
 }

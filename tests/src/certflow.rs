@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
 use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
-use engine::schema::JobTableSpec;
+use engine::schema::{self, JobTableSpec};
 use engine::{Intake, JobId, JobRecord, Jobs, SystemClock, Worker, WorkerConfig};
 use workflows::export_certificate::{self, Deps, ExportConfig};
 
@@ -103,7 +103,7 @@ impl Env {
             .await
             .unwrap();
         let intake = unique("x-intake");
-        create_queue_with_dlq(&sqs, &intake, Duration::from_secs(30), 5)
+        create_queue_with_dlq(&sqs, &intake, Duration::from_secs(30), schema::MAX_RECEIVES)
             .await
             .unwrap();
         let names = Names {

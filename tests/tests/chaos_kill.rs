@@ -228,9 +228,10 @@ async fn two_hundred_jobs_survive_a_sigkill_every_two_seconds() {
         "[kill] intake requests dead-lettered (received too often): {}",
         intake_dead.len()
     );
-    // A request whose job exists is handed to the task queue when it comes back, so
-    // kills do not push requests to the intake DLQ (which is for requests no worker
-    // can take).
+    // A request wakes the job it created until the job moves to the task queue, so it
+    // comes back after each kill of its worker; the intake queue allows 10 receives (as
+    // bootstrap and the stack set it), and kills must not push a request whose job ran
+    // to the intake DLQ, which is for requests no worker can take.
     assert!(
         intake_dead.is_empty(),
         "requests dead-lettered although their jobs ran: {intake_dead:?}"

@@ -279,9 +279,9 @@ fn tables_queues_rules_and_settings_are_the_codes() {
     }
 
     // Queues: the worker finds each DLQ as the queue's name + "-dlq".
-    for (queue, dlq, name, max_receive) in [
-        ("IntakeQueue", "IntakeDeadLetterQueue", "intake", 5),
-        ("TasksQueue", "TasksDeadLetterQueue", "tasks", 10),
+    for (queue, dlq, name) in [
+        ("IntakeQueue", "IntakeDeadLetterQueue", "intake"),
+        ("TasksQueue", "TasksDeadLetterQueue", "tasks"),
     ] {
         let q = props(&t, queue);
         let queue_name = format!("${{NamePrefix}}-{name}");
@@ -292,7 +292,7 @@ fn tables_queues_rules_and_settings_are_the_codes() {
         );
         assert_eq!(
             q["RedrivePolicy"],
-            json!({ "deadLetterTargetArn": get_att(dlq, "Arn"), "maxReceiveCount": max_receive })
+            json!({ "deadLetterTargetArn": get_att(dlq, "Arn"), "maxReceiveCount": schema::MAX_RECEIVES })
         );
         assert!(!q["KmsMasterKeyId"].is_null() && !props(&t, dlq)["KmsMasterKeyId"].is_null());
     }
@@ -936,16 +936,16 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
     );
 
     // The queues too, as `certflow bootstrap` makes them (workers/src/aws.rs: visibility
-    // 60 s; at most 10 receives of a task, 5 of a request), plus the stack's key.
+    // 60 s; schema::MAX_RECEIVES receives of a task or a request), plus the stack's key.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    for (output, max_receive) in [("TasksQueueName", 10), ("IntakeQueueName", 5)] {
+    for output in ["TasksQueueName", "IntakeQueueName"] {
         let name = o(output);
         let reference = unique("cf-ref-queue");
         engine::backend::sqs::create_queue_with_dlq(
             &sqs,
             &reference,
             Duration::from_secs(60),
-            max_receive,
+            schema::MAX_RECEIVES,
         )
         .await
         .unwrap();

@@ -154,9 +154,14 @@ pub(crate) async fn bootstrap(
         .await
         .with_context(|| format!("creating table {}", names.jobs_table))?;
     done("table", &names.jobs_table, "jobs".into());
-    let url = create_queue_with_dlq(&sqs, &names.tasks_queue, Duration::from_secs(60), 10)
-        .await
-        .with_context(|| format!("creating queue {}", names.tasks_queue))?;
+    let url = create_queue_with_dlq(
+        &sqs,
+        &names.tasks_queue,
+        Duration::from_secs(60),
+        engine::schema::MAX_RECEIVES,
+    )
+    .await
+    .with_context(|| format!("creating queue {}", names.tasks_queue))?;
     done(
         "queue",
         &names.tasks_queue,
@@ -165,9 +170,14 @@ pub(crate) async fn bootstrap(
             engine::schema::dlq_name(&names.tasks_queue)
         ),
     );
-    let url = create_queue_with_dlq(&sqs, &names.intake_queue, Duration::from_secs(60), 5)
-        .await
-        .with_context(|| format!("creating queue {}", names.intake_queue))?;
+    let url = create_queue_with_dlq(
+        &sqs,
+        &names.intake_queue,
+        Duration::from_secs(60),
+        engine::schema::MAX_RECEIVES,
+    )
+    .await
+    .with_context(|| format!("creating queue {}", names.intake_queue))?;
     done(
         "queue",
         &names.intake_queue,
