@@ -9,6 +9,10 @@
 //! twice at once, the history agreeing with the record, and a bounded number of messages
 //! per job.
 //!
+//! Three scenarios: jobs created by the operator, with and without lost messages (the
+//! sweeper's case), and jobs requested on an intake queue, where the request is also the
+//! job's first wake-up.
+//!
 //! `SIM_SEEDS=n` sets how many seeds run (default 1000); `SIM_SEED=s` replays one.
 
 use std::collections::HashMap;
