@@ -25,8 +25,9 @@ pub struct WorkerConfig {
     /// Messages (task and intake together) handled at once.
     pub concurrency: usize,
     /// Most messages asked for per receive (SQS allows up to 10). A receive never asks for
-    /// more than the free slots, and with an intake queue each queue's receive asks for at
-    /// most half of `concurrency`, so an idle long poll cannot starve the other queue.
+    /// more than the free slots; an idle queue is long-polled for one message, a busy one
+    /// is read a batch at a time without waiting; with an intake queue each queue's batch is
+    /// at most half of `concurrency`.
     pub batch: usize,
     /// Long-poll wait of one receive.
     pub poll_wait: Duration,
@@ -188,8 +189,8 @@ impl Worker {
         }
         info!(worker = %cfg.id, intake = intake.is_some(), "worker started");
         let (stop_tx, stop_rx) = watch::channel(false);
-        // Each pump may hold at most its share of the slots while it waits on a receive, so
-        // that a long poll of an idle queue never keeps the other queue's messages waiting.
+        // Each pump may hold at most its share of the slots while it receives, so that one
+        // queue's receive never keeps the other queue's messages waiting.
         let pumps = if intake.is_some() { 2 } else { 1 };
         if cfg.concurrency < pumps {
             warn!(
@@ -243,6 +244,11 @@ impl Worker {
         };
         let mut handlers = JoinSet::new();
         let mut failures: u32 = 0;
+        // Whether the last receive came back empty. An idle queue is long-polled holding a
+        // single slot, so that it does not keep its whole share from the other queue for
+        // the length of every poll; once messages flow, it takes a batch at a time with
+        // receives that do not wait.
+        let mut idle = true;
         loop {
             if *stop.borrow() {
                 break;
@@ -261,7 +267,8 @@ impl Worker {
                 },
             };
             let mut reserved = vec![first];
-            while reserved.len() < share {
+            let want = if idle { 1 } else { share };
+            while reserved.len() < want {
                 match Arc::clone(&permits).try_acquire_owned() {
                     Ok(p) => reserved.push(p),
                     Err(_) => break,
@@ -272,11 +279,12 @@ impl Worker {
             // it fetched for a whole visibility timeout.
             let received = tokio::select! {
                 _ = stop.changed() => break,
-                r = queue.receive(room, cfg.poll_wait, cfg.visibility) => r,
+                r = queue.receive(room, if idle { cfg.poll_wait } else { Duration::ZERO }, cfg.visibility) => r,
             };
             match received {
                 Ok(deliveries) => {
                     failures = 0;
+                    idle = deliveries.is_empty();
                     for d in deliveries {
                         // The queue never returns more than asked; should it, the extra
                         // message is left to come back rather than run without a slot.
@@ -305,6 +313,8 @@ impl Worker {
                     }
                 }
                 Err(e) => {
+                    // The slots go back while this queue backs off: the other queue may use them.
+                    drop(reserved);
                     failures = failures.saturating_add(1);
                     let pause = Duration::from_millis(200u64 << failures.min(7));
                     warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "receive failed");

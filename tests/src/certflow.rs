@@ -311,12 +311,17 @@ pub fn certflow_bin() -> PathBuf {
 impl Env {
     /// A `certflow` command on this certflow's resources (jobs table, task and intake
     /// queues, inventory table, document, secret prefix), its AWS calls going to
-    /// `endpoint`: the emulator, or a fault proxy in front of it. Whatever `CERTFLOW_*` or
-    /// `OTEL_*` setting the test itself runs with is removed first; stdin is closed.
+    /// `endpoint`: the emulator, or a fault proxy in front of it. Whatever `CERTFLOW_*`,
+    /// `OTEL_*` or SDK retry setting the test itself runs with is removed first; stdin is
+    /// closed.
     pub fn certflow_command(&self, endpoint: &str) -> Command {
         let mut cmd = Command::new(certflow_bin());
         for (k, _) in std::env::vars() {
-            if k.starts_with("CERTFLOW_") || k.starts_with("OTEL_") {
+            if k.starts_with("CERTFLOW_")
+                || k.starts_with("OTEL_")
+                || k == "AWS_MAX_ATTEMPTS"
+                || k == "AWS_RETRY_MODE"
+            {
                 cmd.env_remove(k);
             }
         }

@@ -63,34 +63,46 @@ async fn the_sdk_absorbs_hangs_and_throttling_and_the_engine_retries_what_it_giv
     tagged_instances(&env, 1, "Environment", &tag);
     let arns = issued_certificates(&env, 2).await;
     let logs = LogDir::new("aws-calls");
-    // A 2 s attempt timeout and 5 s long polls: without the long-poll allowance every
+    // A 4 s attempt timeout and 8 s long polls: without the long-poll allowance every
     // receive would time out.
     let worker = WorkerProcess::spawn(
         &env,
         &proxy.url(),
         "sdk-a",
-        &["--poll-wait-secs", "5", "--sweep-every-secs", "0"],
-        &[("CERTFLOW_AWS_ATTEMPT_TIMEOUT_SECS", "2")],
+        &["--poll-wait-secs", "8", "--sweep-every-secs", "0"],
+        &[("CERTFLOW_AWS_ATTEMPT_TIMEOUT_SECS", "4")],
         &logs.0,
     );
+    let receives = || -> Vec<_> {
+        proxy
+            .calls()
+            .into_iter()
+            .filter(|c| c.operation == "ReceiveMessage")
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    while receives().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the worker never polled; its log ends:\n{}",
+            worker.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
-    // Idle: two queues long-polled for 12 s.
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let receives: Vec<_> = proxy
-        .calls()
+    // Idle: both queues long-polled for 18 s, each poll twice the attempt timeout.
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    let answered: Vec<_> = receives()
         .into_iter()
-        .filter(|c| c.operation == "ReceiveMessage")
+        .filter(|c| c.status.is_some())
         .collect();
     assert!(
-        receives.len() >= 4,
-        "both queues long-polled at least twice: {receives:?}"
+        answered.len() >= 4,
+        "both queues long-polled at least twice: {answered:?}"
     );
     assert!(
-        receives
-            .iter()
-            .filter(|c| c.status.is_some())
-            .all(|c| c.status == Some(200)),
-        "{receives:?}"
+        answered.iter().all(|c| c.status == Some(200)),
+        "{answered:?}"
     );
     let log = std::fs::read_to_string(&worker.log).unwrap_or_default();
     assert!(

@@ -119,17 +119,17 @@ pub(crate) struct Names {
 #[command(next_help_heading = "AWS calls (flags or environment variables)")]
 pub(crate) struct AwsArgs {
     /// Tries per AWS call, the first included; the SDK's standard variable.
-    #[arg(long, env = "AWS_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10), global = true)]
+    #[arg(long, env = "AWS_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub(crate) aws_max_attempts: u32,
     /// `standard` (exponential backoff with jitter, bounded by a retry quota) or `adaptive`
     /// (also rate-limits the client once throttled); the SDK's standard variable.
-    #[arg(long, env = "AWS_RETRY_MODE", value_enum, default_value_t = RetryMode::Standard, global = true)]
+    #[arg(long, env = "AWS_RETRY_MODE", value_enum, ignore_case = true, default_value_t = RetryMode::Standard, global = true)]
     pub(crate) aws_retry_mode: RetryMode,
     /// Seconds to open a connection to an AWS endpoint.
     #[arg(long, env = "CERTFLOW_AWS_CONNECT_TIMEOUT_SECS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub(crate) aws_connect_timeout_secs: u64,
-    /// Seconds one attempt of an AWS call may take before it is abandoned and retried
-    /// (SQS long polls get their wait on top).
+    /// Seconds one attempt of an AWS call may take before it is abandoned and retried (an
+    /// SQS long poll gets at least its wait plus 10 s).
     #[arg(long, env = "CERTFLOW_AWS_ATTEMPT_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub(crate) aws_attempt_timeout_secs: u64,
     /// Seconds one AWS call may take in all, retries included.
@@ -140,7 +140,9 @@ pub(crate) struct AwsArgs {
 /// The SDK's retry modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum RetryMode {
-    /// Exponential backoff with jitter, bounded by a retry quota.
+    /// Exponential backoff with jitter, bounded by a retry quota (`legacy`, which other
+    /// AWS tools accept, means the same here).
+    #[value(alias = "legacy")]
     Standard,
     /// Standard, plus a client-side rate limiter that slows every call once throttled.
     Adaptive,

@@ -57,16 +57,27 @@ impl SqsTaskQueue {
     /// per-operation timeouts are sized for ordinary calls (seconds), and would cut every
     /// long poll short into an error. Only the time the poll is allowed to wait is added.
     fn long_poll_timeouts(&self, wait: Duration) -> aws_sdk_sqs::config::Builder {
-        let mut timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder();
-        if let Some(current) = self.client.config().timeout_config() {
-            if let Some(attempt) = current.operation_attempt_timeout() {
-                timeouts = timeouts.operation_attempt_timeout(attempt.max(wait + LONG_POLL_MARGIN));
-            }
-            if let Some(operation) = current.operation_timeout() {
-                timeouts = timeouts.operation_timeout(operation + wait + LONG_POLL_MARGIN);
-            }
+        let overrides = aws_sdk_sqs::config::Builder::default();
+        let Some(current) = self.client.config().timeout_config() else {
+            return overrides;
+        };
+        let (attempt, operation) = (
+            current.operation_attempt_timeout(),
+            current.operation_timeout(),
+        );
+        if attempt.is_none() && operation.is_none() {
+            // Nothing that could cut a long poll short; an empty override would instead
+            // switch off the connect timeout too.
+            return overrides;
         }
-        aws_sdk_sqs::config::Builder::default().timeout_config(timeouts.build())
+        let mut timeouts = current.to_builder();
+        if let Some(attempt) = attempt {
+            timeouts = timeouts.operation_attempt_timeout(attempt.max(wait + LONG_POLL_MARGIN));
+        }
+        if let Some(operation) = operation {
+            timeouts = timeouts.operation_timeout(operation + wait + LONG_POLL_MARGIN);
+        }
+        overrides.timeout_config(timeouts.build())
     }
 
     /// Looks up the queue `name` and its dead-letter queue ([`schema::dlq_name`]). A missing
