@@ -244,10 +244,10 @@ impl Worker {
         };
         let mut handlers = JoinSet::new();
         let mut failures: u32 = 0;
-        // Whether the last receive came back empty. An idle queue is long-polled holding a
-        // single slot, so that it does not keep its whole share from the other queue for
-        // the length of every poll; once messages flow, it takes a batch at a time with
-        // receives that do not wait.
+        // Whether the last receive drained the queue (fewer messages than asked for). An
+        // idle queue is long-polled holding a single slot, so that it does not keep its
+        // whole share from the other queue for the length of every poll; while full batches
+        // come back, it takes a batch at a time with receives that do not wait.
         let mut idle = true;
         loop {
             if *stop.borrow() {
@@ -284,7 +284,8 @@ impl Worker {
             match received {
                 Ok(deliveries) => {
                     failures = 0;
-                    idle = deliveries.is_empty();
+                    // Fewer messages than asked for: the queue is drained for now.
+                    idle = deliveries.len() < room;
                     for d in deliveries {
                         // The queue never returns more than asked; should it, the extra
                         // message is left to come back rather than run without a slot.
