@@ -240,7 +240,8 @@ pub(crate) enum Command {
 /// Worker settings.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct WorkerArgs {
-    /// Step tasks handled at once.
+    /// Messages handled at once: step tasks and intake requests together (2 or more, so
+    /// that each queue keeps a slot while the other is long-polled).
     #[arg(long, env = "CERTFLOW_CONCURRENCY", default_value_t = 32)]
     pub(crate) concurrency: usize,
     /// This worker's id on leases and history (default: host, pid and a random tag).
