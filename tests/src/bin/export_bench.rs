@@ -127,56 +127,24 @@ async fn main() {
             .certificate_arn(&arn)
             .send()
             .await;
+        // As the export step's first attempt: each secret created with its version.
+        let create_secret = |suffix: &str, value: &str| {
+            clients
+                .secrets
+                .create_secret()
+                .name(format!("{name}/{suffix}"))
+                .secret_string(value)
+                .send()
+        };
+        let _ = create_secret("p", "{\"passphrase\":\"x\"}").await;
         let _ = clients
-            .secrets
-            .get_secret_value()
-            .secret_id(format!("{name}/p"))
-            .version_id("00000000-0000-0000-0000-000000000000")
-            .send()
-            .await;
-        let _ = clients
-            .secrets
-            .put_secret_value()
-            .secret_id(format!("{name}/p"))
-            .secret_string("{}")
-            .send()
-            .await;
-        let _ = clients
-            .secrets
-            .create_secret()
-            .name(format!("{name}/p"))
-            .secret_string("{\"passphrase\":\"x\"}")
-            .send()
-            .await;
-        let out = clients
             .acm
             .export_certificate()
             .certificate_arn(&arn)
             .passphrase(aws_sdk_acm::primitives::Blob::new("passphrase-passphrase"))
             .send()
             .await;
-        let _ = out;
-        let _ = clients
-            .secrets
-            .get_secret_value()
-            .secret_id(format!("{name}/b"))
-            .version_id("00000000-0000-0000-0000-000000000000")
-            .send()
-            .await;
-        let _ = clients
-            .secrets
-            .put_secret_value()
-            .secret_id(format!("{name}/b"))
-            .secret_string("{}")
-            .send()
-            .await;
-        let _ = clients
-            .secrets
-            .create_secret()
-            .name(format!("{name}/b"))
-            .secret_string("{}")
-            .send()
-            .await;
+        let _ = create_secret("b", "{}").await;
         let _ = clients
             .dynamodb
             .update_item()
