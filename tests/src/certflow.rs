@@ -258,29 +258,16 @@ impl Env {
 
     /// Starts `n` EC2 instances tagged `key=value` (the emulator registers them with SSM).
     pub fn instances(&self, n: u32, key: &str, value: &str) {
-        let aws = format!("{}/../.venv/bin/aws", env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new(&aws)
-            .args([
-                "ec2",
-                "run-instances",
-                "--endpoint-url",
-                &std::env::var("AWS_ENDPOINT_URL").unwrap(),
-                "--region",
-                "us-east-1",
-                "--image-id",
-                "ami-12345678",
-                "--count",
-                &n.to_string(),
-                "--tag-specifications",
-                &format!("ResourceType=instance,Tags=[{{Key={key},Value={value}}}]"),
-            ])
-            .output()
-            .expect("run the AWS CLI from the venv");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::aws_cli(&[
+            "ec2",
+            "run-instances",
+            "--image-id",
+            "ami-12345678",
+            "--count",
+            &n.to_string(),
+            "--tag-specifications",
+            &format!("ResourceType=instance,Tags=[{{Key={key},Value={value}}}]"),
+        ]);
     }
 }
 

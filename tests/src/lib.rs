@@ -74,6 +74,37 @@ pub async fn take_dead_letters(
     }
 }
 
+/// Runs the project venv's AWS CLI against the emulator (`AWS_ENDPOINT_URL`, us-east-1) and
+/// returns its JSON answer (`null` for a command that prints nothing).
+///
+/// # Panics
+/// When the CLI cannot run or fails, with its error output.
+pub fn aws_cli(args: &[&str]) -> serde_json::Value {
+    let aws = format!("{}/../.venv/bin/aws", env!("CARGO_MANIFEST_DIR"));
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (the emulator)");
+    let out = std::process::Command::new(&aws)
+        .args(args)
+        .args([
+            "--endpoint-url",
+            &endpoint,
+            "--region",
+            "us-east-1",
+            "--output",
+            "json",
+        ])
+        .output()
+        .expect("run the AWS CLI from the venv");
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).expect("the AWS CLI's JSON answer")
+}
+
 /// A name nobody else in this emulator run uses.
 pub fn unique(prefix: &str) -> String {
     let tag = uuid::Uuid::new_v4().simple().to_string();

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
@@ -690,25 +689,7 @@ fn iam_policies_grant_no_wildcard_beyond_the_allow_list() {
 
 /// The venv's AWS CLI against the emulator, `--output json`.
 fn cli(args: &[&str]) -> Value {
-    let aws = repo_path(".venv/bin/aws");
-    let out = Command::new(&aws)
-        .args(args)
-        .args([
-            "--endpoint-url",
-            &std::env::var("AWS_ENDPOINT_URL").unwrap(),
-            "--region",
-            "us-east-1",
-            "--output",
-            "json",
-        ])
-        .output()
-        .expect("run the AWS CLI from the venv");
-    assert!(
-        out.status.success(),
-        "aws {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    certflow_tests::aws_cli(args)
 }
 
 struct Stack {

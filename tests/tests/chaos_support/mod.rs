@@ -66,30 +66,15 @@ pub async fn issued_certificates(env: &Env, n: usize) -> Vec<String> {
 
 /// Ids of the instances tagged `key=value`.
 pub fn instance_ids(key: &str, value: &str) -> Vec<String> {
-    let aws = format!("{}/../.venv/bin/aws", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(&aws)
-        .args([
-            "ec2",
-            "describe-instances",
-            "--endpoint-url",
-            &std::env::var("AWS_ENDPOINT_URL").unwrap(),
-            "--region",
-            "us-east-1",
-            "--filters",
-            &format!("Name=tag:{key},Values={value}"),
-            "--query",
-            "Reservations[].Instances[].InstanceId",
-            "--output",
-            "json",
-        ])
-        .output()
-        .expect("run the AWS CLI from the venv");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut ids: Vec<String> = serde_json::from_slice(&out.stdout).expect("instance ids");
+    let answer = certflow_tests::aws_cli(&[
+        "ec2",
+        "describe-instances",
+        "--filters",
+        &format!("Name=tag:{key},Values={value}"),
+        "--query",
+        "Reservations[].Instances[].InstanceId",
+    ]);
+    let mut ids: Vec<String> = serde_json::from_value(answer).expect("instance ids");
     ids.sort();
     ids
 }
