@@ -72,6 +72,7 @@ pub mod job;
 pub mod ops;
 pub mod schema;
 pub mod trace;
+pub mod transition;
 pub mod worker;
 pub mod workflow;
 

@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::backend::{JobStore, Page, Task, TaskQueue};
 use crate::clock::SharedClock;
 use crate::error::{CommitError, JobsError};
-use crate::job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
+use crate::job::{HistoryEvent, JobId, JobRecord, JobStatus, Millis};
+use crate::transition::{self, Creation, Refusal};
 use crate::workflow::Registry;
 
 /// A job to create.
@@ -144,7 +145,7 @@ impl Jobs {
             .registry
             .get(&new.workflow)
             .ok_or_else(|| JobsError::UnknownWorkflow(new.workflow.clone()))?;
-        let first = wf.first_step().unwrap_or_default().to_string();
+        let first = wf.first_step().unwrap_or_default();
         if let Some(bad) = new
             .labels
             .keys()
@@ -154,46 +155,22 @@ impl Jobs {
                 "label {bad} is an engine attribute"
             )));
         }
-        let record = JobRecord {
-            job_id: new.id.clone(),
-            workflow: new.workflow.clone(),
-            status: JobStatus::Pending,
-            step: first.clone(),
-            attempt: u32::from(lease.is_some()),
-            version: 1,
-            data: new.input.clone(),
-            labels: new.labels.clone(),
-            created_at: now,
-            updated_at: now,
-            next_wake_at: now,
+        let trace_parent = new
+            .trace_parent
+            .clone()
+            .unwrap_or_else(crate::trace::new_trace_parent);
+        Ok(transition::created(Creation {
+            id: &new.id,
+            workflow: &new.workflow,
+            first_step: first,
+            input: &new.input,
+            labels: &new.labels,
+            now,
             deadline_at: now + wf.deadline().as_millis() as Millis,
-            lease_owner: lease.map(|(o, _, _)| o.to_string()),
-            lease_until: lease.map(|(_, u, _)| u),
-            driven_by: lease.map(|(_, _, m)| m.to_string()),
-            last_error: None,
-            cancel_requested: false,
-            history_count: 1,
-            expires_at: None,
-            trace_parent: Some(
-                new.trace_parent
-                    .clone()
-                    .unwrap_or_else(crate::trace::new_trace_parent),
-            ),
-        };
-        let event = HistoryEvent {
-            seq: 1,
-            at: now,
-            kind: EventKind::Created,
-            step: first.clone(),
-            attempt: 0,
-            duration_ms: None,
-            to_step: first,
-            to_status: JobStatus::Pending,
-            error: None,
-            note: None,
-            worker: lease.map_or_else(|| self.inner.actor.clone(), |(o, _, _)| o.to_string()),
-        };
-        Ok((record, event))
+            trace_parent,
+            actor: &self.inner.actor,
+            lease,
+        }))
     }
 
     /// Creates a job and sends its first task. Idempotent: a second call with the same id
@@ -214,7 +191,7 @@ impl Jobs {
                 })
             }
             Some(existing) => {
-                if existing.status == JobStatus::Pending && !existing.lease_live(now) {
+                if transition::needs_first_task(&existing, now) {
                     self.send_traced(&existing, Duration::ZERO).await?;
                 }
                 Ok(Created {
@@ -257,7 +234,7 @@ impl Jobs {
     /// woken for it now). Refused for a finished job.
     pub async fn cancel(&self, id: &JobId) -> Result<JobRecord, JobsError> {
         let record = self.get(id).await?;
-        if record.status.is_terminal() || !self.inner.store.request_cancel(id).await? {
+        if !transition::cancellable(record.status) || !self.inner.store.request_cancel(id).await? {
             let now = self.get(id).await?;
             return Err(JobsError::InvalidState(format!(
                 "job {id} is already {}; only PENDING, RUNNING or WAITING jobs can be cancelled",
@@ -273,44 +250,18 @@ impl Jobs {
     /// deadline. Earlier steps do not run again.
     pub async fn retry(&self, id: &JobId) -> Result<JobRecord, JobsError> {
         let old = self.get(id).await?;
-        if old.status != JobStatus::Failed {
-            return Err(JobsError::InvalidState(format!(
-                "job {id} is {}; only FAILED jobs can be retried",
-                old.status
-            )));
-        }
         let wf = self
             .inner
             .registry
             .get(&old.workflow)
             .ok_or_else(|| JobsError::UnknownWorkflow(old.workflow.clone()))?;
         let now = self.inner.clock.now();
-        let mut record = old.clone();
-        record.status = JobStatus::Running;
-        record.attempt = 0;
-        record.version += 1;
-        record.updated_at = now;
-        record.next_wake_at = now;
-        record.deadline_at = now + wf.deadline().as_millis() as Millis;
-        record.lease_owner = None;
-        record.lease_until = None;
-        record.driven_by = Some(format!("retry:{}", uuid::Uuid::new_v4()));
-        record.cancel_requested = false;
-        record.expires_at = None;
-        record.history_count += 1;
-        let event = HistoryEvent {
-            seq: record.history_count,
-            at: now,
-            kind: EventKind::Retried,
-            step: record.step.clone(),
-            attempt: 0,
-            duration_ms: None,
-            to_step: record.step.clone(),
-            to_status: JobStatus::Running,
-            error: None,
-            note: old.last_error.map(|e| format!("previous error: {e}")),
-            worker: self.inner.actor.clone(),
-        };
+        let deadline_at = now + wf.deadline().as_millis() as Millis;
+        // No task message drives an operator's commit: a marker of its own takes its place.
+        let driven_by = format!("retry:{}", uuid::Uuid::new_v4());
+        let (record, event) =
+            transition::retried(&old, now, deadline_at, driven_by, &self.inner.actor)
+                .map_err(|Refusal(reason)| JobsError::InvalidState(reason))?;
         match self
             .inner
             .store
@@ -348,8 +299,6 @@ pub(crate) fn trace_attributes(record: &JobRecord) -> Vec<(String, String)> {
         .map(|tp| (crate::trace::TRACEPARENT.to_string(), tp.clone()))
         .collect()
 }
-
-impl Jobs {}
 
 /// The JSON body of a task message.
 pub(crate) fn task_body(id: &JobId, version: u64) -> String {

@@ -1,7 +1,8 @@
 //! In-memory job store and task queue, for the deterministic simulation only.
 //!
 //! They follow the same rules as the DynamoDB and SQS backends (the lease and commit
-//! conditions are the shared [`judge`](super::judge) function), and add what the real
+//! conditions are the state machine's [`judge`](crate::transition::judge) and
+//! [`take_lease`](crate::transition::take_lease)), and add what the real
 //! services do on a bad day: a [`Faults`] hook is called before and after every operation
 //! (so a simulated worker can die or stall on either side of a side effect), and the queue
 //! duplicates and reorders deliveries on a seeded schedule.
@@ -15,7 +16,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
 
-use super::{judge, Acquired, Commit, Delivery, JobStore, LeaseRequest, Page, TaskQueue, Verdict};
+use super::{
+    judge, take_lease, Acquired, Commit, Delivery, JobStore, LeaseRequest, Page, TaskQueue, Verdict,
+};
 use crate::clock::SharedClock;
 use crate::error::{CommitError, QueueError, StoreError};
 use crate::job::{HistoryEvent, JobId, JobRecord, JobStatus, Millis};
@@ -131,9 +134,7 @@ impl JobStore for MemoryJobStore {
                 None => Acquired::NotFound,
                 Some((rec, _)) => match judge(req, rec) {
                     Verdict::Lease => {
-                        rec.lease_owner = Some(req.owner.to_string());
-                        rec.lease_until = Some(req.until);
-                        rec.attempt += 1;
+                        take_lease(rec, req.owner, req.until);
                         Acquired::Leased(rec.clone())
                     }
                     Verdict::NotDue => Acquired::NotDue(rec.clone()),

@@ -36,29 +36,8 @@ pub struct LeaseRequest<'a> {
     pub due_by: Millis,
 }
 
-/// What the lease rules say about a task message, given the job's record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Lease,
-    NotDue,
-    Held,
-    Stale,
-}
-
-/// The lease rules (DESIGN §3), shared by every backend so that they cannot disagree. The
-/// DynamoDB backend states the same rules as its condition expression.
-pub(crate) fn judge(req: &LeaseRequest<'_>, rec: &JobRecord) -> Verdict {
-    let valid = rec.version == req.version || rec.driven_by.as_deref() == Some(req.message_id);
-    if rec.status.is_terminal() || !valid {
-        Verdict::Stale
-    } else if rec.lease_live(req.now) {
-        Verdict::Held
-    } else if rec.next_wake_at > req.due_by && !rec.cancel_requested {
-        Verdict::NotDue
-    } else {
-        Verdict::Lease
-    }
-}
+/// The lease rules live with the other rules of the state machine.
+pub(crate) use crate::transition::{judge, take_lease, Verdict};
 
 /// What taking a lease found.
 #[derive(Debug, Clone, PartialEq)]

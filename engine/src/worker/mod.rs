@@ -1,0 +1,121 @@
+//! The worker runtime: receive task messages, take leases, run steps, commit, send the next
+//! task, and sweep for lost wake-ups.
+//!
+//! The runtime carries out the task protocol of `docs/architecture.md` (*Task protocol*);
+//! what a job becomes after each step is decided by [`crate::transition`], never here. One
+//! file per mechanism:
+//!
+//! - [`config`] — [`WorkerConfig`] and the runtime's fixed margins, each with its reason;
+//! - `run` — the life cycle: start the pumps and the sweeper, stop on shutdown, drain;
+//! - `pump` — slots and receives: how messages come in without waiting inside the worker;
+//! - `task` — the run-a-task path, top to bottom: triage, lease, run steps, commit, hand on;
+//! - `lease` — lease upkeep: heartbeats, release at shutdown, and when a message may be
+//!   deleted;
+//! - `sweeper` — the last line of defence against lost wake-ups;
+//! - `metrics` — what each commit tells the engine's metrics.
+
+mod config;
+mod lease;
+mod metrics;
+mod pump;
+mod run;
+mod sweeper;
+mod task;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::backend::{Delivery, TaskQueue};
+use crate::job::Millis;
+use crate::ops::{Jobs, NewJob};
+
+pub use config::WorkerConfig;
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Running,
+    /// Stop receiving and stop fusing steps; in-flight steps finish.
+    Draining,
+    /// The budget is spent: abandon steps, release leases, make messages visible again.
+    Releasing,
+}
+
+struct Inner {
+    jobs: Jobs,
+    config: WorkerConfig,
+    phase: watch::Sender<Phase>,
+    /// Numbers the handlers of this worker, for their lease tokens.
+    handlers: AtomicU64,
+}
+
+/// A worker runtime. Cheap to clone; clones share the shutdown state.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+/// Turns an intake message into a job, or says why it cannot be one (the message then goes
+/// to the intake queue's dead-letter queue with that reason).
+pub type IntakeParser = Arc<dyn Fn(&Delivery) -> Result<NewJob, String> + Send + Sync>;
+
+/// An intake queue and how to read it.
+#[derive(Clone)]
+pub struct Intake {
+    /// The queue producers send requests to.
+    pub queue: Arc<dyn TaskQueue>,
+    /// The parser.
+    pub parse: IntakeParser,
+}
+
+impl Worker {
+    /// A worker over the store and task queue of `jobs`.
+    pub fn new(jobs: Jobs, config: WorkerConfig) -> Self {
+        let (phase, _) = watch::channel(Phase::Running);
+        Worker {
+            inner: Arc::new(Inner {
+                jobs,
+                config,
+                phase,
+                handlers: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> &str {
+        &self.inner.config.id
+    }
+
+    /// The job operations this worker uses.
+    pub fn jobs(&self) -> &Jobs {
+        &self.inner.jobs
+    }
+
+    fn config(&self) -> &WorkerConfig {
+        &self.inner.config
+    }
+
+    fn now(&self) -> Millis {
+        self.inner.jobs.clock().now()
+    }
+
+    /// A lease token for one handler: the worker id plus a per-handler number, so that two
+    /// handlers of one worker (a duplicate delivery, a stalled handler) never mistake each
+    /// other's lease for their own.
+    fn owner_token(&self) -> String {
+        let n = self.inner.handlers.fetch_add(1, Ordering::Relaxed);
+        format!("{}#{n}", self.inner.config.id)
+    }
+
+    fn phase(&self) -> Phase {
+        *self.inner.phase.borrow()
+    }
+}
+
+/// `d` as whole milliseconds on the engine's clock.
+fn millis(d: std::time::Duration) -> Millis {
+    d.as_millis() as Millis
+}

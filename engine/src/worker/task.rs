@@ -1,0 +1,365 @@
+//! The run-a-task path, top to bottom: a message comes in ([`Worker::handle`] for a task,
+//! [`Worker::start`] for an intake request), is judged against the job's record while
+//! taking the lease (`drive`), then the job's steps run and commit one after another while
+//! they may be fused (`run_leased`, `run_step`), and the next task is sent before the
+//! message is deleted. What each step's result makes of the job is decided by
+//! [`crate::transition::decide`]; this file only carries it out, in the order the task
+//! protocol requires (docs/architecture.md, *Task protocol*).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::config::TAKEOVER_MARGIN;
+use super::lease::Hold;
+use super::{metrics, millis, Phase, Worker};
+use crate::backend::{Acquired, Commit, Delivery, LeaseRequest, Task, TaskQueue};
+use crate::error::CommitError;
+use crate::job::{EventKind, JobId, JobRecord, Millis};
+use crate::ops::{task_body, trace_attributes, NewJob};
+use crate::transition::{
+    self, Decision, FuseLease, Happened, Preflight, StepLookup, Then, Turn, FIRST_VERSION,
+};
+use crate::workflow::StepContext;
+
+impl Worker {
+    /// Handles one task message from `source`.
+    pub async fn handle(&self, source: Arc<dyn TaskQueue>, d: Delivery) {
+        let task: Task = match serde_json::from_str(&d.body) {
+            Ok(t) => t,
+            Err(e) => {
+                let reason = format!("not a task message: {e}");
+                warn!(message_id = %d.message_id, %reason, "dead-lettering message");
+                self.dead_letter(&source, &d, &reason).await;
+                return;
+            }
+        };
+        self.drive(source, d, &task.job_id, task.version).await;
+    }
+
+    /// Creates a job from a message on an intake queue and runs it at once, holding the
+    /// lease from the start (no task round trip). A redelivered message finds its job by
+    /// its deterministic id and is judged like any task message.
+    pub async fn start(&self, source: Arc<dyn TaskQueue>, d: Delivery, mut new: NewJob) {
+        if new.trace_parent.is_none() {
+            new.trace_parent = d
+                .attributes
+                .iter()
+                .find(|(k, v)| k == crate::trace::TRACEPARENT && crate::trace::parse(v).is_some())
+                .map(|(_, v)| v.clone());
+        }
+        let now = self.now();
+        let hold = self.hold(d);
+        let until = now + millis(self.config().lease);
+        let lease = Some((hold.owner.as_str(), until, hold.d.message_id.as_str()));
+        let (record, event) = match self.inner.jobs.new_record(&new, now, lease) {
+            Ok(pair) => pair,
+            Err(e) => {
+                let reason = format!("cannot create job: {e}");
+                warn!(message_id = %hold.d.message_id, %reason, "dead-lettering message");
+                self.dead_letter(&source, &hold.d, &reason).await;
+                return;
+            }
+        };
+        match self.inner.jobs.store().create(&record, &event).await {
+            Err(e) => {
+                warn!(job_id = %record.job_id, error = %e, "could not create job; the message will come back")
+            }
+            Ok(None) => {
+                info!(job_id = %record.job_id, workflow = %record.workflow, "job created");
+                metrics::job_started(&record.workflow);
+                self.run_leased(source, hold, record).await;
+            }
+            Ok(Some(existing)) => {
+                debug!(job_id = %existing.job_id, "job exists; judging the message as a task");
+                // The request's own message drove the job's first commit, so it is judged
+                // as a task for the job's first version.
+                self.drive(source, hold.d, &existing.job_id, FIRST_VERSION)
+                    .await;
+            }
+        }
+    }
+
+    /// Judges a message against its job's record while taking the lease, and acts on the
+    /// verdict: run, re-send for later, wait for the holder, or acknowledge as stale.
+    async fn drive(&self, source: Arc<dyn TaskQueue>, d: Delivery, job_id: &JobId, version: u64) {
+        let cfg = self.config();
+        let now = self.now();
+        let hold = self.hold(d);
+        let d = &hold.d;
+        debug!(%job_id, version, message_id = %d.message_id, receipt = %d.receipt, owner = %hold.owner, "task received");
+        let req = LeaseRequest {
+            job_id,
+            version,
+            message_id: &d.message_id,
+            owner: &hold.owner,
+            now,
+            until: now + millis(cfg.lease),
+            due_by: now + millis(cfg.due_slack),
+        };
+        match self.inner.jobs.store().acquire(&req).await {
+            Err(e) => {
+                warn!(%job_id, error = %e, "could not take lease; the message will come back")
+            }
+            Ok(Acquired::NotFound) => {
+                let reason = format!("job {job_id} does not exist");
+                warn!(message_id = %d.message_id, %reason, "dead-lettering task");
+                self.dead_letter(&source, d, &reason).await;
+            }
+            Ok(Acquired::Stale) => {
+                debug!(%job_id, version, "stale task acknowledged");
+                self.ack(&source, &hold).await;
+            }
+            Ok(Acquired::Held(rec)) => {
+                // Not ours to run, but ours to keep: if the holder dies, this message is
+                // the one that takes over once its lease lapses.
+                let until = rec.lease_until.unwrap_or(now);
+                let wait = Duration::from_millis((until - now).max(0) as u64) + TAKEOVER_MARGIN;
+                debug!(%job_id, wait_ms = wait.as_millis() as u64, "job leased elsewhere; hiding message");
+                if let Err(e) = source.set_visibility(&d.receipt, wait).await {
+                    debug!(error = %e, "could not hide message");
+                }
+            }
+            Ok(Acquired::NotDue(rec)) => {
+                if self.send_task(&rec, rec.next_wake_at).await {
+                    self.ack(&source, &hold).await;
+                }
+            }
+            Ok(Acquired::Leased(rec)) => self.run_leased(source, hold, rec).await,
+        }
+    }
+
+    /// Runs the leased job's steps, committing after each, for as long as they may be
+    /// fused; then sends the next task (unless the job finished) and deletes the message.
+    async fn run_leased(&self, source: Arc<dyn TaskQueue>, mut hold: Hold, mut rec: JobRecord) {
+        let cfg = self.config();
+        let span =
+            info_span!("job", job_id = %rec.job_id, workflow = %rec.workflow, worker = %cfg.id);
+        crate::trace::join(&span, rec.trace_parent.as_deref());
+        metrics::started(&rec.workflow, self.now() - rec.next_wake_at);
+        let beat = cfg.heartbeat_every();
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fused: u32 = 0;
+        let then = loop {
+            let step = self.run_step(&source, &mut hold, &rec, fused, &mut heartbeat);
+            let Some(decision) = step.instrument(span.clone()).await else {
+                return;
+            };
+            let Decision {
+                record: next,
+                event,
+                then,
+            } = decision;
+            let commit = Commit {
+                expected_version: rec.version,
+                owner: &hold.owner,
+                saw_cancel: rec.cancel_requested,
+                record: &next,
+                event: &event,
+            };
+            let store = self.inner.jobs.store();
+            let outcome = store.commit(&commit).await;
+            // A write that failed on the wire may still have landed (the connection dropped
+            // after DynamoDB applied it, and the SDK's retry then lost its condition to our
+            // own first attempt): the record tells.
+            let landed = outcome.is_ok()
+                || matches!(store.get(&rec.job_id).await, Ok(Some(cur)) if same_commit(&cur, &next));
+            if landed {
+                info!(parent: &span, step = %event.step, attempt = event.attempt, event = event.kind.as_str(), to_step = %next.step, status = %next.status, "committed");
+                metrics::committed(&next, &event);
+            } else if let Err(err) = outcome {
+                match err {
+                    CommitError::Conflict => {
+                        // A cancel request may have arrived: if we still hold the job, handle
+                        // it now; otherwise someone else has it and we let go quietly, leaving
+                        // the message alone (another worker may be holding it now).
+                        match store.get(&rec.job_id).await {
+                            Ok(Some(cur))
+                                if cur.version == rec.version
+                                    && cur.lease_owner.as_deref() == Some(hold.owner.as_str())
+                                    && cur.cancel_requested =>
+                            {
+                                rec = cur;
+                                continue;
+                            }
+                            _ => {
+                                info!(parent: &span, "lost the job to another worker; abandoning");
+                                return;
+                            }
+                        }
+                    }
+                    CommitError::Store(e) => {
+                        warn!(parent: &span, error = %e, "commit failed; the message will come back");
+                        return;
+                    }
+                }
+            }
+            rec = next;
+            if then != Then::Fuse {
+                break then;
+            }
+            fused += 1;
+        };
+        if let Then::SendAt(due) = then {
+            // If this send fails the message stays: it is the job's `DrivenBy`, so when it
+            // comes back it is still valid and re-sends.
+            if !self.send_task(&rec, due).await {
+                return;
+            }
+        }
+        self.ack(&source, &hold).await;
+    }
+
+    /// Runs the leased job's current step if it may run, and returns the decision to
+    /// commit; `None` when the lease was lost or released and the job is not ours to touch.
+    async fn run_step(
+        &self,
+        source: &Arc<dyn TaskQueue>,
+        hold: &mut Hold,
+        rec: &JobRecord,
+        fused: u32,
+        heartbeat: &mut tokio::time::Interval,
+    ) -> Option<Decision> {
+        let cfg = self.config();
+        if self.lease_needs_confirming(rec) && !self.heartbeat(source, hold, rec).await {
+            info!(job_id = %rec.job_id, "lease lapsed before the step started; abandoning");
+            return None;
+        }
+        let now = self.now();
+        let registry = self.inner.jobs.registry();
+        let wf = registry.get(&rec.workflow).cloned();
+        let lookup = match &wf {
+            None => StepLookup::UnknownWorkflow {
+                known: registry.names().map(str::to_string).collect(),
+            },
+            Some(wf) => StepLookup::Known(wf.policy(&rec.step)),
+        };
+        let has_step = |step: &str| wf.as_ref().is_some_and(|wf| wf.has_step(step));
+        let draining = self.phase() != Phase::Running;
+        let message_id = hold.d.message_id.clone();
+        let owner = hold.owner.clone();
+        let turn = Turn {
+            now,
+            message_id: &message_id,
+            worker: &cfg.id,
+            policy: wf.as_ref().and_then(|wf| wf.policy(&rec.step)),
+            has_step: &has_step,
+            fuse: transition::may_fuse(fused, cfg.max_fused_steps, draining).then_some(FuseLease {
+                owner: &owner,
+                until: now + millis(cfg.lease),
+            }),
+        };
+        let ctx = StepContext {
+            job_id: rec.job_id.clone(),
+            workflow: rec.workflow.clone(),
+            step: rec.step.clone(),
+            attempt: rec.attempt,
+            created_at: rec.created_at,
+            deadline_at: rec.deadline_at,
+            now,
+            jobs: Some(self.inner.jobs.clone()),
+        };
+        let happened = match (transition::preflight(rec, now, lookup), &wf) {
+            (Preflight::Stop(reason), Some(wf)) => {
+                let note = wf.stop(ctx, rec.data.clone(), reason).await;
+                Happened::Stopped { reason, note }
+            }
+            (Preflight::Run(policy), Some(wf)) => {
+                debug!(job_id = %rec.job_id, step = %rec.step, attempt = rec.attempt, lease_until = rec.lease_until.unwrap_or(0), now, "step starting");
+                let started = tokio::time::Instant::now();
+                let span = info_span!("step", job_id = %rec.job_id, step = %rec.step, attempt = rec.attempt);
+                let run = tokio::time::timeout(policy.timeout, wf.run(ctx, rec.data.clone()))
+                    .instrument(span.clone());
+                tokio::pin!(run);
+                let mut phase = self.inner.phase.subscribe();
+                let result = loop {
+                    tokio::select! {
+                        r = &mut run => break r,
+                        _ = heartbeat.tick() => {
+                            if !self.heartbeat(source, hold, rec).await {
+                                info!(parent: &span, "lease lost during the step; abandoning it");
+                                return None;
+                            }
+                        }
+                        changed = phase.changed() => {
+                            if changed.is_err() || *phase.borrow() == Phase::Releasing {
+                                self.release(source, hold, rec).await;
+                                return None;
+                            }
+                        }
+                    }
+                };
+                let took = started.elapsed();
+                match result {
+                    Ok(Ok(outcome)) => Happened::Ran { outcome, took },
+                    Ok(Err(error)) => Happened::Erred { error, took },
+                    Err(_) => Happened::TimedOut {
+                        timeout: policy.timeout,
+                        took,
+                    },
+                }
+            }
+            (Preflight::Refuse(reason), _) => Happened::Refused(reason),
+            // Preflight stops or runs only a known workflow; an unknown one is refused.
+            (_, None) => Happened::Refused(format!("unknown workflow {:?}", rec.workflow)),
+        };
+        let decision = transition::decide(rec, &turn, happened);
+        match decision.event.kind {
+            EventKind::Failed => {
+                let reason = decision.record.last_error.as_deref().unwrap_or_default();
+                warn!(job_id = %rec.job_id, step = %rec.step, %reason, "job failed");
+            }
+            EventKind::RetryScheduled => {
+                let retry_in = decision.record.next_wake_at - now;
+                let error = decision.record.last_error.as_deref().unwrap_or_default();
+                warn!(job_id = %rec.job_id, step = %rec.step, %error, retry_in_ms = retry_in, "step failed; retry scheduled");
+            }
+            _ => {}
+        }
+        Some(decision)
+    }
+
+    /// Sends the task for `rec`'s current version, due at `due` (a wait longer than the
+    /// queue allows is chained, rule 11 of [`crate::transition`]). `false` if it could not
+    /// be sent.
+    pub(super) async fn send_task(&self, rec: &JobRecord, due: Millis) -> bool {
+        let queue = self.inner.jobs.queue();
+        let job_id = &rec.job_id;
+        let delay = transition::task_delay(due, self.now(), queue.max_delay());
+        match queue
+            .send(
+                &task_body(job_id, rec.version),
+                delay,
+                &trace_attributes(rec),
+            )
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(%job_id, error = %e, "could not send the next task; the message will come back");
+                false
+            }
+        }
+    }
+
+    /// Moves a message that can never be handled to its queue's dead-letter queue.
+    pub(super) async fn dead_letter(
+        &self,
+        source: &Arc<dyn TaskQueue>,
+        d: &Delivery,
+        reason: &str,
+    ) {
+        if let Err(e) = source.dead_letter(d, reason).await {
+            warn!(error = %e, "could not dead-letter message");
+        }
+    }
+}
+
+/// Whether `cur` is the record `next` as written by our own commit (the store adds the TTL).
+fn same_commit(cur: &JobRecord, next: &JobRecord) -> bool {
+    let mut cur = cur.clone();
+    cur.expires_at = next.expires_at;
+    &cur == next
+}
