@@ -39,51 +39,21 @@
 
 use std::time::Duration;
 
-use crate::backend::LeaseRequest;
 use crate::error::StepError;
-use crate::job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
+use crate::job::{EventKind, HistoryEvent, JobRecord, JobStatus, Millis};
 use crate::workflow::{ErasedOutcome, StepPolicy, StopReason, Transition};
+
+mod lease;
+mod operator;
+
+pub(crate) use lease::{judge, take_lease, Verdict};
+pub(crate) use operator::{cancellable, created, needs_first_task, retried, Creation, Refusal};
 
 /// The version of a job's record when it is created; every commit adds one (rule 8).
 pub const FIRST_VERSION: u64 = 1;
 
 /// The sequence number of a job's first history event (its creation).
 pub const FIRST_EVENT: u32 = 1;
-
-/// What the lease rules say about a task message, given the job's record (rules 1 and 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// Take the lease and run.
-    Lease,
-    /// Valid, but the step is due later: re-send the task for then.
-    NotDue,
-    /// Valid, but another worker holds a live lease.
-    Held,
-    /// Acknowledge and forget.
-    Stale,
-}
-
-/// Rules 1 and 2: what a task message may do with a job. The DynamoDB backend states the
-/// same rule as the condition expression of its lease write.
-pub(crate) fn judge(ask: &LeaseRequest<'_>, rec: &JobRecord) -> Verdict {
-    let valid = rec.version == ask.version || rec.driven_by.as_deref() == Some(ask.message_id);
-    if rec.status.is_terminal() || !valid {
-        Verdict::Stale
-    } else if rec.lease_live(ask.now) {
-        Verdict::Held
-    } else if rec.next_wake_at > ask.due_by && !rec.cancel_requested {
-        Verdict::NotDue
-    } else {
-        Verdict::Lease
-    }
-}
-
-/// Rule 2: the record once `owner` has taken the lease until `until` (an attempt counted).
-pub(crate) fn take_lease(rec: &mut JobRecord, owner: &str, until: Millis) {
-    rec.lease_owner = Some(owner.to_string());
-    rec.lease_until = Some(until);
-    rec.attempt += 1;
-}
 
 /// What the runtime knows about the job's workflow and current step.
 #[derive(Debug, Clone, PartialEq)]
@@ -413,136 +383,6 @@ fn wake_at(now: Millis, after: Duration, deadline: Millis) -> Millis {
 /// judged not due ([`Verdict::NotDue`]) and is sent again for the rest.
 pub(crate) fn task_delay(due: Millis, now: Millis, max: Duration) -> Duration {
     Duration::from_millis((due - now).max(0) as u64).min(max)
-}
-
-/// What a new job is made of.
-pub(crate) struct Creation<'a> {
-    /// Its id.
-    pub(crate) id: &'a JobId,
-    /// Its workflow's name.
-    pub(crate) workflow: &'a str,
-    /// The workflow's first step.
-    pub(crate) first_step: &'a str,
-    /// The workflow's initial state.
-    pub(crate) input: &'a serde_json::Value,
-    /// Its labels.
-    pub(crate) labels: &'a std::collections::BTreeMap<String, String>,
-    /// When it is created.
-    pub(crate) now: Millis,
-    /// When it must be finished by.
-    pub(crate) deadline_at: Millis,
-    /// Its trace context.
-    pub(crate) trace_parent: String,
-    /// Who creates it (for the history), when no worker takes it at once.
-    pub(crate) actor: &'a str,
-    /// Set when the creating worker runs it at once: (lease owner, lease until, message id).
-    pub(crate) lease: Option<(&'a str, Millis, &'a str)>,
-}
-
-/// A new job: PENDING at its first step, version [`FIRST_VERSION`], with its `created`
-/// event. A worker that creates a job from an intake message holds its lease from the
-/// start, with the first attempt counted (rule 2) and the message as its driver.
-pub(crate) fn created(c: Creation<'_>) -> (JobRecord, HistoryEvent) {
-    let lease = c.lease;
-    let record = JobRecord {
-        job_id: c.id.clone(),
-        workflow: c.workflow.to_string(),
-        status: JobStatus::Pending,
-        step: c.first_step.to_string(),
-        attempt: u32::from(lease.is_some()),
-        version: FIRST_VERSION,
-        data: c.input.clone(),
-        labels: c.labels.clone(),
-        created_at: c.now,
-        updated_at: c.now,
-        next_wake_at: c.now,
-        deadline_at: c.deadline_at,
-        lease_owner: lease.map(|(o, _, _)| o.to_string()),
-        lease_until: lease.map(|(_, u, _)| u),
-        driven_by: lease.map(|(_, _, m)| m.to_string()),
-        last_error: None,
-        cancel_requested: false,
-        history_count: FIRST_EVENT,
-        expires_at: None,
-        trace_parent: Some(c.trace_parent),
-    };
-    let event = HistoryEvent {
-        seq: FIRST_EVENT,
-        at: c.now,
-        kind: EventKind::Created,
-        step: c.first_step.to_string(),
-        attempt: 0,
-        duration_ms: None,
-        to_step: c.first_step.to_string(),
-        to_status: JobStatus::Pending,
-        error: None,
-        note: None,
-        worker: lease.map_or_else(|| c.actor.to_string(), |(o, _, _)| o.to_string()),
-    };
-    (record, event)
-}
-
-/// Whether an existing job found by a repeated create still needs its first task: it never
-/// started and nobody holds it (the creator may have died between writing and sending).
-pub(crate) fn needs_first_task(existing: &JobRecord, now: Millis) -> bool {
-    existing.status == JobStatus::Pending && !existing.lease_live(now)
-}
-
-/// Rule 10: whether a job in `status` can be cancelled.
-pub(crate) fn cancellable(status: JobStatus) -> bool {
-    !status.is_terminal()
-}
-
-/// Why an operator's change is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refusal(pub(crate) String);
-
-/// Rule 9: an operator's retry of a FAILED job from the step that failed, with a fresh
-/// attempt count and deadline. `driven_by` marks the commit as the operator's (no task
-/// message drove it).
-pub(crate) fn retried(
-    old: &JobRecord,
-    now: Millis,
-    deadline_at: Millis,
-    driven_by: String,
-    actor: &str,
-) -> Result<(JobRecord, HistoryEvent), Refusal> {
-    if old.status != JobStatus::Failed {
-        return Err(Refusal(format!(
-            "job {} is {}; only FAILED jobs can be retried",
-            old.job_id, old.status
-        )));
-    }
-    let mut record = old.clone();
-    record.status = JobStatus::Running;
-    record.attempt = 0;
-    record.version += 1;
-    record.updated_at = now;
-    record.next_wake_at = now;
-    record.deadline_at = deadline_at;
-    record.lease_owner = None;
-    record.lease_until = None;
-    record.driven_by = Some(driven_by);
-    record.cancel_requested = false;
-    record.expires_at = None;
-    record.history_count += 1;
-    let event = HistoryEvent {
-        seq: record.history_count,
-        at: now,
-        kind: EventKind::Retried,
-        step: record.step.clone(),
-        attempt: 0,
-        duration_ms: None,
-        to_step: record.step.clone(),
-        to_status: JobStatus::Running,
-        error: None,
-        note: old
-            .last_error
-            .as_ref()
-            .map(|e| format!("previous error: {e}")),
-        worker: actor.to_string(),
-    };
-    Ok((record, event))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::backend::LeaseRequest;
+use crate::job::JobId;
 use crate::workflow::Outcome;
 
 const NOW: Millis = 1_000_000;
