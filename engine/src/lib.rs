@@ -1,7 +1,9 @@
 //! # certflow-engine
 //!
 //! A durable workflow engine: job state in DynamoDB, step tasks on SQS, no workflow server.
-//! It knows nothing about what the workflows do.
+//! It knows nothing about what the workflows do. The protocol it follows, and the
+//! invariants each mechanism holds, are told in `docs/architecture.md` at the repository's
+//! root.
 //!
 //! ## The map
 //!
@@ -10,11 +12,14 @@
 //! - **[Workflow](workflow)** — named steps over one typed state. A step is a plain async
 //!   function `(StepContext, S) -> Result<Outcome<S>, StepError>`; [`StepPolicy`] sets its
 //!   timeout, attempts and backoff.
+//! - **[Transition](transition)** — the state machine: the one place that decides what a
+//!   job becomes after a step's outcome or error, a cancel, a deadline or a retry. Pure
+//!   functions, a unit test per rule.
 //! - **[Backend](backend)** — where jobs live ([`JobStore`]: DynamoDB, or in memory for the
 //!   simulation) and how tasks travel ([`TaskQueue`]: SQS, or in memory).
 //! - **[Worker](worker)** — the runtime: receives tasks, takes leases, runs steps,
 //!   commits, sends the next task, heartbeats long steps, sweeps for lost wake-ups, drains
-//!   on shutdown.
+//!   on shutdown; one file per mechanism.
 //! - **[Operations](ops)** — [`Jobs`]: create (idempotent), get, list, cancel, retry.
 //! - **[Errors](error)** — [`StepError`]: abort, retry, or retry after a delay.
 //! - **[Schema](schema)** — table and queue names and keys, defined once.

@@ -1,4 +1,4 @@
-//! Deterministic simulation of the engine (DESIGN §3, §6).
+//! Deterministic simulation of the engine (docs/architecture.md, *Task protocol* and *Testing*).
 //!
 //! Each seed runs a few jobs of a six-step workflow (fused steps, timers, polling, retries,
 //! a step longer than the lease) on three workers over the in-memory store and queue, on
@@ -192,7 +192,7 @@ impl Faults for Chaos {
         // which no protocol can prevent and the idempotent side effects exist for.
         // A stall just before a delete lets a stale holder delete, with its outdated
         // receipt, the message another worker now relies on (SQS may honour such a delete);
-        // DESIGN §3 leaves that case to the sweeper, so only runs with a sweeper stall there.
+        // The task protocol leaves that case to the sweeper (docs/architecture.md, invariant 6), so only runs with a sweeper stall there.
         let exempt = op == "store.extend_lease"
             || op == "queue.set_visibility"
             || (op == "queue.delete" && !self.stall_delete);

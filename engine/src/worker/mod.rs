@@ -119,3 +119,6 @@ impl Worker {
 fn millis(d: std::time::Duration) -> Millis {
     d.as_millis() as Millis
 }
+
+#[cfg(test)]
+mod tests;

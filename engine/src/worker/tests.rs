@@ -1,0 +1,216 @@
+//! The run-a-task path, one message at a time, on the in-memory backends and tokio's paused
+//! clock: what a worker does with a stale, early, held, unknown or unreadable message, and
+//! how far one message carries a job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Worker, WorkerConfig};
+use crate::backend::memory::{MemoryJobStore, MemoryTaskQueue, QueueChaos};
+use crate::backend::{Delivery, JobStore, LeaseRequest, TaskQueue};
+use crate::clock::{SharedClock, TokioClock};
+use crate::job::{EventKind, JobId, JobStatus};
+use crate::ops::{task_body, Jobs, NewJob};
+use crate::workflow::{Outcome, Registry, Workflow};
+
+const LEASE: Duration = Duration::from_secs(60);
+const VISIBILITY: Duration = Duration::from_secs(30);
+
+struct Rig {
+    store: MemoryJobStore,
+    queue: MemoryTaskQueue,
+    jobs: Jobs,
+    worker: Worker,
+}
+
+fn rig() -> Rig {
+    let clock: SharedClock = Arc::new(TokioClock::starting_at(1_700_000_000_000));
+    let three = Workflow::<u32>::new("three")
+        .step("a", |_ctx, n| async move { Ok(Outcome::next("b", n + 1)) })
+        .step("b", |_ctx, n| async move { Ok(Outcome::next("c", n + 1)) })
+        .step("c", |_ctx, n| async move { Ok(Outcome::succeed(n + 1)) });
+    let timer = Workflow::<u32>::new("timer")
+        .step("a", |_ctx, n| async move {
+            Ok(Outcome::next_after("b", n, Duration::from_secs(600)))
+        })
+        .step("b", |_ctx, n| async move { Ok(Outcome::succeed(n)) });
+    let store = MemoryJobStore::new();
+    let queue = MemoryTaskQueue::new(clock.clone(), 1, QueueChaos::default());
+    let jobs = Jobs::new(
+        Arc::new(store.clone()),
+        Arc::new(queue.clone()),
+        Registry::new().register(three).register(timer),
+        clock,
+    );
+    let worker = Worker::new(
+        jobs.clone(),
+        WorkerConfig {
+            id: "w".into(),
+            lease: LEASE,
+            visibility: VISIBILITY,
+            sweep_every: Duration::ZERO,
+            ..WorkerConfig::default()
+        },
+    );
+    Rig {
+        store,
+        queue,
+        jobs,
+        worker,
+    }
+}
+
+impl Rig {
+    async fn create(&self, workflow: &str) -> JobId {
+        let new = NewJob::new(workflow, Some("k"), &0u32).unwrap();
+        self.jobs.create(new).await.unwrap().record.job_id
+    }
+
+    async fn receive(&self) -> Option<Delivery> {
+        let got = self.queue.receive(1, Duration::ZERO, VISIBILITY).await;
+        got.unwrap().pop()
+    }
+
+    async fn handle_next(&self) {
+        let d = self.receive().await.expect("a visible message");
+        self.worker.handle(Arc::new(self.queue.clone()), d).await;
+    }
+
+    async fn kinds(&self, id: &JobId) -> Vec<EventKind> {
+        let history = self.jobs.history(id).await.unwrap();
+        history.iter().map(|e| e.kind).collect()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn one_message_carries_a_job_through_every_step_that_needs_no_wait() {
+    runtime().block_on(async {
+        let rig = rig();
+        let id = rig.create("three").await;
+        rig.handle_next().await;
+        let rec = rig.jobs.get(&id).await.unwrap();
+        assert_eq!(rec.status, JobStatus::Succeeded);
+        assert_eq!(rec.data, serde_json::json!(3));
+        assert_eq!(
+            rig.queue.sent().len(),
+            1,
+            "only the first task was ever sent"
+        );
+        assert!(rig.queue.is_empty(), "the message was deleted");
+        use EventKind::*;
+        let kinds = rig.kinds(&id).await;
+        assert_eq!(kinds, [Created, StepCompleted, StepCompleted, Succeeded]);
+    });
+}
+
+#[test]
+fn a_stale_message_is_deleted_and_changes_nothing() {
+    runtime().block_on(async {
+        let rig = rig();
+        let id = rig.create("three").await;
+        rig.handle_next().await;
+        let before = rig.jobs.get(&id).await.unwrap();
+        // A duplicate of the first task, delivered after the job moved on.
+        rig.queue
+            .send(&task_body(&id, 1), Duration::ZERO, &[])
+            .await
+            .unwrap();
+        rig.handle_next().await;
+        assert_eq!(rig.jobs.get(&id).await.unwrap(), before);
+        assert!(rig.queue.is_empty());
+    });
+}
+
+#[test]
+fn an_early_message_is_sent_again_for_the_time_still_owed() {
+    runtime().block_on(async {
+        let rig = rig();
+        let id = rig.create("timer").await;
+        rig.handle_next().await;
+        let waiting = rig.jobs.get(&id).await.unwrap();
+        assert_eq!(waiting.status, JobStatus::Waiting);
+        // The timer's task is on the queue, hidden for ten minutes; a copy arrives now.
+        rig.queue
+            .send(&task_body(&id, waiting.version), Duration::ZERO, &[])
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(100)).await;
+        rig.handle_next().await;
+        assert_eq!(
+            rig.jobs.get(&id).await.unwrap(),
+            waiting,
+            "no attempt counted"
+        );
+        assert_eq!(rig.queue.len(), 2, "the timer's task and the re-sent copy");
+        assert!(rig.receive().await.is_none(), "both still hidden");
+        tokio::time::advance(Duration::from_secs(501)).await;
+        rig.handle_next().await;
+        rig.handle_next().await;
+        let rec = rig.jobs.get(&id).await.unwrap();
+        assert_eq!(rec.status, JobStatus::Succeeded);
+        assert!(rig.queue.is_empty(), "the second copy was judged stale");
+    });
+}
+
+#[test]
+fn a_message_for_a_job_leased_elsewhere_is_kept_hidden_until_that_lease_lapses() {
+    runtime().block_on(async {
+        let rig = rig();
+        let id = rig.create("three").await;
+        let d = rig.receive().await.unwrap();
+        let now = rig.jobs.clock().now();
+        let other = LeaseRequest {
+            job_id: &id,
+            version: 1,
+            message_id: "another-copy",
+            owner: "other#0",
+            now,
+            until: now + 60_000,
+            due_by: now,
+        };
+        rig.store.acquire(&other).await.unwrap();
+        rig.worker.handle(Arc::new(rig.queue.clone()), d).await;
+        assert_eq!(rig.queue.len(), 1, "kept, to take over if the holder dies");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(rig.receive().await.is_none(), "hidden past the lease");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        rig.handle_next().await;
+        let rec = rig.jobs.get(&id).await.unwrap();
+        assert_eq!(
+            rec.status,
+            JobStatus::Succeeded,
+            "taken over once the lease lapsed"
+        );
+    });
+}
+
+#[test]
+fn unreadable_messages_and_unknown_jobs_are_dead_lettered_with_the_reason() {
+    runtime().block_on(async {
+        let rig = rig();
+        rig.queue
+            .send("not json", Duration::ZERO, &[])
+            .await
+            .unwrap();
+        rig.handle_next().await;
+        let missing = JobId::new("no-such-job");
+        rig.queue
+            .send(&task_body(&missing, 1), Duration::ZERO, &[])
+            .await
+            .unwrap();
+        rig.handle_next().await;
+        let dead = rig.queue.dead_letters();
+        assert_eq!(dead.len(), 2);
+        assert!(dead[0].1.starts_with("not a task message"), "{}", dead[0].1);
+        assert_eq!(dead[1].1, "job no-such-job does not exist");
+        assert!(rig.queue.is_empty());
+    });
+}
