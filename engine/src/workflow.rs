@@ -275,6 +275,11 @@ struct StepDef<S> {
     policy: StepPolicy,
 }
 
+/// How long a job may take unless its workflow says otherwise: a day, long enough for
+/// timers and retries with the longest backoff, short enough that a stuck job fails (and
+/// is seen) the next day rather than never.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
 /// A workflow: a name, a first step, and named steps over the state `S`.
 pub struct Workflow<S> {
     name: String,
@@ -294,7 +299,7 @@ where
             name: name.into(),
             first: None,
             steps: HashMap::new(),
-            deadline: Duration::from_secs(24 * 3600),
+            deadline: DEFAULT_DEADLINE,
             on_stop: None,
         }
     }
