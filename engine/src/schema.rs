@@ -50,28 +50,85 @@ pub fn history_item(seq: u32) -> String {
     format!("{HISTORY_PREFIX}{seq:06}")
 }
 
+// Record attributes besides the keys, the index keys and the TTL above. Each is a
+// top-level attribute of the record item (sort key [`RECORD_ITEM`]).
+
+/// Record: the name the job's workflow was registered under.
+pub const WORKFLOW_ATTR: &str = "Workflow";
+/// Record: the step that runs next, or the one the job ended in. History: the step that ran
+/// (or the step the job starts at, for a creation or a retry).
+pub const STEP_ATTR: &str = "Step";
+/// Record: how many attempts of the step have started (a crashed attempt counts). History:
+/// which attempt of the step.
+pub const ATTEMPT_ATTR: &str = "Attempt";
+/// Record: bumped by every commit; task messages name the version they were sent for.
+pub const VERSION_ATTR: &str = "Version";
+/// Record: the workflow's state, as JSON text.
+pub const DATA_ATTR: &str = "Data";
+/// Record: when the step is due, epoch milliseconds.
+pub const NEXT_WAKE_AT_ATTR: &str = "NextWakeAt";
+/// Record: the job fails if it is not finished by then, epoch milliseconds.
+pub const DEADLINE_AT_ATTR: &str = "DeadlineAt";
+/// Record: the worker running the job now (only while leased).
+pub const LEASE_OWNER_ATTR: &str = "LeaseOwner";
+/// Record: when the lease lapses unless renewed, epoch milliseconds (only while leased).
+pub const LEASE_UNTIL_ATTR: &str = "LeaseUntil";
+/// Record: id of the message whose holder made the last commit.
+pub const DRIVEN_BY_ATTR: &str = "DrivenBy";
+/// Record: the most recent error, kept after recovery for the operator.
+pub const LAST_ERROR_ATTR: &str = "LastError";
+/// Record: an operator asked to stop the job at its next step boundary (boolean).
+pub const CANCEL_REQUESTED_ATTR: &str = "CancelRequested";
+/// Record: number of history events written so far.
+pub const HISTORY_COUNT_ATTR: &str = "HistoryCount";
+/// Record: W3C trace context shared by every span of the job.
+pub const TRACE_PARENT_ATTR: &str = "TraceParent";
+
+// History attributes, on the items with sort key [`history_item`] (besides [`STEP_ATTR`],
+// [`ATTEMPT_ATTR`] and [`TTL_ATTR`], shared with the record).
+
+/// History: the event's number in its job, 1 for the creation, then one more per commit.
+pub const SEQ_ATTR: &str = "Seq";
+/// History: when the event happened (RFC 3339).
+pub const AT_ATTR: &str = "At";
+/// History: the event kind, in kebab-case.
+pub const EVENT_ATTR: &str = "Event";
+/// History: how long the step ran, in milliseconds, when a step ran.
+pub const DURATION_MS_ATTR: &str = "DurationMs";
+/// History: the step the job is at after the event.
+pub const TO_STEP_ATTR: &str = "ToStep";
+/// History: the status the job has after the event.
+pub const TO_STATUS_ATTR: &str = "ToStatus";
+/// History: the error of a failed attempt or job.
+pub const ERROR_ATTR: &str = "Error";
+/// History: what the step chose to tell the operator (never secret material).
+pub const NOTE_ATTR: &str = "Note";
+/// History: the worker (or operator) that made the change.
+pub const WORKER_ATTR: &str = "Worker";
+
 /// Attribute names the engine owns on a record. A workflow's labels must not use them.
+/// (History attributes are not here: labels live on the record only.)
 pub const RESERVED_ATTRS: &[&str] = &[
     PK,
     SK,
-    "Workflow",
+    WORKFLOW_ATTR,
     STATUS_ATTR,
-    "Step",
-    "Attempt",
-    "Version",
-    "Data",
+    STEP_ATTR,
+    ATTEMPT_ATTR,
+    VERSION_ATTR,
+    DATA_ATTR,
     CREATED_AT_ATTR,
     UPDATED_AT_ATTR,
-    "NextWakeAt",
-    "DeadlineAt",
-    "LeaseOwner",
-    "LeaseUntil",
-    "DrivenBy",
-    "LastError",
-    "CancelRequested",
-    "HistoryCount",
+    NEXT_WAKE_AT_ATTR,
+    DEADLINE_AT_ATTR,
+    LEASE_OWNER_ATTR,
+    LEASE_UNTIL_ATTR,
+    DRIVEN_BY_ATTR,
+    LAST_ERROR_ATTR,
+    CANCEL_REQUESTED_ATTR,
+    HISTORY_COUNT_ATTR,
     TTL_ATTR,
-    "TraceParent",
+    TRACE_PARENT_ATTR,
 ];
 
 /// The shape of a jobs table: its name and the labels it indexes.
