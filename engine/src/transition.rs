@@ -3,7 +3,7 @@
 //! The worker and the operator operations never set a status themselves. They say what
 //! happened — a step's outcome or error, a cancel request, a passed deadline, an operator's
 //! retry — and this module returns the next record, the history event that describes the
-//! change, and what the runtime must do next ([`Then`]). Nothing here does I/O, reads a
+//! change, and what the runtime must do next (`Then`). Nothing here does I/O, reads a
 //! clock or needs tokio, so each rule is unit-tested below with plain values. The whole
 //! protocol around it (leases, versions, `DrivenBy`, heartbeats, the sweeper) is told in
 //! `docs/architecture.md`, *Task protocol* and *State machine*.
@@ -12,16 +12,16 @@
 //!
 //! 1. **Validity.** A task message is valid for its job when it names the job's `Version`,
 //!    or it is the message named in `DrivenBy`. A message for a finished job, or any other
-//!    message, is stale ([`judge`]).
+//!    message, is stale (`judge`).
 //! 2. **Leases.** A valid message takes the lease only if no live lease is held and the
 //!    step is due (or a cancel request waits). Taking the lease counts an attempt, so an
-//!    attempt that died with its worker counts too ([`take_lease`]).
+//!    attempt that died with its worker counts too (`take_lease`).
 //! 3. **Before a step runs**, in this order: an unknown workflow fails the job; a cancel
 //!    request stops it (CANCELLED); a passed deadline stops it (FAILED); an unknown step
-//!    fails it; attempts beyond the step's limit fail it ([`preflight`]).
+//!    fails it; attempts beyond the step's limit fail it (`preflight`).
 //! 4. **Next step, no wait**: RUNNING, attempts restart. When the runtime may fuse, the
 //!    next step runs in the same task: the lease is carried over and its first attempt is
-//!    counted at once ([`Then::Fuse`]).
+//!    counted at once (`Then::Fuse`).
 //! 5. **Next step or poll after a wait**: WAITING, woken at now + wait, but never later than
 //!    the deadline (so the deadline rule can fire). Polling restarts attempts.
 //! 6. **Retryable error**: WAITING after the error's own delay or the step's backoff, with
@@ -31,11 +31,11 @@
 //! 8. **Every commit** bumps `Version`, records the driving message in `DrivenBy`, clears
 //!    the lease (unless fused) and appends exactly one history event.
 //! 9. **Retry** (an operator's redrive) is allowed from FAILED only: the job goes back to
-//!    RUNNING at the step that failed, attempt 0, with a fresh deadline ([`retried`]).
-//! 10. **Cancel** is allowed while the job is active ([`cancellable`]); the job stops at its
+//!    RUNNING at the step that failed, attempt 0, with a fresh deadline (`retried`).
+//! 10. **Cancel** is allowed while the job is active (`cancellable`); the job stops at its
 //!     next step boundary (rule 3).
 //! 11. **Timers** longer than the queue's longest delay are chained: the task arrives early,
-//!     finds the step not yet due and is sent again for the rest ([`task_delay`]).
+//!     finds the step not yet due and is sent again for the rest (`task_delay`).
 
 use std::time::Duration;
 

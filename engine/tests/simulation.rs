@@ -1,6 +1,6 @@
 //! Deterministic simulation of the engine (docs/architecture.md, *Task protocol* and *Testing*).
 //!
-//! Each seed runs a few jobs of a six-step workflow (fused steps, timers, polling, retries,
+//! Each seed runs a few jobs of a five-step workflow (fused steps, timers, polling, retries,
 //! a step longer than the lease) on three workers over the in-memory store and queue, on
 //! tokio's paused clock. A seeded schedule crashes workers on either side of every store
 //! and queue operation (a crash aborts the whole worker, dropping every in-flight handler

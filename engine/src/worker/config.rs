@@ -80,8 +80,8 @@ pub(crate) const ACK_MARGIN: Duration = Duration::from_millis(1_000);
 /// After the shutdown budget, how long steps told to let go get to release their leases.
 pub(crate) const RELEASE_GRACE: Duration = Duration::from_secs(3);
 
-/// The first pause after a failed receive; it doubles per failure up to
-/// `RECEIVE_BACKOFF_BASE << RECEIVE_BACKOFF_MAX_DOUBLINGS` (25.6 s).
+/// The unit of the pause after a failed receive: the n-th failure in a row pauses this
+/// times 2^n (400 ms after the first), up to 2^`RECEIVE_BACKOFF_MAX_DOUBLINGS` (25.6 s).
 pub(crate) const RECEIVE_BACKOFF_BASE: Duration = Duration::from_millis(200);
 
 /// How many times the receive backoff doubles at most.

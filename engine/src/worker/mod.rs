@@ -5,7 +5,7 @@
 //! what a job becomes after each step is decided by [`crate::transition`], never here. One
 //! file per mechanism:
 //!
-//! - [`config`] — [`WorkerConfig`] and the runtime's fixed margins, each with its reason;
+//! - `config` — [`WorkerConfig`] and the runtime's fixed margins, each with its reason;
 //! - `run` — the life cycle: start the pumps and the sweeper, stop on shutdown, drain;
 //! - `pump` — slots and receives: how messages come in without waiting inside the worker;
 //! - `task` — the run-a-task path, top to bottom: triage, lease, run steps, commit, hand on;

@@ -1,8 +1,7 @@
 //! In-memory job store and task queue, for the deterministic simulation only.
 //!
 //! They follow the same rules as the DynamoDB and SQS backends (the lease and commit
-//! conditions are the state machine's [`judge`](crate::transition::judge) and
-//! [`take_lease`](crate::transition::take_lease)), and add what the real
+//! conditions are the state machine's `transition::judge` and `transition::take_lease`), and add what the real
 //! services do on a bad day: a [`Faults`] hook is called before and after every operation
 //! (so a simulated worker can die or stall on either side of a side effect), and the queue
 //! duplicates and reorders deliveries on a seeded schedule.
