@@ -5,7 +5,7 @@
 //!   (`CERTFLOW_SYNC_TEMPLATE=1 cargo test -p certflow-tests --test cloudformation` copies
 //!   the file into the template when it changed);
 //! - its tables, queues, rules and worker settings are the ones `engine::schema`,
-//!   `workflows::inventory`, `workflows::events` and `workers/src/cli.rs` define;
+//!   `workflows::inventory`, `workflows::events` and `workers/src/cli/` define;
 //! - its IAM policies grant no `*` action or resource beyond a listed, justified few;
 //! - deployed to the emulator's CloudFormation, the stack's own queues and tables (found
 //!   through the stack's outputs) run an export and a renewal end to end, and look like
@@ -328,7 +328,10 @@ fn tables_queues_rules_and_settings_are_the_codes() {
 
     // The worker's settings: every CERTFLOW_* variable is one the binary reads, and every
     // resource name it needs points at this stack.
-    let cli = std::fs::read_to_string(repo_path("workers/src/cli.rs")).unwrap();
+    let cli: String = std::fs::read_dir(repo_path("workers/src/cli"))
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
     let read: BTreeSet<String> = regex::Regex::new(r#"env = "(CERTFLOW_[A-Z0-9_]+)""#)
         .unwrap()
         .captures_iter(&cli)
@@ -344,7 +347,7 @@ fn tables_queues_rules_and_settings_are_the_codes() {
     for name in env.keys().filter(|n| n.starts_with("CERTFLOW_")) {
         assert!(
             read.contains(name),
-            "{name} is not read by workers/src/cli.rs"
+            "{name} is not read by workers/src/cli/"
         );
     }
     let points_at = [
@@ -373,7 +376,7 @@ fn tables_queues_rules_and_settings_are_the_codes() {
     for (name, value) in points_at {
         assert!(
             read.contains(name),
-            "workers/src/cli.rs no longer reads {name}"
+            "workers/src/cli/ no longer reads {name}"
         );
         assert_eq!(env.get(name), Some(&value), "{name}");
     }

@@ -19,6 +19,10 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest backoff of an SDK retry: longer waits are the engine's job (a durable retry that
 /// frees the worker's slot), not the SDK's.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Default visibility timeout `bootstrap` gives the queues it creates: the worker names its
+/// own (`--visibility-secs`) on every receive, so this only covers a reader that does not,
+/// and matches the worker's default.
+const QUEUE_VISIBILITY: Duration = Duration::from_secs(60);
 
 /// The SDK configuration from the standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`,
 /// credentials, profiles), as every AWS tool reads it, with certflow's retries and
@@ -108,6 +112,7 @@ pub(crate) async fn jobs(sdk: &aws_config::SdkConfig, global: &Global) -> anyhow
     ))
 }
 
+/// The region in use, or what to set when there is none (for error messages).
 pub(crate) fn region(sdk: &aws_config::SdkConfig) -> String {
     sdk.region()
         .map(|r| r.to_string())
@@ -157,7 +162,7 @@ pub(crate) async fn bootstrap(
     let url = create_queue_with_dlq(
         &sqs,
         &names.tasks_queue,
-        Duration::from_secs(60),
+        QUEUE_VISIBILITY,
         engine::schema::MAX_RECEIVES,
     )
     .await
@@ -173,7 +178,7 @@ pub(crate) async fn bootstrap(
     let url = create_queue_with_dlq(
         &sqs,
         &names.intake_queue,
-        Duration::from_secs(60),
+        QUEUE_VISIBILITY,
         engine::schema::MAX_RECEIVES,
     )
     .await
@@ -233,4 +238,57 @@ pub(crate) async fn intake(
         }
         .parser(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_config::retry::RetryMode as SdkRetryMode;
+
+    use super::*;
+
+    fn args(mode: RetryMode, attempts: u32) -> AwsArgs {
+        AwsArgs {
+            aws_max_attempts: attempts,
+            aws_retry_mode: mode,
+            aws_connect_timeout_secs: 2,
+            aws_attempt_timeout_secs: 7,
+            aws_operation_timeout_secs: 25,
+        }
+    }
+
+    #[test]
+    fn retries_follow_the_mode_and_attempts_asked_for() {
+        let standard = retry_config(&args(RetryMode::Standard, 5));
+        assert_eq!(standard.mode(), SdkRetryMode::Standard);
+        assert_eq!(standard.max_attempts(), 5);
+        let adaptive = retry_config(&args(RetryMode::Adaptive, 1));
+        assert_eq!(adaptive.mode(), SdkRetryMode::Adaptive);
+        assert_eq!(adaptive.max_attempts(), 1);
+    }
+
+    #[test]
+    fn backoffs_stay_short_whatever_the_mode() {
+        for mode in [RetryMode::Standard, RetryMode::Adaptive] {
+            let c = retry_config(&args(mode, 3));
+            assert_eq!(c.initial_backoff(), Duration::from_millis(200), "{mode:?}");
+            assert_eq!(c.max_backoff(), Duration::from_secs(5), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn zero_attempts_still_make_one() {
+        // The command line refuses 0; this is the second line of defence.
+        assert_eq!(
+            retry_config(&args(RetryMode::Standard, 0)).max_attempts(),
+            1
+        );
+    }
+
+    #[test]
+    fn every_call_and_attempt_has_a_timeout() {
+        let t = timeout_config(&args(RetryMode::Standard, 3));
+        assert_eq!(t.connect_timeout(), Some(Duration::from_secs(2)));
+        assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(7)));
+        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(25)));
+    }
 }

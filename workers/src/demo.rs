@@ -10,6 +10,10 @@ use workflows::demo::{DemoState, NAME};
 use crate::cli::DemoArgs;
 use crate::view;
 
+/// How often the demo reads its jobs while waiting for them to finish.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Creates `args.jobs` demo jobs, waits for them to finish and prints each one.
 pub(crate) async fn run(jobs: &Jobs, args: &DemoArgs) -> anyhow::Result<()> {
     let mut ids: Vec<JobId> = Vec::new();
     for i in 0..args.jobs {
@@ -33,7 +37,7 @@ pub(crate) async fn run(jobs: &Jobs, args: &DemoArgs) -> anyhow::Result<()> {
                 args.timeout_secs
             );
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(POLL).await;
         for (id, done) in ids.iter().zip(finished.iter_mut()) {
             if !*done && jobs.get(id).await?.status.is_terminal() {
                 *done = true;

@@ -21,8 +21,15 @@ use crate::view;
 const LIST_VISIBILITY_SECS: i32 = 30;
 /// How long a message being redriven stays hidden between its send and its delete.
 const REDRIVE_VISIBILITY_SECS: i32 = 60;
-/// Bytes of the body shown in a table.
+/// Characters of the body shown in a table.
 const PREVIEW_CHARS: usize = 80;
+/// Characters of the dead-lettering reason shown in a table.
+const REASON_CHARS: usize = 60;
+/// The most messages one SQS receive returns.
+const RECEIVE_BATCH: i32 = 10;
+/// Wait of one receive: a short long poll, so that SQS asks all its servers (a short
+/// poll may miss messages) while an empty queue still ends the loop within a second.
+const RECEIVE_WAIT_SECS: i32 = 1;
 
 /// A dead letter, as listed.
 #[derive(Debug, Serialize)]
@@ -93,8 +100,8 @@ async fn receive(
     let got = sqs
         .receive_message()
         .queue_url(url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
+        .max_number_of_messages(RECEIVE_BATCH)
+        .wait_time_seconds(RECEIVE_WAIT_SECS)
         .visibility_timeout(visibility)
         .message_system_attribute_names(MessageSystemAttributeName::All)
         .message_attribute_names("All")
@@ -111,6 +118,7 @@ fn attr(m: &Message, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Runs `certflow dlq list` or `redrive`.
 pub(crate) async fn run(
     sdk: &aws_config::SdkConfig,
     names: &Names,
@@ -144,7 +152,7 @@ pub(crate) async fn run(
                                 d.sent_at.clone().unwrap_or_else(|| "-".into()),
                                 d.reason
                                     .as_deref()
-                                    .map(|r| view::clip(r, 60))
+                                    .map(|r| view::clip(r, REASON_CHARS))
                                     .unwrap_or_else(|| {
                                         "(moved by SQS after too many receives)".into()
                                     }),

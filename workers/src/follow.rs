@@ -18,7 +18,9 @@ const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '�
 /// Where progress goes: the command's output, or stderr when stdout carries JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sink {
+    /// With the command's output (a table).
     Stdout,
+    /// On stderr, beside JSON on stdout.
     Stderr,
 }
 
@@ -195,5 +197,81 @@ pub(crate) fn require_success(rec: &JobRecord) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ),
         other => bail!("job {id} is {other}, not finished"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::JobStatus::{Cancelled, Failed, Pending, Running, Succeeded, Waiting};
+
+    use super::*;
+    use crate::testing::{job, T0};
+
+    #[test]
+    fn the_status_line_says_where_the_job_is_and_for_how_long() {
+        let rec = JobRecord {
+            step: "export".into(),
+            attempt: 2,
+            ..job("j-1", Running)
+        };
+        assert_eq!(
+            status_text(&rec, T0 + 75_000),
+            "RUNNING at export (attempt 2) · 1m15s since created"
+        );
+        let fresh = JobRecord {
+            attempt: 0,
+            ..job("j-1", Pending)
+        };
+        assert_eq!(
+            status_text(&fresh, T0),
+            "PENDING at check · 0ms since created"
+        );
+    }
+
+    #[test]
+    fn a_waiting_job_says_when_it_tries_again_and_a_cancel_shows() {
+        let rec = JobRecord {
+            next_wake_at: T0 + 30_000,
+            cancel_requested: true,
+            ..job("j-1", Waiting)
+        };
+        assert_eq!(
+            status_text(&rec, T0 + 10_000),
+            "WAITING at check (attempt 1) · 10.0s since created · next try in 20.0s · cancel requested"
+        );
+        // Past its wake time it is due: no countdown.
+        assert_eq!(
+            status_text(&rec, T0 + 40_000),
+            "WAITING at check (attempt 1) · 40.0s since created · cancel requested"
+        );
+    }
+
+    #[test]
+    fn only_success_is_success_and_the_error_says_what_to_do() {
+        assert!(require_success(&job("j-1", Succeeded)).is_ok());
+        let failed = JobRecord {
+            step: "wait".into(),
+            attempt: 3,
+            last_error: Some("install failed".into()),
+            ..job("j-1", Failed)
+        };
+        assert_eq!(
+            require_success(&failed).unwrap_err().to_string(),
+            "job j-1 FAILED at step wait (attempt 3): install failed\n  fix the cause, then resume it at wait: certflow jobs retry j-1 --wait"
+        );
+        let cancelled = JobRecord {
+            last_error: Some("throttled".into()),
+            ..job("j-1", Cancelled)
+        };
+        assert_eq!(
+            require_success(&cancelled).unwrap_err().to_string(),
+            "job j-1 was CANCELLED at step check (last error: throttled)"
+        );
+        assert_eq!(
+            require_success(&job("j-1", Running))
+                .unwrap_err()
+                .to_string(),
+            "job j-1 is RUNNING, not finished"
+        );
     }
 }

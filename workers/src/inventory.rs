@@ -43,7 +43,13 @@ pub(crate) struct Row {
     pub(crate) bundle_secret_name: Option<String>,
 }
 
+/// Milliseconds in a day, for `DaysToExpiry`.
 const DAY_MS: i64 = 86_400_000;
+/// How many of a certificate's jobs `inventory show` lists: enough to see the last
+/// renewals, short enough to read.
+const RECENT_JOBS: usize = 10;
+/// Sorts rows without an expiry date after every date (`~` follows the digits in ASCII).
+const NO_EXPIRY_LAST: &str = "~";
 
 impl Row {
     fn from_item(item: &Item, now: Millis) -> Row {
@@ -206,6 +212,7 @@ fn rows_table(rows: &[Row]) -> String {
     )
 }
 
+/// Runs `certflow inventory list` or `show`.
 pub(crate) async fn run(
     sdk: &aws_config::SdkConfig,
     table: &str,
@@ -232,7 +239,11 @@ pub(crate) async fn run(
                 });
             }
             found.sort_by(|a, b| {
-                let key = |r: &Row| r.cert_expiry_date.clone().unwrap_or_else(|| "~".into());
+                let key = |r: &Row| {
+                    r.cert_expiry_date
+                        .clone()
+                        .unwrap_or_else(|| NO_EXPIRY_LAST.into())
+                };
                 key(a)
                     .cmp(&key(b))
                     .then_with(|| a.tag_key_value.cmp(&b.tag_key_value))
@@ -260,7 +271,7 @@ pub(crate) async fn run(
                 statuses: engine::JobStatus::ALL.to_vec(),
                 certificate_arn: Some(certificate_arn.clone()),
                 since: None,
-                limit: 10,
+                limit: RECENT_JOBS,
             };
             let jobs = paging::list(store, &q, None).await?.jobs;
             if found.is_empty() && jobs.is_empty() {
@@ -323,4 +334,132 @@ fn show_text(arn: &str, rows: &[Row], jobs: &[engine::JobRecord]) -> String {
         out.push_str(&view::jobs_table(jobs));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::clock::rfc3339;
+
+    use super::*;
+    use crate::testing::{job, T0};
+
+    fn item(pairs: &[(&str, AttributeValue)]) -> Item {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    fn s(v: &str) -> AttributeValue {
+        AttributeValue::S(v.into())
+    }
+
+    /// A row as the export's inventory step writes it, expiring `expires_in_ms` after T0.
+    fn full(expires_in_ms: i64) -> Item {
+        item(&[
+            (inventory::PK, s("Environment#Production")),
+            ("CertificateArn", s("arn:c-1")),
+            ("CertName", s("web")),
+            ("TargetTagKey", s("Environment")),
+            ("TargetTagValue", s("Production")),
+            ("CertExpiryDate", s(&rfc3339(T0 + expires_in_ms))),
+            ("LastStatus", s("Success")),
+            ("LastInstalledDate", s("2026-01-01T00:00:00.000Z")),
+            ("InstalledInstances", AttributeValue::N("2".into())),
+            ("LastJobId", s("j-1")),
+            ("Serial", s("0a:1b")),
+            ("BundleSecretName", s("certflow/web/bundle")),
+        ])
+    }
+
+    #[test]
+    fn a_row_reads_the_tables_attributes_and_counts_whole_days_to_expiry() {
+        let row = Row::from_item(&full(30 * DAY_MS + 3_600_000), T0);
+        assert_eq!(row.tag_key_value, "Environment#Production");
+        assert_eq!(row.target(), "Environment=Production");
+        assert_eq!(
+            row.cert_expiry_date.as_deref(),
+            Some("2026-01-31T01:00:00.000Z")
+        );
+        assert_eq!(row.days_to_expiry, Some(30));
+        assert_eq!(row.installed_instances, Some(2));
+        assert_eq!(row.last_exported_date, None);
+        assert_eq!(row.passphrase_secret_name, None);
+        // Expired, even by a moment, is a negative day count.
+        assert_eq!(Row::from_item(&full(-1), T0).days_to_expiry, Some(-1));
+        assert_eq!(Row::from_item(&full(-DAY_MS), T0).days_to_expiry, Some(-1));
+        assert_eq!(
+            Row::from_item(&full(-DAY_MS - 1), T0).days_to_expiry,
+            Some(-2)
+        );
+    }
+
+    #[test]
+    fn attributes_of_the_wrong_type_or_missing_are_empty() {
+        let odd = item(&[
+            ("CertName", AttributeValue::N("7".into())),
+            ("CertExpiryDate", s("next spring")),
+            ("InstalledInstances", s("two")),
+        ]);
+        let row = Row::from_item(&odd, T0);
+        assert_eq!(row.cert_name, "");
+        assert_eq!(row.cert_expiry_date.as_deref(), Some("next spring"));
+        assert_eq!(row.days_to_expiry, None);
+        assert_eq!(row.installed_instances, None);
+        assert_eq!(row.target(), "=");
+    }
+
+    #[test]
+    fn the_list_shows_expiry_days_status_and_servers() {
+        let rows = [
+            Row::from_item(&full(30 * DAY_MS), T0),
+            Row::from_item(&item(&[("CertName", s("api"))]), T0),
+        ];
+        assert_eq!(
+            rows_table(&rows),
+            "\
+TARGET                  CERT NAME  EXPIRES                   DAYS  LAST STATUS  SERVERS  LAST INSTALLED            CERTIFICATE
+Environment=Production  web        2026-01-31T00:00:00.000Z  30    Success      2        2026-01-01T00:00:00.000Z  arn:c-1
+=                       api        -                         -     -            -        -
+"
+        );
+    }
+
+    #[test]
+    fn show_says_when_a_certificate_expired_and_lists_its_recent_jobs() {
+        let rows = [Row::from_item(&full(-3 * DAY_MS), T0)];
+        let text = show_text(
+            "arn:c-1",
+            &rows,
+            &[job("j-1", engine::JobStatus::Succeeded)],
+        );
+        assert!(
+            text.starts_with("Certificate     arn:c-1\n\nTarget          Environment=Production\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nExpires         2025-12-29T00:00:00.000Z (EXPIRED 3 days ago)\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nServers         2\n"), "{text}");
+        assert!(text.contains("\nLast exported   -\n"), "{text}");
+        assert!(text.contains("\nRecent jobs\nJOB  STATUS"), "{text}");
+        let soon = [Row::from_item(&full(12 * DAY_MS), T0)];
+        assert!(show_text("arn:c-1", &soon, &[]).contains("2026-01-13T00:00:00.000Z (in 12 days)"));
+    }
+
+    #[test]
+    fn show_of_a_certificate_never_exported_says_so() {
+        assert_eq!(
+            show_text("arn:c-9", &[], &[]),
+            "\
+Certificate     arn:c-9
+
+Not in the inventory (no export got as far as the inventory step).
+
+Recent jobs
+(none in the jobs table)
+"
+        );
+    }
 }

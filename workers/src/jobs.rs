@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use engine::{Clock, JobId, JobRecord, JobStatus, JobStore, Jobs, SystemClock};
-use serde_json::json;
 
 use crate::cli::{Global, JobsCommand, ListArgs, Output, StatusFilter};
 use crate::follow::{self, Sink};
@@ -26,6 +25,7 @@ impl Ctx<'_> {
     }
 }
 
+/// Runs one of the `certflow jobs` commands.
 pub(crate) async fn run(ctx: &Ctx<'_>, cmd: JobsCommand) -> anyhow::Result<()> {
     match cmd {
         JobsCommand::Show { job_id } => show(ctx, &JobId::new(job_id)).await,
@@ -135,6 +135,7 @@ fn progress_line(output: Output, text: &str) {
     }
 }
 
+/// JSON as every command prints it: indented, for people reading it as well as scripts.
 pub(crate) fn pretty(v: &serde_json::Value) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(v)?)
 }
@@ -226,15 +227,37 @@ pub(crate) async fn finish_output(ctx: &Ctx<'_>, rec: &JobRecord) -> anyhow::Res
 }
 
 async fn list(ctx: &Ctx<'_>, args: &ListArgs) -> anyhow::Result<()> {
+    let since = args.since.map(|d| SystemClock.now() - d.as_millis() as i64);
+    let q = paging::Query {
+        statuses: statuses(&args.status, args.certificate_arn.is_some()),
+        certificate_arn: args.certificate_arn.clone(),
+        since,
+        limit: args.limit,
+    };
+    let page = paging::list(&ctx.store, &q, args.cursor.as_deref()).await?;
+    let next = page.next_cursor.as_deref();
+    match ctx.output {
+        Output::Json => println!("{}", pretty(&view::job_list_json(&page.jobs, next))?),
+        Output::Table => print!(
+            "{}",
+            view::job_list_text(&page.jobs, next, &q.statuses, q.certificate_arn.as_deref())
+        ),
+    }
+    Ok(())
+}
+
+/// The statuses `jobs list` reads, each once, in the order given: `all` is every status;
+/// none given is the unfinished ones, or every status for one certificate's jobs.
+fn statuses(asked: &[StatusFilter], by_certificate: bool) -> Vec<JobStatus> {
     let mut statuses: Vec<JobStatus> = Vec::new();
-    for s in &args.status {
+    for s in asked {
         match s {
             StatusFilter::All => statuses.extend(JobStatus::ALL),
             StatusFilter::One(st) => statuses.push(*st),
         }
     }
     if statuses.is_empty() {
-        statuses = if args.certificate_arn.is_some() {
+        statuses = if by_certificate {
             JobStatus::ALL.to_vec()
         } else {
             JobStatus::ACTIVE.to_vec()
@@ -246,40 +269,71 @@ async fn list(ctx: &Ctx<'_>, args: &ListArgs) -> anyhow::Result<()> {
             unique.push(st);
         }
     }
-    let since = args.since.map(|d| SystemClock.now() - d.as_millis() as i64);
-    let q = paging::Query {
-        statuses: unique,
-        certificate_arn: args.certificate_arn.clone(),
-        since,
-        limit: args.limit,
-    };
-    let page = paging::list(&ctx.store, &q, args.cursor.as_deref()).await?;
-    match ctx.output {
-        Output::Json => {
-            let jobs: Vec<_> = page.jobs.iter().map(view::job_json).collect();
-            println!(
-                "{}",
-                pretty(&json!({ "Jobs": jobs, "NextCursor": page.next_cursor }))?
+    unique
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::JobStatus::{Cancelled, Failed, Pending, Running, Succeeded, Waiting};
+
+    use super::*;
+    use crate::testing::job;
+
+    #[test]
+    fn list_reads_the_unfinished_statuses_unless_told_otherwise() {
+        assert_eq!(statuses(&[], false), JobStatus::ACTIVE);
+        assert_eq!(
+            statuses(&[], true),
+            JobStatus::ALL,
+            "a certificate's jobs: all"
+        );
+        assert_eq!(
+            statuses(&[StatusFilter::One(Failed)], true),
+            [Failed],
+            "--status filters a certificate's jobs too"
+        );
+    }
+
+    #[test]
+    fn list_reads_each_status_once_in_the_order_given() {
+        let one = StatusFilter::One;
+        assert_eq!(
+            statuses(&[one(Failed), one(Cancelled), one(Failed)], false),
+            [Failed, Cancelled]
+        );
+        assert_eq!(
+            statuses(&[one(Failed), StatusFilter::All], false),
+            [Failed, Pending, Running, Waiting, Succeeded, Cancelled]
+        );
+        assert_eq!(
+            statuses(&[StatusFilter::All, StatusFilter::All], false),
+            JobStatus::ALL
+        );
+    }
+
+    #[test]
+    fn only_failed_jobs_can_be_retried_and_the_refusal_says_what_to_do() {
+        assert_eq!(not_retryable(&job("j-1", Failed)), None);
+        let why = |status| not_retryable(&job("j-1", status)).unwrap_or_default();
+        assert_eq!(
+            why(Succeeded),
+            "job j-1 SUCCEEDED; only FAILED jobs can be retried — to install the certificate again, submit a new request (certflow submit …)"
+        );
+        assert_eq!(
+            why(Cancelled),
+            "job j-1 was CANCELLED; only FAILED jobs can be retried — submit a new request to run it again (certflow submit …)"
+        );
+        for status in JobStatus::ACTIVE {
+            assert_eq!(
+                why(status),
+                format!("job j-1 is {status} at step check, not FAILED; only FAILED jobs can be retried — follow it with `certflow jobs watch j-1` or stop it with `certflow jobs cancel j-1`")
             );
         }
-        Output::Table => {
-            if page.jobs.is_empty() {
-                let which: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
-                println!(
-                    "no {} jobs{}",
-                    which.join("/"),
-                    match &q.certificate_arn {
-                        Some(a) => format!(" for {a}"),
-                        None => String::new(),
-                    }
-                );
-            } else {
-                print!("{}", view::jobs_table(&page.jobs));
-            }
-            if let Some(c) = &page.next_cursor {
-                println!("more: repeat the command with --cursor {c}");
-            }
-        }
     }
-    Ok(())
+
+    #[test]
+    fn progress_goes_beside_json_not_into_it() {
+        assert_eq!(sink(Output::Table), Sink::Stdout);
+        assert_eq!(sink(Output::Json), Sink::Stderr);
+    }
 }

@@ -24,7 +24,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::cli::LogFormat;
 
 /// Keeps the exporters alive; flushes them when dropped (at exit).
-pub(crate) struct Telemetry {
+pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
 }

@@ -1,14 +1,24 @@
-//! How things are shown: JSON with stable field names (the tables' attribute names) for
-//! scripts, and aligned text for people. Everything here is pure: the same input renders
-//! the same output, which the snapshot tests rely on.
+//! How things are shown: aligned text for people (here) and JSON with stable field names
+//! (the tables' attribute names) for scripts (in [`json`]). Everything here is pure: the
+//! same input renders the same output, which the snapshot tests rely on.
+
+mod json;
 
 use std::collections::BTreeMap;
 
 use engine::clock::rfc3339;
 use engine::{EventKind, HistoryEvent, JobRecord, JobStatus, Millis};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use workflows::export_certificate::InstanceResult;
+
+pub(crate) use json::{job_detail_json, job_json, job_list_json};
+
+/// Widest last error in a `jobs list` row: enough for the gist of an AWS error while the
+/// row still fits a wide terminal.
+const LIST_ERROR_CHARS: usize = 70;
+/// Widest last error of a child job under `jobs show`, which has fewer columns beside it.
+const CHILD_ERROR_CHARS: usize = 60;
 
 /// A renewal's child job, with its status as it is now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,109 +31,6 @@ pub(crate) struct ChildView {
     pub(crate) status: String,
     pub(crate) step: Option<String>,
     pub(crate) last_error: Option<String>,
-}
-
-/// The labels shown as top-level fields (the jobs table's attribute names).
-const LABELS: [&str; 3] = ["CertificateArn", "CertName", "Target"];
-
-/// A job as JSON, with the attribute names of the jobs table.
-pub(crate) fn job_json(rec: &JobRecord) -> Value {
-    let mut v = json!({
-        "JobId": rec.job_id.as_str(),
-        "Workflow": rec.workflow,
-        "Status": rec.status.as_str(),
-        "Step": rec.step,
-        "Attempt": rec.attempt,
-        "Version": rec.version,
-        "CreatedAt": rfc3339(rec.created_at),
-        "UpdatedAt": rfc3339(rec.updated_at),
-        "NextWakeAt": rfc3339(rec.next_wake_at),
-        "DeadlineAt": rfc3339(rec.deadline_at),
-        "LeaseOwner": rec.lease_owner,
-        "LeaseUntil": rec.lease_until.map(rfc3339),
-        "LastError": rec.last_error,
-        "CancelRequested": rec.cancel_requested,
-        "Labels": rec.labels,
-        "Data": rec.data,
-    });
-    if let Some(obj) = v.as_object_mut() {
-        for label in LABELS {
-            obj.insert(
-                label.into(),
-                rec.labels
-                    .get(label)
-                    .map_or(Value::Null, |s| Value::String(s.clone())),
-            );
-        }
-    }
-    v
-}
-
-/// A job with everything `jobs show` knows: history, install results, children.
-pub(crate) fn job_detail_json(
-    rec: &JobRecord,
-    history: &[HistoryEvent],
-    children: &[ChildView],
-) -> Value {
-    let mut v = job_json(rec);
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert(
-            "History".into(),
-            Value::Array(history.iter().map(event_json).collect()),
-        );
-        let instances: Vec<Value> = instances(rec)
-            .into_iter()
-            .map(|(id, r)| {
-                json!({
-                    "InstanceId": id,
-                    "Status": r.status,
-                    "Detail": r.detail,
-                    "Serial": r.serial,
-                })
-            })
-            .collect();
-        obj.insert("Instances".into(), Value::Array(instances));
-        obj.insert(
-            "Children".into(),
-            serde_json::to_value(children).unwrap_or(Value::Null),
-        );
-    }
-    v
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct EventView<'a> {
-    seq: u32,
-    at: String,
-    started_at: String,
-    event: &'a str,
-    step: &'a str,
-    attempt: u32,
-    duration_ms: Option<u64>,
-    to_step: &'a str,
-    to_status: &'a str,
-    error: Option<&'a str>,
-    note: Option<&'a str>,
-    worker: &'a str,
-}
-
-fn event_json(e: &HistoryEvent) -> Value {
-    serde_json::to_value(EventView {
-        seq: e.seq,
-        at: rfc3339(e.at),
-        started_at: rfc3339(started(e)),
-        event: e.kind.as_str(),
-        step: &e.step,
-        attempt: e.attempt,
-        duration_ms: e.duration_ms,
-        to_step: &e.to_step,
-        to_status: e.to_status.as_str(),
-        error: e.error.as_deref(),
-        note: e.note.as_deref(),
-        worker: &e.worker,
-    })
-    .unwrap_or(Value::Null)
 }
 
 /// When the step an event describes started (the event is written when it ends).
@@ -271,7 +178,7 @@ pub(crate) fn job_text(
                     c.step.clone().unwrap_or_default(),
                     c.last_error
                         .clone()
-                        .map(|e| clip(&e, 60))
+                        .map(|e| clip(&e, CHILD_ERROR_CHARS))
                         .unwrap_or_default(),
                 ]
             })
@@ -377,7 +284,7 @@ pub(crate) fn jobs_table(jobs: &[JobRecord]) -> String {
                 rfc3339(r.updated_at),
                 r.last_error
                     .as_deref()
-                    .map(|e| clip(e, 70))
+                    .map(|e| clip(e, LIST_ERROR_CHARS))
                     .unwrap_or_default(),
             ]
         })
@@ -395,6 +302,34 @@ pub(crate) fn jobs_table(jobs: &[JobRecord]) -> String {
         ],
         &rows,
     )
+}
+
+/// A page of `jobs list` for people: the jobs, or a line that says none matched, then how
+/// to go on when there are more.
+pub(crate) fn job_list_text(
+    jobs: &[JobRecord],
+    next_cursor: Option<&str>,
+    statuses: &[JobStatus],
+    certificate_arn: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    if jobs.is_empty() {
+        let which: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        out.push_str(&format!(
+            "no {} jobs{}\n",
+            which.join("/"),
+            match certificate_arn {
+                Some(a) => format!(" for {a}"),
+                None => String::new(),
+            }
+        ));
+    } else {
+        out.push_str(&jobs_table(jobs));
+    }
+    if let Some(c) = next_cursor {
+        out.push_str(&format!("more: repeat the command with --cursor {c}\n"));
+    }
+    out
 }
 
 /// At most `max` characters, with an ellipsis when cut; on one line.
@@ -444,25 +379,4 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(duration(840), "840ms");
-        assert_eq!(duration(3_240), "3.2s");
-        assert_eq!(duration(245_000), "4m05s");
-        assert_eq!(duration(7_380_000), "2h03m");
-    }
-
-    #[test]
-    fn tables_align_and_clip() {
-        let t = table(
-            &["A", "BB", "C"],
-            &[vec!["xyz".into(), "1".into(), "é".into()]],
-        );
-        assert_eq!(t, "A    BB  C\nxyz  1   é\n");
-        assert_eq!(clip("abcdef", 4), "abc…");
-        assert_eq!(clip("a\nb", 10), "a b");
-    }
-}
+mod tests;

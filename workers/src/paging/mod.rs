@@ -5,14 +5,26 @@
 //! The cursor is this module's own (base64 of JSON): for each stream, the engine cursor of
 //! the page holding the next job and how many jobs of that page were already consumed. It
 //! does not depend on how the engine encodes its cursors.
+//!
+//! The merge reads its pages through [`Index`], which the job store answers; the unit
+//! tests answer it from memory, with pages as short as they like.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
+use engine::backend::Page;
 use engine::{JobRecord, JobStatus, JobStore, Millis};
 use serde::{Deserialize, Serialize};
+
+/// The label the jobs of a certificate are indexed by (`ByCertificateArn`, see
+/// `workflows::JOB_LABELS`).
+const CERTIFICATE_LABEL: &str = "CertificateArn";
+/// Most jobs one index Query asks for. A page asks for one job more than the listing's
+/// limit, so that it knows whether more follow without a further Query; a long listing
+/// reads pages of this size rather than one huge Query.
+const MAX_PAGE: usize = 100;
 
 /// Where one index stream continues.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,11 +40,13 @@ struct Position {
     done: bool,
 }
 
+/// The `--cursor` of a listing: where each of its streams continues.
 #[derive(Debug, Serialize, Deserialize)]
 struct Cursor {
     /// Which listing it belongs to.
     #[serde(rename = "q")]
     query: String,
+    /// One position per stream, in the order of the listing's statuses.
     #[serde(rename = "s")]
     streams: Vec<Position>,
 }
@@ -64,15 +78,47 @@ impl Query {
 /// A page of the listing.
 #[derive(Debug)]
 pub(crate) struct Listing {
+    /// The jobs, newest first.
     pub(crate) jobs: Vec<JobRecord>,
+    /// Where the next page starts, when there are more.
     pub(crate) next_cursor: Option<String>,
 }
 
+/// One index stream: a status's jobs, or a certificate's.
 enum Source {
     Status(JobStatus),
     Certificate(String),
 }
 
+/// One index Query: up to `size` jobs of `source` from `start` (`None`: the newest), newest
+/// first, with the cursor of the page after, if any.
+trait Index {
+    async fn page(
+        &self,
+        source: &Source,
+        start: Option<String>,
+        size: usize,
+    ) -> anyhow::Result<Page>;
+}
+
+impl Index for Arc<dyn JobStore> {
+    async fn page(
+        &self,
+        source: &Source,
+        start: Option<String>,
+        size: usize,
+    ) -> anyhow::Result<Page> {
+        Ok(match source {
+            Source::Status(st) => self.list_by_status(*st, size, start).await?,
+            Source::Certificate(arn) => {
+                self.list_by_label(CERTIFICATE_LABEL, arn, size, start)
+                    .await?
+            }
+        })
+    }
+}
+
+/// One index stream as it is read: where it is, and what is left of its loaded page.
 struct Stream {
     source: Source,
     pos: Position,
@@ -93,26 +139,10 @@ impl Stream {
         }
     }
 
-    async fn fetch(
-        &self,
-        store: &Arc<dyn JobStore>,
-        start: Option<String>,
-        page: usize,
-    ) -> anyhow::Result<engine::backend::Page> {
-        Ok(match &self.source {
-            Source::Status(st) => store.list_by_status(*st, page, start).await?,
-            Source::Certificate(arn) => {
-                store
-                    .list_by_label("CertificateArn", arn, page, start)
-                    .await?
-            }
-        })
-    }
-
     /// The next job of this stream, loading pages as needed.
     async fn peek(
         &mut self,
-        store: &Arc<dyn JobStore>,
+        index: &impl Index,
         page: usize,
     ) -> anyhow::Result<Option<&JobRecord>> {
         loop {
@@ -139,7 +169,9 @@ impl Stream {
                     }
                 }
             }
-            let got = self.fetch(store, self.pos.start.clone(), page).await?;
+            let got = index
+                .page(&self.source, self.pos.start.clone(), page)
+                .await?;
             let n = got.jobs.len();
             if n <= self.pos.skip {
                 // Everything on this page was consumed by an earlier listing.
@@ -183,6 +215,11 @@ pub(crate) async fn list(
     q: &Query,
     cursor: Option<&str>,
 ) -> anyhow::Result<Listing> {
+    merge(store, q, cursor).await
+}
+
+/// [`list`] over any [`Index`].
+async fn merge(index: &impl Index, q: &Query, cursor: Option<&str>) -> anyhow::Result<Listing> {
     let sources: Vec<Source> = match &q.certificate_arn {
         Some(arn) => vec![Source::Certificate(arn.clone())],
         None => q.statuses.iter().map(|s| Source::Status(*s)).collect(),
@@ -202,7 +239,7 @@ pub(crate) async fn list(
         .zip(positions)
         .map(|(s, p)| Stream::new(s, p))
         .collect();
-    let page = (q.limit + 1).clamp(1, 100);
+    let page = (q.limit + 1).clamp(1, MAX_PAGE);
     let by_certificate = q.certificate_arn.is_some();
     let mut jobs = Vec::new();
     loop {
@@ -210,7 +247,7 @@ pub(crate) async fn list(
         let mut best: Option<(usize, Millis)> = None;
         for (i, s) in streams.iter_mut().enumerate() {
             loop {
-                let Some(job) = s.peek(store, page).await? else {
+                let Some(job) = s.peek(index, page).await? else {
                     break;
                 };
                 let old = q.since.is_some_and(|t| job.updated_at < t);
@@ -274,3 +311,6 @@ fn decode(s: &str) -> anyhow::Result<Cursor> {
         .ok()
         .context("invalid --cursor: pass the NextCursor of the previous page unchanged")
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! The settings every command shares: resource names, AWS call behaviour, export
+//! settings, and the worker service's own settings. Each flag also reads an environment
+//! variable of the same meaning.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Shortest lease and visibility the worker accepts: it heartbeats every third of the
+/// shorter of the two, and a heartbeat needs about a second for its DynamoDB and SQS calls.
+const MIN_LEASE_SECS: u64 = 3;
+/// SQS refuses a receive that waits longer than this (its long-poll maximum).
+const MAX_POLL_WAIT_SECS: u64 = 20;
+
+/// Names of the AWS resources certflow uses.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Resources (flags or environment variables)")]
+pub(crate) struct Names {
+    /// DynamoDB table holding job records and their history.
+    #[arg(long, env = "CERTFLOW_JOBS_TABLE", default_value = engine::schema::DEFAULT_JOBS_TABLE, global = true)]
+    pub(crate) jobs_table: String,
+    /// SQS queue carrying step tasks (its DLQ is this name + `-dlq`).
+    #[arg(long, env = "CERTFLOW_TASKS_QUEUE", default_value = engine::schema::DEFAULT_TASKS_QUEUE, global = true)]
+    pub(crate) tasks_queue: String,
+    /// SQS queue producers send export requests to (its DLQ is this name + `-dlq`).
+    #[arg(
+        long,
+        env = "CERTFLOW_INTAKE_QUEUE",
+        default_value = "certflow-intake",
+        global = true
+    )]
+    pub(crate) intake_queue: String,
+    /// DynamoDB table recording which certificate is installed where.
+    #[arg(long, env = "CERTFLOW_INVENTORY_TABLE", default_value = workflows::inventory::DEFAULT_TABLE, global = true)]
+    pub(crate) inventory_table: String,
+    /// Event sources accepted as ACM events, comma-separated (add e.g. `custom.aws.acm` to
+    /// test renewals with events you publish yourself).
+    #[arg(
+        long,
+        env = "CERTFLOW_EVENT_SOURCES",
+        default_value = "aws.acm",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub(crate) event_sources: Vec<String>,
+    /// Prefix of the EventBridge rule names (`<prefix>-renewal`, `<prefix>-attention`).
+    #[arg(
+        long,
+        env = "CERTFLOW_RULE_PREFIX",
+        default_value = "certflow",
+        global = true
+    )]
+    pub(crate) rule_prefix: String,
+    /// The SSM Command document that installs certificates on servers.
+    #[arg(
+        long,
+        env = "CERTFLOW_DOCUMENT_NAME",
+        default_value = "Install-ACMCertificate",
+        global = true
+    )]
+    pub(crate) document_name: String,
+}
+
+/// How the AWS SDK retries and times out its calls (see "AWS calls: retries and timeouts"
+/// in the README for why these defaults).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "AWS calls (flags or environment variables)")]
+pub(crate) struct AwsArgs {
+    /// Tries per AWS call, the first included; the SDK's standard variable.
+    #[arg(long, env = "AWS_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub(crate) aws_max_attempts: u32,
+    /// `standard` (exponential backoff with jitter, bounded by a retry quota) or `adaptive`
+    /// (also rate-limits the client once throttled); the SDK's standard variable.
+    #[arg(long, env = "AWS_RETRY_MODE", value_enum, ignore_case = true, default_value_t = RetryMode::Standard, global = true)]
+    pub(crate) aws_retry_mode: RetryMode,
+    /// Seconds to open a connection to an AWS endpoint.
+    #[arg(long, env = "CERTFLOW_AWS_CONNECT_TIMEOUT_SECS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub(crate) aws_connect_timeout_secs: u64,
+    /// Seconds one attempt of an AWS call may take before it is abandoned and retried (an
+    /// SQS long poll gets at least its wait plus 10 s).
+    #[arg(long, env = "CERTFLOW_AWS_ATTEMPT_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub(crate) aws_attempt_timeout_secs: u64,
+    /// Seconds one AWS call may take in all, retries included.
+    #[arg(long, env = "CERTFLOW_AWS_OPERATION_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub(crate) aws_operation_timeout_secs: u64,
+}
+
+/// The SDK's retry modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RetryMode {
+    /// Exponential backoff with jitter, bounded by a retry quota (`legacy`, which other
+    /// AWS tools accept, means the same here).
+    #[value(alias = "legacy")]
+    Standard,
+    /// Standard, plus a client-side rate limiter that slows every call once throttled.
+    Adaptive,
+}
+
+/// Settings of the export workflow.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Export settings (flags or environment variables)")]
+pub(crate) struct ExportArgs {
+    /// Prefix of the secret names (`<prefix><CertName>/passphrase`, `…/bundle`).
+    #[arg(
+        long,
+        env = "CERTFLOW_SECRET_PREFIX",
+        default_value = "certflow/",
+        global = true
+    )]
+    pub(crate) secret_prefix: String,
+    /// KMS key for the secrets (default: the account's aws/secretsmanager key).
+    #[arg(long, env = "CERTFLOW_KMS_KEY_ID", global = true)]
+    pub(crate) kms_key_id: Option<String>,
+    /// Seconds a certificate may stay PENDING_VALIDATION before its job fails.
+    #[arg(
+        long,
+        env = "CERTFLOW_VALIDATION_TIMEOUT_SECS",
+        default_value_t = 7200,
+        global = true
+    )]
+    pub(crate) validation_timeout_secs: u64,
+    /// Seconds the install command may run before it is cancelled and the job fails.
+    #[arg(
+        long,
+        env = "CERTFLOW_INSTALL_TIMEOUT_SECS",
+        default_value_t = 1800,
+        global = true
+    )]
+    pub(crate) install_timeout_secs: u64,
+    /// Directory for certificate files on the servers (install document's CertDir).
+    #[arg(long, env = "CERTFLOW_CERT_DIR", global = true)]
+    pub(crate) cert_dir: Option<String>,
+    /// Directory for private keys on the servers (install document's KeyDir).
+    #[arg(long, env = "CERTFLOW_KEY_DIR", global = true)]
+    pub(crate) key_dir: Option<String>,
+    /// Service to reload on the servers after installing (e.g. nginx).
+    #[arg(long, env = "CERTFLOW_RELOAD_SERVICE", global = true)]
+    pub(crate) reload_service: Option<String>,
+}
+
+/// Worker settings.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct WorkerArgs {
+    /// Messages handled at once: step tasks and intake requests together (2 or more, so
+    /// that each queue keeps a slot while the other is long-polled).
+    #[arg(long, env = "CERTFLOW_CONCURRENCY", default_value_t = 32)]
+    pub(crate) concurrency: usize,
+    /// This worker's id on leases and history (default: host, pid and a random tag).
+    #[arg(long, env = "CERTFLOW_WORKER_ID")]
+    pub(crate) worker_id: Option<String>,
+    /// Lease duration, seconds.
+    #[arg(long, env = "CERTFLOW_LEASE_SECS", default_value_t = 60)]
+    pub(crate) lease_secs: u64,
+    /// Visibility timeout of received task messages, seconds.
+    #[arg(long, env = "CERTFLOW_VISIBILITY_SECS", default_value_t = 60)]
+    pub(crate) visibility_secs: u64,
+    /// Long-poll wait of one receive, seconds (at most 20).
+    #[arg(long, env = "CERTFLOW_POLL_WAIT_SECS", default_value_t = 20)]
+    pub(crate) poll_wait_secs: u64,
+    /// On SIGTERM, how long in-flight steps may run before their leases are released.
+    /// Keep it below the ECS task's stopTimeout.
+    #[arg(long, env = "CERTFLOW_SHUTDOWN_BUDGET_SECS", default_value_t = 25)]
+    pub(crate) shutdown_budget_secs: u64,
+    /// Mean seconds between sweeps for lost wake-ups (0: no sweeper).
+    #[arg(long, env = "CERTFLOW_SWEEP_EVERY_SECS", default_value_t = 60)]
+    pub(crate) sweep_every_secs: u64,
+    /// A job is considered lost when its step was due this many seconds ago.
+    #[arg(long, env = "CERTFLOW_SWEEP_GRACE_SECS", default_value_t = 300)]
+    pub(crate) sweep_grace_secs: u64,
+}
+
+impl WorkerArgs {
+    /// The engine's worker settings, with values it cannot work with brought into range.
+    pub(crate) fn config(&self) -> engine::WorkerConfig {
+        let mut cfg = engine::WorkerConfig::default();
+        if let Some(id) = &self.worker_id {
+            cfg.id = id.clone();
+        }
+        cfg.concurrency = self.concurrency.max(1);
+        cfg.lease = Duration::from_secs(self.lease_secs.max(MIN_LEASE_SECS));
+        cfg.visibility = Duration::from_secs(self.visibility_secs.max(MIN_LEASE_SECS));
+        cfg.poll_wait = Duration::from_secs(self.poll_wait_secs.min(MAX_POLL_WAIT_SECS));
+        cfg.shutdown_budget = Duration::from_secs(self.shutdown_budget_secs);
+        cfg.sweep_every = Duration::from_secs(self.sweep_every_secs);
+        cfg.sweep_grace = Duration::from_secs(self.sweep_grace_secs);
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(lease: u64, visibility: u64, poll: u64, concurrency: usize) -> WorkerArgs {
+        WorkerArgs {
+            concurrency,
+            worker_id: Some("w-1".into()),
+            lease_secs: lease,
+            visibility_secs: visibility,
+            poll_wait_secs: poll,
+            shutdown_budget_secs: 25,
+            sweep_every_secs: 0,
+            sweep_grace_secs: 300,
+        }
+    }
+
+    #[test]
+    fn worker_settings_pass_through_when_in_range() {
+        let cfg = worker(90, 45, 5, 8).config();
+        assert_eq!(cfg.id, "w-1");
+        assert_eq!(cfg.concurrency, 8);
+        assert_eq!(cfg.lease, Duration::from_secs(90));
+        assert_eq!(cfg.visibility, Duration::from_secs(45));
+        assert_eq!(cfg.poll_wait, Duration::from_secs(5));
+        assert_eq!(cfg.shutdown_budget, Duration::from_secs(25));
+        assert_eq!(cfg.sweep_every, Duration::ZERO, "0 turns the sweeper off");
+        assert_eq!(cfg.sweep_grace, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn worker_settings_out_of_range_are_brought_into_range() {
+        let cfg = worker(1, 0, 60, 0).config();
+        assert_eq!(cfg.concurrency, 1);
+        assert_eq!(cfg.lease, Duration::from_secs(MIN_LEASE_SECS));
+        assert_eq!(cfg.visibility, Duration::from_secs(MIN_LEASE_SECS));
+        assert_eq!(cfg.poll_wait, Duration::from_secs(MAX_POLL_WAIT_SECS));
+    }
+
+    #[test]
+    fn without_a_worker_id_the_engine_picks_one() {
+        let mut args = worker(60, 60, 20, 32);
+        args.worker_id = None;
+        let id = args.config().id;
+        assert!(id.contains(&format!("-{}-", std::process::id())), "{id}");
+    }
+}
