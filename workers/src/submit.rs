@@ -2,7 +2,6 @@
 //! and optionally follow the job it becomes.
 
 use anyhow::Context;
-use engine::JobId;
 use serde_json::json;
 use workflows::export_certificate::{self, ExportRequest};
 
@@ -58,11 +57,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>, args: &SubmitArgs) -> anyhow::Result<()> 
             )
         })?;
     let message_id = sent.message_id.unwrap_or_default();
-    let key = request
-        .request_id
-        .clone()
-        .unwrap_or_else(|| message_id.clone());
-    let id = JobId::from_key(export_certificate::NAME, &key);
+    let id = export_certificate::job_id(&request, &message_id);
     if !args.wait {
         match ctx.output {
             Output::Table => println!(

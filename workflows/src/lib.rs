@@ -9,6 +9,7 @@
 //! - [`demo`]: a small workflow that shows the engine at work.
 //! - [`inventory`]: the inventory table (which certificate is installed where).
 //! - [`aws`]: the AWS clients and the mapping of their errors onto retry or abort.
+//! - `secrets`, `ssm`: the Secrets Manager and Systems Manager adapters the export steps use.
 //!
 //! [`registry`] returns every workflow, ready for a worker.
 #![warn(missing_docs, unreachable_pub)]
@@ -22,6 +23,8 @@ pub mod export_certificate;
 pub mod intake;
 pub mod inventory;
 pub mod renew_certificate;
+mod secrets;
+mod ssm;
 
 use engine::Registry;
 

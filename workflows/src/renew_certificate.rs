@@ -5,17 +5,15 @@
 //! delivered twice starts each child once. The parent records its children and succeeds
 //! when all of them are terminal, saying how many succeeded and failed.
 
-use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use engine::{JobId, JobStatus, Outcome, StepContext, StepError, StepPolicy, Workflow};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::classify;
 use crate::export_certificate::{self, ExportRequest};
-use crate::inventory;
+use crate::inventory::{self, InventoryRow};
 
 /// The workflow's name.
 pub const NAME: &str = "renew-certificate";
@@ -40,7 +38,51 @@ pub struct Child {
     pub cert_name: String,
     /// Its final status, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<ChildStatus>,
+}
+
+/// How a child export job ended: its terminal [`JobStatus`], by the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChildStatus {
+    /// The export succeeded.
+    Succeeded,
+    /// The export failed.
+    Failed,
+    /// An operator cancelled it.
+    Cancelled,
+}
+
+impl ChildStatus {
+    /// The final status of a job in `status`; `None` while it can still move on.
+    pub fn of(status: JobStatus) -> Option<ChildStatus> {
+        match status {
+            JobStatus::Succeeded => Some(ChildStatus::Succeeded),
+            JobStatus::Failed => Some(ChildStatus::Failed),
+            JobStatus::Cancelled => Some(ChildStatus::Cancelled),
+            JobStatus::Pending | JobStatus::Running | JobStatus::Waiting => None,
+        }
+    }
+
+    /// The job status it stands for.
+    pub fn job_status(self) -> JobStatus {
+        match self {
+            ChildStatus::Succeeded => JobStatus::Succeeded,
+            ChildStatus::Failed => JobStatus::Failed,
+            ChildStatus::Cancelled => JobStatus::Cancelled,
+        }
+    }
+
+    /// The name, as the job status's: e.g. `"SUCCEEDED"`.
+    pub fn as_str(self) -> &'static str {
+        self.job_status().as_str()
+    }
+}
+
+impl fmt::Display for ChildStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// State of a renewal job.
@@ -68,10 +110,6 @@ pub fn new_job(state: RenewState) -> Result<engine::NewJob, engine::JobsError> {
     Ok(engine::NewJob::new(NAME, Some(&key), &state)?.label("CertificateArn", arn))
 }
 
-fn s(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
-    item.get(name).and_then(|v| v.as_s().ok()).cloned()
-}
-
 async fn fan_out(
     deps: Arc<Deps>,
     ctx: StepContext,
@@ -82,26 +120,9 @@ async fn fan_out(
             "renewal needs the engine's job operations",
         ));
     };
-    let mut rows = Vec::new();
-    let mut start = None;
-    loop {
-        let page = deps
-            .dynamodb
-            .query()
-            .table_name(&deps.inventory_table)
-            .index_name(inventory::BY_CERTIFICATE)
-            .key_condition_expression("CertificateArn = :a")
-            .expression_attribute_values(":a", AttributeValue::S(st.certificate_arn.clone()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| classify("Query (inventory by certificate)", &e))?;
-        rows.extend(page.items().iter().cloned());
-        start = page.last_evaluated_key().cloned();
-        if start.is_none() {
-            break;
-        }
-    }
+    let rows =
+        inventory::rows_of_certificate(&deps.dynamodb, &deps.inventory_table, &st.certificate_arn)
+            .await?;
     if rows.is_empty() {
         return Err(StepError::abort(format!(
             "certificate not in inventory: {} has never been exported by certflow, so there is nothing to renew",
@@ -110,25 +131,26 @@ async fn fan_out(
     }
     let mut children = Vec::new();
     for row in rows {
-        let (Some(name), Some(key), Some(value), Some(tkv), Some(sk)) = (
-            s(&row, "CertName"),
-            s(&row, "TargetTagKey"),
-            s(&row, "TargetTagValue"),
-            s(&row, inventory::PK),
-            s(&row, inventory::SK),
-        ) else {
+        // A row certflow did not write (no target, no name) is not ours to renew.
+        let Ok(row) = InventoryRow::from_item(&row) else {
             continue;
         };
+        // One child per (event, row), whoever starts it and however often.
+        let key = format!(
+            "renewal\u{1f}{}\u{1f}{}\u{1f}{}",
+            st.event_id,
+            row.tag_key_value(),
+            row.certificate_arn_cert_name()
+        );
+        let name = row.cert_name;
         let request = ExportRequest {
             certificate_arn: st.certificate_arn.clone(),
             cert_name: name.clone(),
-            target_tag_key: key,
-            target_tag_value: value,
+            target_tag_key: row.target_tag_key,
+            target_tag_value: row.target_tag_value,
             request_id: None,
         };
         let target = request.target();
-        // One child per (event, row), whoever starts it and however often.
-        let key = format!("renewal\u{1f}{}\u{1f}{tkv}\u{1f}{sk}", st.event_id);
         let new = export_certificate::new_job(request, &key)
             .map_err(|e| StepError::abort(e.to_string()))?;
         let created = jobs
@@ -162,9 +184,7 @@ async fn collect(
             .get(&JobId::new(child.job_id.clone()))
             .await
             .map_err(|e| StepError::retry(format!("reading child job: {e}")))?;
-        if rec.status.is_terminal() {
-            child.status = Some(rec.status.to_string());
-        }
+        child.status = ChildStatus::of(rec.status);
     }
     if st.children.iter().any(|c| c.status.is_none()) {
         let delay =
@@ -175,17 +195,17 @@ async fn collect(
     let ok = st
         .children
         .iter()
-        .filter(|c| c.status.as_deref() == Some(JobStatus::Succeeded.as_str()))
+        .filter(|c| c.status == Some(ChildStatus::Succeeded))
         .count();
     let failed: Vec<String> = st
         .children
         .iter()
-        .filter(|c| c.status.as_deref() != Some(JobStatus::Succeeded.as_str()))
+        .filter(|c| c.status != Some(ChildStatus::Succeeded))
         .map(|c| {
             format!(
                 "{} {} ({})",
                 c.target,
-                c.status.as_deref().unwrap_or("?"),
+                c.status.map_or("?", ChildStatus::as_str),
                 c.job_id
             )
         })
@@ -259,5 +279,46 @@ pub mod alert {
             let reason = format!("{}: {}{days} — {}", a.event, a.certificate_arn, a.action);
             Ok::<_, StepError>(Outcome::fail(a, reason))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn child_statuses_are_stored_by_the_job_status_s_name() {
+        for (st, wire) in [
+            (ChildStatus::Succeeded, "SUCCEEDED"),
+            (ChildStatus::Failed, "FAILED"),
+            (ChildStatus::Cancelled, "CANCELLED"),
+        ] {
+            assert_eq!(serde_json::to_value(st).unwrap(), json!(wire));
+            assert_eq!(st.to_string(), wire);
+            assert_eq!(st.job_status().as_str(), wire);
+            assert_eq!(ChildStatus::of(st.job_status()), Some(st));
+            let back: ChildStatus = serde_json::from_value(json!(wire)).unwrap();
+            assert_eq!(back, st);
+        }
+    }
+
+    #[test]
+    fn only_terminal_jobs_have_a_child_status() {
+        for st in JobStatus::ALL {
+            assert_eq!(ChildStatus::of(st).is_some(), st.is_terminal(), "{st}");
+        }
+    }
+
+    #[test]
+    fn children_read_and_write_as_before() {
+        let stored = json!([
+            {"job_id": "j-1", "target": "Tier=web", "cert_name": "web", "status": "SUCCEEDED"},
+            {"job_id": "j-2", "target": "Tier=db", "cert_name": "db"},
+        ]);
+        let children: Vec<Child> = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(children[0].status, Some(ChildStatus::Succeeded));
+        assert_eq!(children[1].status, None);
+        assert_eq!(serde_json::to_value(&children).unwrap(), stored);
     }
 }

@@ -207,11 +207,11 @@ pub(crate) fn instances_table(rec: &JobRecord) -> Option<String> {
         .map(|(id, r)| {
             vec![
                 id.clone(),
-                r.status.clone(),
+                r.status.to_string(),
                 r.serial.clone().unwrap_or_else(|| "-".into()),
                 r.detail
                     .clone()
-                    .filter(|d| d != &r.status)
+                    .filter(|d| d != r.status.as_str())
                     .unwrap_or_default(),
             ]
         })

@@ -1,22 +1,37 @@
 //! `export-certificate`: export an ACM certificate and install it on every server that
-//! carries a tag — check, export, inventory, install, wait (DESIGN §4).
+//! carries a tag. Its steps, in order, each in a file of its own (docs/architecture.md,
+//! *Export steps*):
+//!
+//! 1. `check` — the certificate is ISSUED and exportable (pending validation: poll);
+//! 2. `export` — passphrase and bundle into Secrets Manager;
+//! 3. `inventory` — the inventory row of this target and certificate;
+//! 4. `install` — the install command to the servers carrying the tag;
+//! 5. `wait` — each server's result, and the outcome on the inventory row.
 //!
 //! Secret material lives only in Secrets Manager: the job's state holds secret *names*,
 //! the SSM command carries secret names, and the servers fetch the secrets themselves.
 
+mod check;
+mod export;
+mod install;
+mod inventory;
 pub mod request;
-mod steps;
+mod state;
+mod wait;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::{StepPolicy, Workflow};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use engine::{JobId, Outcome, StepError, StepPolicy, Workflow};
 
+pub use crate::ssm::InstanceStatus;
 pub use request::{ExportRequest, InvalidRequest};
+pub use state::{ExportState, InstanceResult};
 
 use crate::aws::Clients;
+
+/// What a step returns.
+type StepResult = Result<Outcome<ExportState>, StepError>;
 
 /// The workflow's name (the `Workflow` attribute of its jobs).
 pub const NAME: &str = "export-certificate";
@@ -73,90 +88,22 @@ pub struct Deps {
     pub config: ExportConfig,
 }
 
-/// The result of the install on one server.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceResult {
-    /// SSM invocation status (`Success`, `Failed`, `TimedOut`, …).
-    pub status: String,
-    /// SSM status details or the first line of the error output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// The serial the server reported installing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
+/// The id of the export job for `request`: derived from its `RequestId` when it has one,
+/// else from `fallback` (the intake message id, or a renewal's key for one row). The same
+/// request sent twice, or the same message received twice, makes one job.
+pub fn job_id(request: &ExportRequest, fallback: &str) -> JobId {
+    JobId::from_key(NAME, job_key(request, fallback))
 }
 
-/// The durable state of an export job. Never secret material: names, ids and facts only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportState {
-    /// The request as received.
-    pub request: ExportRequest,
-    /// Certificate serial (from ACM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    /// Certificate expiry, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<String>,
-    /// Key algorithm (`RSA_2048`, `EC_prime256v1`, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_algorithm: Option<String>,
-    /// Times `check` found the certificate pending validation.
-    #[serde(default)]
-    pub check_polls: u32,
-    /// Name of the passphrase secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passphrase_secret: Option<String>,
-    /// Name of the bundle secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bundle_secret: Option<String>,
-    /// SHA-256 fingerprint of the certificate (DER), hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-    /// The install command's id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command_id: Option<String>,
-    /// When the install command was sent (epoch ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command_sent_at: Option<i64>,
-    /// Status polls of the install command so far.
-    #[serde(default)]
-    pub wait_polls: u32,
-    /// Servers the command targeted, as SSM counted them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_count: Option<u32>,
-    /// Per-server results.
-    #[serde(default)]
-    pub instances: BTreeMap<String, InstanceResult>,
+/// The idempotency key behind [`job_id`].
+fn job_key<'a>(request: &'a ExportRequest, fallback: &'a str) -> &'a str {
+    request.request_id.as_deref().unwrap_or(fallback)
 }
 
-impl ExportState {
-    /// The initial state for a request.
-    pub fn new(request: ExportRequest) -> Self {
-        ExportState {
-            request,
-            serial: None,
-            not_after: None,
-            key_algorithm: None,
-            check_polls: 0,
-            passphrase_secret: None,
-            bundle_secret: None,
-            fingerprint: None,
-            command_id: None,
-            command_sent_at: None,
-            wait_polls: 0,
-            target_count: None,
-            instances: BTreeMap::new(),
-        }
-    }
-}
-
-/// A new export job for `request`: id from its `RequestId` when given, else from `key`
-/// (e.g. the intake message id), labelled for the operator and the certificate index.
+/// A new export job for `request`, with the id [`job_id`] gives it, labelled for the
+/// operator and the certificate index.
 pub fn new_job(request: ExportRequest, key: &str) -> Result<engine::NewJob, engine::JobsError> {
-    let key = request
-        .request_id
-        .clone()
-        .unwrap_or_else(|| key.to_string());
+    let key = job_key(&request, key).to_string();
     let labels = [
         ("CertificateArn", request.certificate_arn.clone()),
         ("CertName", request.cert_name.clone()),
@@ -184,24 +131,81 @@ pub fn workflow(deps: Deps) -> Workflow<ExportState> {
                 + Duration::from_secs(3600),
         )
         .step_with("check", aws_step, move |ctx, s| {
-            steps::check(d.clone(), ctx, s)
+            check::check(d.clone(), ctx, s)
         });
     let d = deps.clone();
     let wf = wf.step_with("export", aws_step, move |ctx, s| {
-        steps::export(d.clone(), ctx, s)
+        export::export(d.clone(), ctx, s)
     });
     let d = deps.clone();
     let wf = wf.step_with("inventory", aws_step, move |ctx, s| {
-        steps::inventory(d.clone(), ctx, s)
+        inventory::inventory(d.clone(), ctx, s)
     });
     let d = deps.clone();
     let wf = wf.step_with("install", aws_step, move |ctx, s| {
-        steps::install(d.clone(), ctx, s)
+        install::install(d.clone(), ctx, s)
     });
     let d = deps.clone();
     let wf = wf.step_with("wait", aws_step, move |ctx, s| {
-        steps::wait(d.clone(), ctx, s)
+        wait::wait(d.clone(), ctx, s)
     });
     let d = deps;
-    wf.on_stop(move |ctx, s, reason| steps::stop(d.clone(), ctx, s, reason))
+    wf.on_stop(move |ctx, s, reason| wait::stop(d.clone(), ctx, s, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(request_id: Option<&str>) -> ExportRequest {
+        ExportRequest {
+            certificate_arn: "arn:aws:acm:us-east-1:123456789012:certificate/abc".into(),
+            cert_name: "web".into(),
+            target_tag_key: "Environment".into(),
+            target_tag_value: "prod".into(),
+            request_id: request_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_job_id_comes_from_the_request_id_else_the_fallback() {
+        // Pinned: existing jobs and clients derive these ids; they must never change.
+        let by_request = "a44c9849-a480-53ab-8bf5-f088bd981d55";
+        let by_message = "368b9b42-a8b3-5895-b225-3dde2266cb39";
+        assert_eq!(
+            job_id(&request(Some("req-1")), "msg-1").as_str(),
+            by_request
+        );
+        assert_eq!(
+            job_id(&request(Some("req-1")), "msg-2").as_str(),
+            by_request
+        );
+        assert_eq!(job_id(&request(None), "msg-1").as_str(), by_message);
+        assert_eq!(
+            job_id(&request(None), "msg-1"),
+            job_id(&request(None), "msg-1")
+        );
+        assert_ne!(job_id(&request(None), "msg-2").as_str(), by_message);
+        assert_ne!(
+            job_id(&request(Some("req-2")), "msg-1").as_str(),
+            by_request
+        );
+        assert_eq!(
+            job_id(&request(None), "k"),
+            JobId::from_key(NAME, "k"),
+            "the rule is the engine's key rule within this workflow"
+        );
+    }
+
+    #[test]
+    fn a_new_job_gets_the_job_id_and_labels() {
+        for (req, fallback) in [(request(Some("req-1")), "msg-1"), (request(None), "msg-1")] {
+            let job = new_job(req.clone(), fallback).unwrap();
+            assert_eq!(job.id, job_id(&req, fallback));
+            assert_eq!(job.workflow, NAME);
+            assert_eq!(job.labels["CertName"], "web");
+            assert_eq!(job.labels["Target"], "Environment=prod");
+            assert_eq!(job.labels["CertificateArn"], req.certificate_arn);
+        }
+    }
 }

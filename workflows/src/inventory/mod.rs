@@ -1,0 +1,184 @@
+//! The inventory table: which certificate is installed where (the reference schema, plus
+//! what certflow knows more), and its index by certificate for renewals.
+//!
+//! Table, key and attribute names are defined here once; [`InventoryRow`] is a row and its
+//! codec. The two calls the workflows make on the table (set attributes of a row, list the
+//! rows of a certificate) are here too, so that no step builds an item by hand.
+
+mod row;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType,
+};
+use engine::StepError;
+
+use crate::aws::classify;
+
+pub use row::{InstallEnd, InventoryRow, LastStatus, RowError};
+
+/// A DynamoDB item (or key) of the table.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Default table name.
+pub const DEFAULT_TABLE: &str = "certflow-inventory";
+/// Partition key: `<TargetTagKey>#<TargetTagValue>`.
+pub const PK: &str = "TagKeyValue";
+/// Sort key: `<CertificateArn>#<CertName>`.
+pub const SK: &str = "CertificateArnCertName";
+/// Index of rows by certificate (renewal fan-out reads it; never a Scan).
+pub const BY_CERTIFICATE: &str = "ByCertificateArn";
+
+/// The names of a row's other attributes (the key's are [`PK`] and [`SK`]). Users read
+/// the table, so these names and their formats do not change.
+pub mod attr {
+    /// The certificate's ARN (also the hash key of [`super::BY_CERTIFICATE`]).
+    pub const CERTIFICATE_ARN: &str = "CertificateArn";
+    /// File-name stem on the servers.
+    pub const CERT_NAME: &str = "CertName";
+    /// Tag key selecting the servers.
+    pub const TARGET_TAG_KEY: &str = "TargetTagKey";
+    /// Tag value selecting the servers.
+    pub const TARGET_TAG_VALUE: &str = "TargetTagValue";
+    /// When the certificate was last exported, RFC 3339.
+    pub const LAST_EXPORTED_DATE: &str = "LastExportedDate";
+    /// The export job that wrote the row last.
+    pub const LAST_JOB_ID: &str = "LastJobId";
+    /// `EXPORTED`, `INSTALLED` or `INSTALL_FAILED`.
+    pub const LAST_STATUS: &str = "LastStatus";
+    /// Name of the passphrase secret.
+    pub const PASSPHRASE_SECRET_NAME: &str = "PassphraseSecretName";
+    /// Name of the bundle secret.
+    pub const BUNDLE_SECRET_NAME: &str = "BundleSecretName";
+    /// The certificate's expiry, RFC 3339.
+    pub const CERT_EXPIRY_DATE: &str = "CertExpiryDate";
+    /// The certificate's serial.
+    pub const SERIAL: &str = "Serial";
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub const FINGERPRINT: &str = "Fingerprint";
+    /// When the last install succeeded on every server, RFC 3339.
+    pub const LAST_INSTALLED_DATE: &str = "LastInstalledDate";
+    /// How many servers the last successful install reached (a number attribute).
+    pub const INSTALLED_INSTANCES: &str = "InstalledInstances";
+}
+
+/// The row key of a (target, certificate, name).
+pub fn key(tag_key: &str, tag_value: &str, arn: &str, name: &str) -> Item {
+    HashMap::from([
+        (
+            PK.to_string(),
+            AttributeValue::S(format!("{tag_key}#{tag_value}")),
+        ),
+        (SK.to_string(), AttributeValue::S(format!("{arn}#{name}"))),
+    ])
+}
+
+/// Sets `attributes` on the row at `key` (creating the row if needed), leaving its other
+/// attributes as they are: running it twice gives the same row.
+pub(crate) async fn set(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: Item,
+    attributes: Vec<(&'static str, AttributeValue)>,
+) -> Result<(), StepError> {
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let mut sets = Vec::new();
+    for (i, (name, value)) in attributes.into_iter().enumerate() {
+        names.insert(format!("#a{i}"), name.to_string());
+        values.insert(format!(":v{i}"), value);
+        sets.push(format!("#a{i} = :v{i}"));
+    }
+    client
+        .update_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .update_expression(format!("SET {}", sets.join(", ")))
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .send()
+        .await
+        .map_err(|e| classify("UpdateItem (inventory)", &e))?;
+    Ok(())
+}
+
+/// Every row of certificate `arn`, through the [`BY_CERTIFICATE`] index (never a Scan).
+pub(crate) async fn rows_of_certificate(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    arn: &str,
+) -> Result<Vec<Item>, StepError> {
+    let mut rows = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .index_name(BY_CERTIFICATE)
+            .key_condition_expression(format!("{} = :a", attr::CERTIFICATE_ARN))
+            .expression_attribute_values(":a", AttributeValue::S(arn.to_string()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| classify("Query (inventory by certificate)", &e))?;
+        rows.extend(page.items().iter().cloned());
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return Ok(rows);
+        }
+    }
+}
+
+/// Creates the inventory table and its index; fine if it exists.
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<(), aws_sdk_dynamodb::Error> {
+    let s = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let k = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+    };
+    let result = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(s(PK)?)
+        .attribute_definitions(s(SK)?)
+        .attribute_definitions(s(attr::CERTIFICATE_ARN)?)
+        .key_schema(k(PK, KeyType::Hash)?)
+        .key_schema(k(SK, KeyType::Range)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(BY_CERTIFICATE)
+                .key_schema(k(attr::CERTIFICATE_ARN, KeyType::Hash)?)
+                .key_schema(k(PK, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()?,
+        )
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,502 @@
+//! One inventory row as a type, and its codec to and from DynamoDB attributes: the
+//! attribute names and formats (see [`super::attr`]) are a contract with the people and
+//! tools that read the table.
+
+use std::fmt;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{attr, key, Item, PK, SK};
+
+/// How the last export of a row's certificate to its target went (`LastStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LastStatus {
+    /// Exported; the install has not ended yet.
+    Exported,
+    /// Installed on every targeted server.
+    Installed,
+    /// The install failed on at least one server.
+    InstallFailed,
+}
+
+impl LastStatus {
+    /// The attribute value, e.g. `"INSTALL_FAILED"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LastStatus::Exported => "EXPORTED",
+            LastStatus::Installed => "INSTALLED",
+            LastStatus::InstallFailed => "INSTALL_FAILED",
+        }
+    }
+
+    /// Parses an attribute value.
+    pub fn parse(s: &str) -> Option<LastStatus> {
+        [
+            LastStatus::Exported,
+            LastStatus::Installed,
+            LastStatus::InstallFailed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for LastStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an item is not an inventory row.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    /// A required attribute is absent.
+    #[error("inventory row has no {0} attribute")]
+    Missing(&'static str),
+    /// An attribute has the wrong DynamoDB type.
+    #[error("inventory row attribute {name} is not {expected}")]
+    WrongType {
+        /// The attribute.
+        name: &'static str,
+        /// `a string` or `a number`.
+        expected: &'static str,
+    },
+    /// An attribute has the right type but a value certflow does not write.
+    #[error("inventory row attribute {name} has value {value:?}, which is not {expected}")]
+    BadValue {
+        /// The attribute.
+        name: &'static str,
+        /// What it holds.
+        value: String,
+        /// What it should hold.
+        expected: &'static str,
+    },
+}
+
+/// One row of the inventory table: a certificate, the servers it goes to, and how its
+/// last export and install went. Its key is derived from the target and the certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryRow {
+    /// `TargetTagKey`.
+    pub target_tag_key: String,
+    /// `TargetTagValue`.
+    pub target_tag_value: String,
+    /// `CertificateArn`.
+    pub certificate_arn: String,
+    /// `CertName`.
+    pub cert_name: String,
+    /// `LastExportedDate`, RFC 3339.
+    pub last_exported_date: Option<String>,
+    /// `LastJobId`.
+    pub last_job_id: Option<String>,
+    /// `LastStatus`.
+    pub last_status: Option<LastStatus>,
+    /// `PassphraseSecretName`.
+    pub passphrase_secret_name: Option<String>,
+    /// `BundleSecretName`.
+    pub bundle_secret_name: Option<String>,
+    /// `CertExpiryDate`, RFC 3339.
+    pub cert_expiry_date: Option<String>,
+    /// `Serial`.
+    pub serial: Option<String>,
+    /// `Fingerprint`.
+    pub fingerprint: Option<String>,
+    /// `LastInstalledDate`, RFC 3339.
+    pub last_installed_date: Option<String>,
+    /// `InstalledInstances`.
+    pub installed_instances: Option<u64>,
+}
+
+impl InventoryRow {
+    /// A row with the identity attributes only.
+    pub fn new(
+        target_tag_key: impl Into<String>,
+        target_tag_value: impl Into<String>,
+        certificate_arn: impl Into<String>,
+        cert_name: impl Into<String>,
+    ) -> Self {
+        InventoryRow {
+            target_tag_key: target_tag_key.into(),
+            target_tag_value: target_tag_value.into(),
+            certificate_arn: certificate_arn.into(),
+            cert_name: cert_name.into(),
+            last_exported_date: None,
+            last_job_id: None,
+            last_status: None,
+            passphrase_secret_name: None,
+            bundle_secret_name: None,
+            cert_expiry_date: None,
+            serial: None,
+            fingerprint: None,
+            last_installed_date: None,
+            installed_instances: None,
+        }
+    }
+
+    /// The value of the partition key [`PK`]: `<TargetTagKey>#<TargetTagValue>`.
+    pub fn tag_key_value(&self) -> String {
+        format!("{}#{}", self.target_tag_key, self.target_tag_value)
+    }
+
+    /// The value of the sort key [`SK`]: `<CertificateArn>#<CertName>`.
+    pub fn certificate_arn_cert_name(&self) -> String {
+        format!("{}#{}", self.certificate_arn, self.cert_name)
+    }
+
+    /// The row's key.
+    pub fn key(&self) -> Item {
+        key(
+            &self.target_tag_key,
+            &self.target_tag_value,
+            &self.certificate_arn,
+            &self.cert_name,
+        )
+    }
+
+    /// Every attribute but the key, in a fixed order; absent values are left out (so
+    /// setting them leaves what the table holds).
+    pub fn attributes(&self) -> Vec<(&'static str, AttributeValue)> {
+        let s = |v: &str| AttributeValue::S(v.to_string());
+        let mut out = vec![
+            (attr::CERTIFICATE_ARN, s(&self.certificate_arn)),
+            (attr::CERT_NAME, s(&self.cert_name)),
+            (attr::TARGET_TAG_KEY, s(&self.target_tag_key)),
+            (attr::TARGET_TAG_VALUE, s(&self.target_tag_value)),
+        ];
+        let optional = [
+            (attr::LAST_EXPORTED_DATE, self.last_exported_date.as_deref()),
+            (attr::LAST_JOB_ID, self.last_job_id.as_deref()),
+            (attr::LAST_STATUS, self.last_status.map(LastStatus::as_str)),
+            (
+                attr::PASSPHRASE_SECRET_NAME,
+                self.passphrase_secret_name.as_deref(),
+            ),
+            (attr::BUNDLE_SECRET_NAME, self.bundle_secret_name.as_deref()),
+            (attr::CERT_EXPIRY_DATE, self.cert_expiry_date.as_deref()),
+            (attr::SERIAL, self.serial.as_deref()),
+            (attr::FINGERPRINT, self.fingerprint.as_deref()),
+            (
+                attr::LAST_INSTALLED_DATE,
+                self.last_installed_date.as_deref(),
+            ),
+        ];
+        out.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, v)| v.map(|v| (name, s(v)))),
+        );
+        if let Some(n) = self.installed_instances {
+            out.push((attr::INSTALLED_INSTANCES, AttributeValue::N(n.to_string())));
+        }
+        out
+    }
+
+    /// The whole item: key and attributes.
+    pub fn to_item(&self) -> Item {
+        let mut item = self.key();
+        item.extend(
+            self.attributes()
+                .into_iter()
+                .map(|(name, v)| (name.to_string(), v)),
+        );
+        item
+    }
+
+    /// Reads a row. The key and the four identity attributes are required and must agree;
+    /// every other attribute, when present, must have its type and format.
+    pub fn from_item(item: &Item) -> Result<InventoryRow, RowError> {
+        let required = |name: &'static str| string(item, name)?.ok_or(RowError::Missing(name));
+        let mut row = InventoryRow::new(
+            required(attr::TARGET_TAG_KEY)?,
+            required(attr::TARGET_TAG_VALUE)?,
+            required(attr::CERTIFICATE_ARN)?,
+            required(attr::CERT_NAME)?,
+        );
+        for (name, expected) in [
+            (PK, row.tag_key_value()),
+            (SK, row.certificate_arn_cert_name()),
+        ] {
+            let found = required(name)?;
+            if found != expected {
+                return Err(RowError::BadValue {
+                    name,
+                    value: found,
+                    expected: "made of the row's target and certificate",
+                });
+            }
+        }
+        row.last_exported_date = string(item, attr::LAST_EXPORTED_DATE)?;
+        row.last_job_id = string(item, attr::LAST_JOB_ID)?;
+        row.last_status = match string(item, attr::LAST_STATUS)? {
+            None => None,
+            Some(v) => Some(LastStatus::parse(&v).ok_or(RowError::BadValue {
+                name: attr::LAST_STATUS,
+                value: v,
+                expected: "EXPORTED, INSTALLED or INSTALL_FAILED",
+            })?),
+        };
+        row.passphrase_secret_name = string(item, attr::PASSPHRASE_SECRET_NAME)?;
+        row.bundle_secret_name = string(item, attr::BUNDLE_SECRET_NAME)?;
+        row.cert_expiry_date = string(item, attr::CERT_EXPIRY_DATE)?;
+        row.serial = string(item, attr::SERIAL)?;
+        row.fingerprint = string(item, attr::FINGERPRINT)?;
+        row.last_installed_date = string(item, attr::LAST_INSTALLED_DATE)?;
+        row.installed_instances = match item.get(attr::INSTALLED_INSTANCES) {
+            None => None,
+            Some(v) => {
+                let n = v.as_n().map_err(|_| RowError::WrongType {
+                    name: attr::INSTALLED_INSTANCES,
+                    expected: "a number",
+                })?;
+                Some(n.parse().map_err(|_| RowError::BadValue {
+                    name: attr::INSTALLED_INSTANCES,
+                    value: n.clone(),
+                    expected: "a whole number",
+                })?)
+            }
+        };
+        Ok(row)
+    }
+}
+
+/// The string attribute `name`, if present.
+fn string(item: &Item, name: &'static str) -> Result<Option<String>, RowError> {
+    item.get(name)
+        .map(|v| {
+            v.as_s().cloned().map_err(|_| RowError::WrongType {
+                name,
+                expected: "a string",
+            })
+        })
+        .transpose()
+}
+
+/// What the `wait` step sets on the row the `inventory` step wrote, once the install has
+/// ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallEnd {
+    /// Every targeted server installed the certificate.
+    Installed {
+        /// When, RFC 3339.
+        date: String,
+        /// How many servers.
+        instances: u64,
+    },
+    /// At least one server failed.
+    Failed,
+}
+
+impl InstallEnd {
+    /// The attributes to set.
+    pub fn attributes(&self) -> Vec<(&'static str, AttributeValue)> {
+        match self {
+            InstallEnd::Installed { date, instances } => vec![
+                (
+                    attr::LAST_STATUS,
+                    AttributeValue::S(LastStatus::Installed.as_str().into()),
+                ),
+                (attr::LAST_INSTALLED_DATE, AttributeValue::S(date.clone())),
+                (
+                    attr::INSTALLED_INSTANCES,
+                    AttributeValue::N(instances.to_string()),
+                ),
+            ],
+            InstallEnd::Failed => vec![(
+                attr::LAST_STATUS,
+                AttributeValue::S(LastStatus::InstallFailed.as_str().into()),
+            )],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:acm:us-east-1:123456789012:certificate/abc";
+
+    fn full() -> InventoryRow {
+        InventoryRow {
+            last_exported_date: Some("2025-01-02T03:04:05.000Z".into()),
+            last_job_id: Some("job-1".into()),
+            last_status: Some(LastStatus::Installed),
+            passphrase_secret_name: Some("certflow/web/passphrase".into()),
+            bundle_secret_name: Some("certflow/web/bundle".into()),
+            cert_expiry_date: Some("2026-01-02T00:00:00.000Z".into()),
+            serial: Some("0a:1b".into()),
+            fingerprint: Some("ff00".into()),
+            last_installed_date: Some("2025-01-02T03:05:00.000Z".into()),
+            installed_instances: Some(3),
+            ..InventoryRow::new("Environment", "prod", ARN, "web")
+        }
+    }
+
+    fn s(v: &str) -> AttributeValue {
+        AttributeValue::S(v.into())
+    }
+
+    #[test]
+    fn the_item_keeps_the_table_s_attribute_names_and_formats() {
+        let item = full().to_item();
+        let expected: Item = [
+            ("TagKeyValue", s("Environment#prod")),
+            ("CertificateArnCertName", s(&format!("{ARN}#web"))),
+            ("CertificateArn", s(ARN)),
+            ("CertName", s("web")),
+            ("TargetTagKey", s("Environment")),
+            ("TargetTagValue", s("prod")),
+            ("LastExportedDate", s("2025-01-02T03:04:05.000Z")),
+            ("LastJobId", s("job-1")),
+            ("LastStatus", s("INSTALLED")),
+            ("PassphraseSecretName", s("certflow/web/passphrase")),
+            ("BundleSecretName", s("certflow/web/bundle")),
+            ("CertExpiryDate", s("2026-01-02T00:00:00.000Z")),
+            ("Serial", s("0a:1b")),
+            ("Fingerprint", s("ff00")),
+            ("LastInstalledDate", s("2025-01-02T03:05:00.000Z")),
+            ("InstalledInstances", AttributeValue::N("3".into())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(item, expected);
+    }
+
+    #[test]
+    fn round_trip() {
+        let row = full();
+        assert_eq!(InventoryRow::from_item(&row.to_item()), Ok(row));
+        let bare = InventoryRow::new("Role", "db", ARN, "db-cert");
+        assert_eq!(bare.to_item().len(), 6);
+        assert_eq!(InventoryRow::from_item(&bare.to_item()), Ok(bare));
+    }
+
+    #[test]
+    fn the_export_sets_its_attributes_in_a_fixed_order_without_absent_ones() {
+        let row = InventoryRow {
+            last_status: Some(LastStatus::Exported),
+            serial: Some("01".into()),
+            ..InventoryRow::new("k", "v", ARN, "n")
+        };
+        let names: Vec<&str> = row.attributes().iter().map(|(n, _)| *n).collect();
+        let expected = [
+            "CertificateArn",
+            "CertName",
+            "TargetTagKey",
+            "TargetTagValue",
+        ];
+        assert_eq!(names[..4], expected);
+        assert_eq!(names[4..], ["LastStatus", "Serial"]);
+        assert_eq!(row.attributes()[4].1, s("EXPORTED"));
+    }
+
+    #[test]
+    fn install_ends_set_status_date_and_count() {
+        let installed = InstallEnd::Installed {
+            date: "t".into(),
+            instances: 2,
+        };
+        assert_eq!(
+            installed.attributes(),
+            vec![
+                ("LastStatus", s("INSTALLED")),
+                ("LastInstalledDate", s("t")),
+                ("InstalledInstances", AttributeValue::N("2".into())),
+            ]
+        );
+        assert_eq!(
+            InstallEnd::Failed.attributes(),
+            vec![("LastStatus", s("INSTALL_FAILED"))]
+        );
+    }
+
+    #[test]
+    fn a_missing_attribute_is_named() {
+        for name in [
+            "CertName",
+            "TargetTagKey",
+            "TargetTagValue",
+            "CertificateArn",
+            "TagKeyValue",
+            "CertificateArnCertName",
+        ] {
+            let mut item = full().to_item();
+            item.remove(name);
+            let err = InventoryRow::from_item(&item).unwrap_err();
+            assert!(matches!(err, RowError::Missing(n) if n == name), "{err}");
+            assert_eq!(
+                err.to_string(),
+                format!("inventory row has no {name} attribute")
+            );
+        }
+    }
+
+    #[test]
+    fn an_ill_typed_attribute_is_named() {
+        let mut item = full().to_item();
+        item.insert("Serial".into(), AttributeValue::N("1".into()));
+        assert_eq!(
+            InventoryRow::from_item(&item).unwrap_err().to_string(),
+            "inventory row attribute Serial is not a string"
+        );
+        let mut item = full().to_item();
+        item.insert("InstalledInstances".into(), s("3"));
+        assert_eq!(
+            InventoryRow::from_item(&item).unwrap_err(),
+            RowError::WrongType {
+                name: "InstalledInstances",
+                expected: "a number"
+            }
+        );
+        let mut item = full().to_item();
+        item.insert("CertName".into(), AttributeValue::Bool(true));
+        assert!(matches!(
+            InventoryRow::from_item(&item),
+            Err(RowError::WrongType {
+                name: "CertName",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let mut item = full().to_item();
+        item.insert("LastStatus".into(), s("DONE"));
+        assert_eq!(
+            InventoryRow::from_item(&item).unwrap_err().to_string(),
+            "inventory row attribute LastStatus has value \"DONE\", which is not EXPORTED, INSTALLED or INSTALL_FAILED"
+        );
+        let mut item = full().to_item();
+        item.insert("TagKeyValue".into(), s("Environment#test"));
+        assert!(matches!(
+            InventoryRow::from_item(&item),
+            Err(RowError::BadValue {
+                name: "TagKeyValue",
+                ..
+            })
+        ));
+        let mut item = full().to_item();
+        item.insert("InstalledInstances".into(), AttributeValue::N("1.5".into()));
+        assert!(matches!(
+            InventoryRow::from_item(&item),
+            Err(RowError::BadValue {
+                name: "InstalledInstances",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn last_statuses_keep_their_names() {
+        for (st, wire) in [
+            (LastStatus::Exported, "EXPORTED"),
+            (LastStatus::Installed, "INSTALLED"),
+            (LastStatus::InstallFailed, "INSTALL_FAILED"),
+        ] {
+            assert_eq!(st.to_string(), wire);
+            assert_eq!(LastStatus::parse(wire), Some(st));
+        }
+        assert_eq!(LastStatus::parse("installed"), None);
+    }
+}

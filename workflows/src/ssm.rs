@@ -1,0 +1,376 @@
+//! The Systems Manager (Run Command) adapter: send the install command, find one an earlier
+//! attempt sent, read the command's and each server's status, cancel it. SSM's status
+//! names are kept as [`InstanceStatus`], which is also how a job's `Data` records them.
+
+use std::fmt;
+
+use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, Target};
+use engine::{Millis, StepError};
+use serde::{Deserialize, Serialize};
+
+use crate::aws::classify;
+
+/// Where the install stands on one server: SSM's invocation status, by SSM's own name
+/// (`Success`, `Failed`, `TimedOut`, …). The same names serve for a command's overall
+/// status, whose values are a subset of these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InstanceStatus {
+    /// Not started on the server yet (also: not reported yet).
+    #[default]
+    Pending,
+    /// Running on the server.
+    InProgress,
+    /// Waiting for the command's concurrency limit.
+    Delayed,
+    /// Installed.
+    Success,
+    /// Cancelled before it finished.
+    Cancelled,
+    /// Did not finish within the command's timeout.
+    TimedOut,
+    /// Ran and failed.
+    Failed,
+    /// Being cancelled.
+    Cancelling,
+    /// A status this version does not know, kept verbatim (final, and not a success).
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl InstanceStatus {
+    /// SSM's name for the status, e.g. `"TimedOut"`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            InstanceStatus::Pending => "Pending",
+            InstanceStatus::InProgress => "InProgress",
+            InstanceStatus::Delayed => "Delayed",
+            InstanceStatus::Success => "Success",
+            InstanceStatus::Cancelled => "Cancelled",
+            InstanceStatus::TimedOut => "TimedOut",
+            InstanceStatus::Failed => "Failed",
+            InstanceStatus::Cancelling => "Cancelling",
+            InstanceStatus::Other(s) => s,
+        }
+    }
+
+    /// Whether the server is done with the command (however it went): anything but
+    /// pending, in progress, delayed or being cancelled.
+    pub fn is_final(&self) -> bool {
+        !matches!(
+            self,
+            InstanceStatus::Pending
+                | InstanceStatus::InProgress
+                | InstanceStatus::Delayed
+                | InstanceStatus::Cancelling
+        )
+    }
+}
+
+impl From<&str> for InstanceStatus {
+    fn from(s: &str) -> Self {
+        match s {
+            "Pending" => InstanceStatus::Pending,
+            "InProgress" => InstanceStatus::InProgress,
+            "Delayed" => InstanceStatus::Delayed,
+            "Success" => InstanceStatus::Success,
+            "Cancelled" => InstanceStatus::Cancelled,
+            "TimedOut" => InstanceStatus::TimedOut,
+            "Failed" => InstanceStatus::Failed,
+            "Cancelling" => InstanceStatus::Cancelling,
+            other => InstanceStatus::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with SSM's name, so that `status == "Success"` reads as it did when the
+/// status was a string.
+impl PartialEq<str> for InstanceStatus {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for InstanceStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The install command to send: a document run on every server carrying a tag.
+pub(crate) struct Command<'a> {
+    /// The document.
+    pub(crate) document: &'a str,
+    /// The tag key selecting the servers.
+    pub(crate) tag_key: &'a str,
+    /// The tag value selecting the servers.
+    pub(crate) tag_value: &'a str,
+    /// The document's parameters (one value each).
+    pub(crate) parameters: Vec<(&'static str, String)>,
+    /// The command's comment: how a later attempt recognises it.
+    pub(crate) comment: &'a str,
+    /// How long SSM lets it run on a server.
+    pub(crate) timeout_seconds: i32,
+    /// SSM's `MaxErrors`.
+    pub(crate) max_errors: &'a str,
+}
+
+/// What ListCommands says about one command.
+pub(crate) struct CommandInfo {
+    /// Its overall status (SSM's command statuses are named like the invocation ones).
+    pub(crate) status: InstanceStatus,
+    /// How many servers it targets.
+    pub(crate) target_count: u32,
+    /// The servers it names; empty when SSM names none (tag targets on AWS).
+    pub(crate) instance_ids: Vec<String>,
+}
+
+/// How the command went on one server.
+pub(crate) struct Invocation {
+    /// Its status.
+    pub(crate) status: InstanceStatus,
+    /// SSM's status details.
+    pub(crate) detail: Option<String>,
+    /// Standard output (all plugins' output, from ListCommandInvocations).
+    pub(crate) stdout: String,
+    /// Standard error (empty from ListCommandInvocations).
+    pub(crate) stderr: String,
+}
+
+impl Invocation {
+    fn pending() -> Self {
+        Invocation {
+            status: InstanceStatus::Pending,
+            detail: None,
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+}
+
+/// Sends `cmd`; returns the command id.
+pub(crate) async fn send(ssm: &aws_sdk_ssm::Client, cmd: Command<'_>) -> Result<String, StepError> {
+    let mut send = ssm
+        .send_command()
+        .document_name(cmd.document)
+        .targets(
+            Target::builder()
+                .key(format!("tag:{}", cmd.tag_key))
+                .values(cmd.tag_value)
+                .build(),
+        )
+        .comment(cmd.comment)
+        .timeout_seconds(cmd.timeout_seconds)
+        .max_errors(cmd.max_errors);
+    for (name, value) in cmd.parameters {
+        send = send.parameters(name, vec![value]);
+    }
+    let out = send.send().await.map_err(|e| classify("SendCommand", &e))?;
+    Ok(out
+        .command()
+        .and_then(|c| c.command_id())
+        .ok_or_else(|| StepError::retry("SendCommand: no command id"))?
+        .to_string())
+}
+
+/// The id of a command of `document` sent since `since` (epoch ms) with `comment`, if any.
+pub(crate) async fn find(
+    ssm: &aws_sdk_ssm::Client,
+    document: &str,
+    since: Millis,
+    comment: &str,
+) -> Result<Option<String>, StepError> {
+    let since = aws_sdk_ssm::primitives::DateTime::from_millis(since);
+    let filter = |k: CommandFilterKey, v: String| {
+        CommandFilter::builder()
+            .key(k)
+            .value(v)
+            .build()
+            .map_err(|e| StepError::abort(format!("ListCommands filter: {e}")))
+    };
+    let filters = vec![
+        filter(CommandFilterKey::DocumentName, document.to_string())?,
+        filter(
+            CommandFilterKey::InvokedAfter,
+            since
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .map_err(|e| StepError::abort(format!("time format: {e}")))?,
+        )?,
+    ];
+    let mut token = None;
+    loop {
+        let page = ssm
+            .list_commands()
+            .set_filters(Some(filters.clone()))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("ListCommands", &e))?;
+        if let Some(c) = page
+            .commands()
+            .iter()
+            .find(|c| c.comment() == Some(comment))
+        {
+            return Ok(c.command_id().map(str::to_string));
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(None);
+        }
+    }
+}
+
+/// The command `command_id`, if ListCommands lists it yet.
+pub(crate) async fn describe(
+    ssm: &aws_sdk_ssm::Client,
+    command_id: &str,
+) -> Result<Option<CommandInfo>, StepError> {
+    let listed = ssm
+        .list_commands()
+        .command_id(command_id)
+        .send()
+        .await
+        .map_err(|e| classify("ListCommands", &e))?;
+    Ok(listed.commands().first().map(|cmd| CommandInfo {
+        status: cmd
+            .status()
+            .map_or(InstanceStatus::Pending, |s| s.as_str().into()),
+        target_count: cmd.target_count().max(0) as u32,
+        instance_ids: cmd.instance_ids().to_vec(),
+    }))
+}
+
+/// How the command went on each server that has an invocation (ListCommandInvocations,
+/// with the plugins' output).
+pub(crate) async fn invocations(
+    ssm: &aws_sdk_ssm::Client,
+    command_id: &str,
+) -> Result<Vec<(String, Invocation)>, StepError> {
+    let out = ssm
+        .list_command_invocations()
+        .command_id(command_id)
+        .details(true)
+        .send()
+        .await
+        .map_err(|e| classify("ListCommandInvocations", &e))?;
+    Ok(out
+        .command_invocations()
+        .iter()
+        .filter_map(|inv| {
+            let id = inv.instance_id()?;
+            let stdout = inv
+                .command_plugins()
+                .iter()
+                .filter_map(|p| p.output())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let invocation = Invocation {
+                status: inv
+                    .status()
+                    .map_or(InstanceStatus::Pending, |x| x.as_str().into()),
+                detail: inv.status_details().map(str::to_string),
+                stdout,
+                stderr: String::new(),
+            };
+            Some((id.to_string(), invocation))
+        })
+        .collect())
+}
+
+/// How the command went on server `instance_id` (GetCommandInvocation); pending while SSM
+/// has no invocation for it yet.
+pub(crate) async fn invocation(
+    ssm: &aws_sdk_ssm::Client,
+    command_id: &str,
+    instance_id: &str,
+) -> Result<Invocation, StepError> {
+    let got = ssm
+        .get_command_invocation()
+        .command_id(command_id)
+        .instance_id(instance_id)
+        .send()
+        .await;
+    match got {
+        Ok(inv) => Ok(Invocation {
+            status: inv
+                .status()
+                .map_or(InstanceStatus::Pending, |x| x.as_str().into()),
+            detail: inv.status_details().map(str::to_string),
+            stdout: inv
+                .standard_output_content()
+                .unwrap_or_default()
+                .to_string(),
+            stderr: inv.standard_error_content().unwrap_or_default().to_string(),
+        }),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_invocation_does_not_exist()) =>
+        {
+            Ok(Invocation::pending())
+        }
+        Err(e) => Err(classify("GetCommandInvocation", &e)),
+    }
+}
+
+/// Cancels the command; says how that went (a note for the job's history, never an error).
+pub(crate) async fn cancel(ssm: &aws_sdk_ssm::Client, command_id: &str) -> String {
+    match ssm.cancel_command().command_id(command_id).send().await {
+        Ok(_) => format!("command {command_id} cancelled"),
+        Err(e) => format!(
+            "cancelling command {command_id} failed: {}",
+            classify("CancelCommand", &e)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const WIRE: [(InstanceStatus, &str); 8] = [
+        (InstanceStatus::Pending, "Pending"),
+        (InstanceStatus::InProgress, "InProgress"),
+        (InstanceStatus::Delayed, "Delayed"),
+        (InstanceStatus::Success, "Success"),
+        (InstanceStatus::Cancelled, "Cancelled"),
+        (InstanceStatus::TimedOut, "TimedOut"),
+        (InstanceStatus::Failed, "Failed"),
+        (InstanceStatus::Cancelling, "Cancelling"),
+    ];
+
+    #[test]
+    fn instance_statuses_keep_ssm_names_on_the_wire() {
+        for (status, wire) in WIRE {
+            assert_eq!(serde_json::to_value(&status).unwrap(), json!(wire));
+            assert_eq!(status.to_string(), wire);
+            assert_eq!(InstanceStatus::from(wire), status);
+            let back: InstanceStatus = serde_json::from_value(json!(wire)).unwrap();
+            assert_eq!(back, status);
+        }
+    }
+
+    #[test]
+    fn an_unknown_status_is_kept_verbatim_and_is_final() {
+        let s: InstanceStatus = serde_json::from_value(json!("Undeliverable")).unwrap();
+        assert_eq!(s, InstanceStatus::Other("Undeliverable".into()));
+        assert_eq!(serde_json::to_value(&s).unwrap(), json!("Undeliverable"));
+        assert_eq!(s.to_string(), "Undeliverable");
+        assert!(s.is_final());
+    }
+
+    #[test]
+    fn final_statuses() {
+        let finals: Vec<&str> = WIRE
+            .iter()
+            .filter(|(s, _)| s.is_final())
+            .map(|(_, w)| *w)
+            .collect();
+        assert_eq!(finals, ["Success", "Cancelled", "TimedOut", "Failed"]);
+    }
+}
