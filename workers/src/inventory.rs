@@ -52,33 +52,36 @@ const RECENT_JOBS: usize = 10;
 const NO_EXPIRY_LAST: &str = "~";
 
 impl Row {
+    /// Reads a row leniently: an operator sees whatever a row holds, even a malformed one
+    /// that renewals would refuse (`InventoryRow::from_item` is the strict reader).
     fn from_item(item: &Item, now: Millis) -> Row {
+        use inventory::attr;
         let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let expiry = s("CertExpiryDate");
+        let expiry = s(attr::CERT_EXPIRY_DATE);
         let days = expiry
             .as_deref()
             .and_then(parse_rfc3339)
             .map(|t| (t - now).div_euclid(DAY_MS));
         Row {
             tag_key_value: s(inventory::PK).unwrap_or_default(),
-            certificate_arn: s("CertificateArn").unwrap_or_default(),
-            cert_name: s("CertName").unwrap_or_default(),
-            target_tag_key: s("TargetTagKey").unwrap_or_default(),
-            target_tag_value: s("TargetTagValue").unwrap_or_default(),
+            certificate_arn: s(attr::CERTIFICATE_ARN).unwrap_or_default(),
+            cert_name: s(attr::CERT_NAME).unwrap_or_default(),
+            target_tag_key: s(attr::TARGET_TAG_KEY).unwrap_or_default(),
+            target_tag_value: s(attr::TARGET_TAG_VALUE).unwrap_or_default(),
             cert_expiry_date: expiry,
             days_to_expiry: days,
-            last_status: s("LastStatus"),
-            last_installed_date: s("LastInstalledDate"),
+            last_status: s(attr::LAST_STATUS),
+            last_installed_date: s(attr::LAST_INSTALLED_DATE),
             installed_instances: item
-                .get("InstalledInstances")
+                .get(attr::INSTALLED_INSTANCES)
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse().ok()),
-            last_exported_date: s("LastExportedDate"),
-            last_job_id: s("LastJobId"),
-            serial: s("Serial"),
-            fingerprint: s("Fingerprint"),
-            passphrase_secret_name: s("PassphraseSecretName"),
-            bundle_secret_name: s("BundleSecretName"),
+            last_exported_date: s(attr::LAST_EXPORTED_DATE),
+            last_job_id: s(attr::LAST_JOB_ID),
+            serial: s(attr::SERIAL),
+            fingerprint: s(attr::FINGERPRINT),
+            passphrase_secret_name: s(attr::PASSPHRASE_SECRET_NAME),
+            bundle_secret_name: s(attr::BUNDLE_SECRET_NAME),
         }
     }
 
