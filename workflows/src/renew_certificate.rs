@@ -131,9 +131,14 @@ async fn fan_out(
     }
     let mut children = Vec::new();
     for row in rows {
-        // A row certflow did not write (no target, no name) is not ours to renew.
-        let Ok(row) = InventoryRow::from_item(&row) else {
-            continue;
+        // A row certflow did not write (no target, no name, a key that disagrees with its
+        // attributes) is not ours to renew; say so rather than skip it silently.
+        let row = match InventoryRow::from_item(&row) {
+            Ok(row) => row,
+            Err(e) => {
+                tracing::warn!(certificate_arn = %st.certificate_arn, error = %e, "inventory row not renewed: not a row certflow wrote");
+                continue;
+            }
         };
         // One child per (event, row), whoever starts it and however often.
         let key = format!(
