@@ -1,4 +1,8 @@
-//! One test per rule of the state machine, on plain values: no runtime, no backend.
+//! One test per rule of the state machine, on plain values: no runtime, no backend. The
+//! lease rules (1, 2) and the operator rules (9, 10, creation) have files of their own.
+
+mod lease;
+mod operator;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,10 +14,10 @@ use crate::backend::LeaseRequest;
 use crate::job::JobId;
 use crate::workflow::Outcome;
 
-const NOW: Millis = 1_000_000;
-const HOUR: Millis = 3_600_000;
+pub(super) const NOW: Millis = 1_000_000;
+pub(super) const HOUR: Millis = 3_600_000;
 
-fn record() -> JobRecord {
+pub(super) fn record() -> JobRecord {
     JobRecord {
         job_id: JobId::new("job-1"),
         workflow: "wf".into(),
@@ -78,7 +82,7 @@ fn ran(outcome: Outcome<serde_json::Value>) -> Happened {
 
 const JOB: &str = "job-1";
 
-fn ask(version: u64, message_id: &str) -> LeaseRequest<'_> {
+pub(super) fn ask(version: u64, message_id: &str) -> LeaseRequest<'_> {
     static ID: std::sync::OnceLock<JobId> = std::sync::OnceLock::new();
     LeaseRequest {
         job_id: ID.get_or_init(|| JobId::new(JOB)),
@@ -91,81 +95,10 @@ fn ask(version: u64, message_id: &str) -> LeaseRequest<'_> {
     }
 }
 
-fn idle(mut rec: JobRecord) -> JobRecord {
+pub(super) fn idle(mut rec: JobRecord) -> JobRecord {
     rec.lease_owner = None;
     rec.lease_until = None;
     rec
-}
-
-// Rule 1: validity.
-
-#[test]
-fn a_message_naming_the_current_version_is_valid() {
-    assert_eq!(judge(&ask(7, "other"), &idle(record())), Verdict::Lease);
-}
-
-#[test]
-fn the_message_that_drove_the_last_commit_is_valid_whatever_its_version() {
-    assert_eq!(judge(&ask(3, "m-0"), &idle(record())), Verdict::Lease);
-}
-
-#[test]
-fn any_other_message_is_stale() {
-    assert_eq!(judge(&ask(6, "other"), &idle(record())), Verdict::Stale);
-}
-
-#[test]
-fn every_message_for_a_finished_job_is_stale() {
-    for status in [
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ] {
-        let mut rec = idle(record());
-        rec.status = status;
-        assert_eq!(judge(&ask(7, "m-0"), &rec), Verdict::Stale, "{status}");
-    }
-}
-
-// Rule 2: leases.
-
-#[test]
-fn a_live_lease_held_elsewhere_keeps_a_valid_message_waiting() {
-    assert_eq!(judge(&ask(7, "m-1"), &record()), Verdict::Held);
-}
-
-#[test]
-fn a_lapsed_lease_can_be_taken_over() {
-    let mut rec = record();
-    rec.lease_until = Some(NOW);
-    assert_eq!(judge(&ask(7, "m-1"), &rec), Verdict::Lease);
-}
-
-#[test]
-fn a_step_due_later_is_not_run_early_but_one_due_within_the_slack_is() {
-    let mut rec = idle(record());
-    rec.next_wake_at = NOW + 5_000;
-    assert_eq!(judge(&ask(7, "m-1"), &rec), Verdict::NotDue);
-    rec.next_wake_at = NOW + 1_000;
-    assert_eq!(judge(&ask(7, "m-1"), &rec), Verdict::Lease);
-}
-
-#[test]
-fn a_cancel_request_wakes_a_waiting_job_before_its_timer() {
-    let mut rec = idle(record());
-    rec.next_wake_at = NOW + HOUR;
-    rec.cancel_requested = true;
-    assert_eq!(judge(&ask(7, "m-1"), &rec), Verdict::Lease);
-}
-
-#[test]
-fn taking_the_lease_counts_an_attempt() {
-    let mut rec = idle(record());
-    take_lease(&mut rec, "w#2", NOW + 60_000);
-    assert_eq!(rec.attempt, 2);
-    assert_eq!(rec.lease_owner.as_deref(), Some("w#2"));
-    assert_eq!(rec.lease_until, Some(NOW + 60_000));
-    assert_eq!(rec.version, 7, "taking a lease is not a transition");
 }
 
 // Rule 3: before a step runs.
@@ -461,62 +394,6 @@ fn every_commit_bumps_the_version_names_its_driver_and_adds_one_event() {
     assert_eq!(d.event.to_status, d.record.status);
 }
 
-// Rule 9: retry from the failed step.
-
-#[test]
-fn a_failed_job_is_retried_from_the_step_that_failed() {
-    let mut old = idle(record());
-    old.status = JobStatus::Failed;
-    old.step = "b".into();
-    old.attempt = 3;
-    old.last_error = Some("boom".into());
-    old.expires_at = Some(99);
-    let (rec, event) = retried(&old, NOW, NOW + HOUR * 2, "retry:x".into(), "ops").unwrap();
-    assert_eq!(rec.status, JobStatus::Running);
-    assert_eq!(rec.step, "b");
-    assert_eq!(rec.attempt, 0);
-    assert_eq!(rec.version, old.version + 1);
-    assert_eq!(rec.deadline_at, NOW + HOUR * 2);
-    assert_eq!(rec.driven_by.as_deref(), Some("retry:x"));
-    assert_eq!(
-        rec.expires_at, None,
-        "a retried job is no longer due to expire"
-    );
-    assert_eq!(event.kind, EventKind::Retried);
-    assert_eq!(event.note.as_deref(), Some("previous error: boom"));
-    assert_eq!(event.worker, "ops");
-    assert_eq!(event.seq, old.history_count + 1);
-}
-
-#[test]
-fn only_failed_jobs_can_be_retried() {
-    for status in [
-        JobStatus::Pending,
-        JobStatus::Running,
-        JobStatus::Waiting,
-        JobStatus::Succeeded,
-        JobStatus::Cancelled,
-    ] {
-        let mut old = record();
-        old.status = status;
-        let err = retried(&old, NOW, NOW, "r".into(), "ops").unwrap_err();
-        assert!(
-            err.0.contains("only FAILED jobs can be retried"),
-            "{}",
-            err.0
-        );
-    }
-}
-
-// Rule 10: cancel.
-
-#[test]
-fn only_active_jobs_can_be_cancelled() {
-    for status in JobStatus::ALL {
-        assert_eq!(cancellable(status), JobStatus::ACTIVE.contains(&status));
-    }
-}
-
 // Rule 11: timer chaining.
 
 #[test]
@@ -525,42 +402,4 @@ fn a_wait_longer_than_the_queue_allows_is_chained() {
     assert_eq!(task_delay(NOW + 30_000, NOW, max), Duration::from_secs(30));
     assert_eq!(task_delay(NOW + HOUR, NOW, max), max);
     assert_eq!(task_delay(NOW - 5, NOW, max), Duration::ZERO);
-}
-
-// Creation.
-
-#[test]
-fn a_new_job_is_pending_at_its_first_step_with_its_created_event() {
-    let id = JobId::new("j");
-    let input = json!({"x": 1});
-    let labels = BTreeMap::new();
-    let creation = |lease| Creation {
-        id: &id,
-        workflow: "wf",
-        first_step: "a",
-        input: &input,
-        labels: &labels,
-        now: NOW,
-        deadline_at: NOW + HOUR,
-        trace_parent: "tp".into(),
-        actor: "producer",
-        lease,
-    };
-    let (rec, event) = created(creation(None));
-    assert_eq!(rec.version, FIRST_VERSION);
-    assert_eq!(
-        (rec.status, rec.step.as_str(), rec.attempt),
-        (JobStatus::Pending, "a", 0)
-    );
-    assert_eq!(rec.driven_by, None);
-    assert_eq!((event.seq, event.kind), (FIRST_EVENT, EventKind::Created));
-    assert_eq!(event.worker, "producer");
-    assert!(needs_first_task(&rec, NOW));
-
-    let (rec, event) = created(creation(Some(("w#3", NOW + 60_000, "m-9"))));
-    assert_eq!(rec.attempt, 1, "the creating worker's attempt is counted");
-    assert_eq!(rec.lease_owner.as_deref(), Some("w#3"));
-    assert_eq!(rec.driven_by.as_deref(), Some("m-9"));
-    assert_eq!(event.worker, "w#3");
-    assert!(!needs_first_task(&rec, NOW), "its creator is running it");
 }
