@@ -140,7 +140,7 @@ impl Rule {
     }
 }
 
-/// Identifies a rule added with [`FaultProxy::add_rule`].
+/// Identifies a rule added with [`FaultProxy::add_rule`](super::FaultProxy::add_rule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RuleId(u64);
 
