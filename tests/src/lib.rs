@@ -1,12 +1,16 @@
 //! Shared set-up for certflow's end-to-end tests: the emulator's SDK configuration, fresh
-//! uniquely named resources per test, and helpers to run workers and wait for jobs.
+//! uniquely named resources per test, helpers to run workers (in this process, or as
+//! `certflow worker` processes: [`worker_process`]) and wait for jobs, the venv's AWS CLI,
+//! and the fault proxy ([`proxy`]).
 //!
 //! The README's test command starts the emulator and exports `AWS_ENDPOINT_URL`; these
 //! helpers refuse to run without it rather than reach for a real AWS account.
 
 pub mod certflow;
 pub mod proxy;
+pub mod worker_process;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,24 +78,39 @@ pub async fn take_dead_letters(
     }
 }
 
+/// The project venv's `bin` directory (`<repo>/.venv/bin`, made by
+/// `deploy/local/emulator.sh setup`): the AWS CLI the tests run is there.
+pub fn venv_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin")
+}
+
 /// Runs the project venv's AWS CLI against the emulator (`AWS_ENDPOINT_URL`, us-east-1) and
 /// returns its JSON answer (`null` for a command that prints nothing).
 ///
 /// # Panics
 /// When the CLI cannot run or fails, with its error output.
 pub fn aws_cli(args: &[&str]) -> serde_json::Value {
-    let aws = format!("{}/../.venv/bin/aws", env!("CARGO_MANIFEST_DIR"));
+    aws_cli_in("us-east-1", args)
+}
+
+/// [`aws_cli`] in `region`.
+///
+/// # Panics
+/// When the CLI cannot run or fails, with its error output.
+pub fn aws_cli_in(region: &str, args: &[&str]) -> serde_json::Value {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (the emulator)");
-    let out = std::process::Command::new(&aws)
+    let out = std::process::Command::new(venv_bin().join("aws"))
         .args(args)
         .args([
             "--endpoint-url",
             &endpoint,
             "--region",
-            "us-east-1",
+            region,
             "--output",
             "json",
         ])
+        // Never a pager between the CLI and the test.
+        .env("AWS_PAGER", "")
         .output()
         .expect("run the AWS CLI from the venv");
     assert!(

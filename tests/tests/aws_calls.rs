@@ -20,9 +20,10 @@ use std::time::Duration;
 use certflow_tests::certflow::Env;
 use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
 use certflow_tests::unique;
+use certflow_tests::worker_process::WorkerProcess;
 use chaos_support::{
-    commands_by_comment, issued_certificates, not_succeeded, payload, store, tagged_instances,
-    wait_all, LogDir, WorkerProcess,
+    commands_by_comment, issued_certificates, log_dir, not_succeeded, payload, store,
+    tagged_instances, wait_all, worker,
 };
 use engine::{EventKind, HistoryEvent, JobId, JobStore};
 
@@ -62,17 +63,13 @@ async fn the_sdk_absorbs_hangs_and_throttling_and_the_engine_retries_what_it_giv
     let tag = unique("sdk");
     tagged_instances(&env, 1, "Environment", &tag);
     let arns = issued_certificates(&env, 2).await;
-    let logs = LogDir::new("aws-calls");
+    let logs = log_dir("aws-calls");
     // A 4 s attempt timeout and 8 s long polls: without the long-poll allowance every
     // receive would time out.
-    let worker = WorkerProcess::spawn(
-        &env,
-        &proxy.url(),
-        "sdk-a",
-        &["--poll-wait-secs", "8", "--sweep-every-secs", "0"],
-        &[("CERTFLOW_AWS_ATTEMPT_TIMEOUT_SECS", "4")],
-        &logs.0,
-    );
+    let worker = worker(&env, &proxy.url(), "sdk-a", &logs)
+        .args(["--poll-wait-secs", "8", "--sweep-every-secs", "0"])
+        .env("CERTFLOW_AWS_ATTEMPT_TIMEOUT_SECS", "4")
+        .spawn();
     let receives = || -> Vec<_> {
         proxy
             .calls()
@@ -104,7 +101,7 @@ async fn the_sdk_absorbs_hangs_and_throttling_and_the_engine_retries_what_it_giv
         answered.iter().all(|c| c.status == Some(200)),
         "{answered:?}"
     );
-    let log = std::fs::read_to_string(&worker.log).unwrap_or_default();
+    let log = worker.log();
     assert!(
         !log.contains("receive failed"),
         "a long poll was cut short by the attempt timeout:\n{log}"
@@ -188,6 +185,4 @@ async fn the_sdk_absorbs_hangs_and_throttling_and_the_engine_retries_what_it_giv
         "[aws-calls] hung call and 2 throttles absorbed by the SDK; 3 × 503 → 1 step retry: {}",
         retries[0].error.as_deref().unwrap_or("")
     );
-    drop(worker);
-    logs.done();
 }

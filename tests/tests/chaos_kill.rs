@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 use certflow_tests::certflow::Env;
 use certflow_tests::proxy::FaultProxy;
 use certflow_tests::unique;
+use certflow_tests::worker_process::WorkerProcess;
 use chaos_support::{
-    commands_by_comment, duplicate_commands, issued_certificates, not_succeeded, payload, state,
-    store, tagged_instances, terminal_count, wait_all, LogDir, WorkerProcess,
+    commands_by_comment, duplicate_commands, issued_certificates, log_dir, not_succeeded, payload,
+    state, store, tagged_instances, terminal_count, wait_all, worker,
 };
 use engine::{EventKind, JobId, JobStore};
 use rand::rngs::StdRng;
@@ -64,7 +65,7 @@ async fn two_hundred_jobs_survive_a_sigkill_every_two_seconds() {
         })
         .collect();
     let arns = issued_certificates(&env, 4).await;
-    let logs = LogDir::new("chaos-kill");
+    let logs = log_dir("chaos-kill");
     let concurrency = env_number("CHAOS_KILL_CONCURRENCY", 4).to_string();
     let args = [
         "--concurrency",
@@ -83,14 +84,9 @@ async fn two_hundred_jobs_survive_a_sigkill_every_two_seconds() {
         "5",
     ];
     let spawn = |slot: usize, generation: usize| {
-        WorkerProcess::spawn(
-            &env,
-            &endpoint,
-            &format!("kill-{slot}-{generation}"),
-            &args,
-            &[],
-            &logs.0,
-        )
+        worker(&env, &endpoint, &format!("kill-{slot}-{generation}"), &logs)
+            .args(args)
+            .spawn()
     };
     let started = Instant::now();
     let mut slots: Vec<WorkerProcess> = (0..WORKERS).map(|s| spawn(s, 0)).collect();
@@ -130,10 +126,10 @@ async fn two_hundred_jobs_survive_a_sigkill_every_two_seconds() {
             Duration::from_millis(rng.random_range(period * 3 / 4..=period * 5 / 4).max(500));
         tokio::time::sleep_until(next_kill).await;
         for w in slots.iter_mut() {
-            if let Some(status) = w.child.try_wait().unwrap() {
+            if let Some(status) = w.try_exit() {
                 panic!(
                     "worker {} exited by itself ({status}); its log ends:\n{}",
-                    w.id,
+                    w.id(),
                     w.log_tail(40)
                 );
             }
@@ -171,7 +167,7 @@ async fn two_hundred_jobs_survive_a_sigkill_every_two_seconds() {
         assert!(
             status.is_some_and(|s| s.success()),
             "worker {} after SIGTERM: {status:?}; its log ends:\n{}",
-            w.id,
+            w.id(),
             w.log_tail(40)
         );
     }
@@ -242,7 +238,7 @@ async fn two_hundred_jobs_survive_a_sigkill_every_two_seconds() {
         "{} of {} jobs did not succeed (worker logs in {}):\n{}",
         failed.len(),
         ids.len(),
-        logs.0.display(),
+        logs.path().display(),
         failed.join("\n"),
     );
     assert!(
@@ -272,5 +268,4 @@ async fn two_hundred_jobs_survive_a_sigkill_every_two_seconds() {
             .filter(|(_, v)| v.len() > 1)
             .collect::<Vec<_>>()
     );
-    logs.done();
 }

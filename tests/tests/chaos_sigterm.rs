@@ -18,8 +18,7 @@ use certflow_tests::certflow::Env;
 use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
 use certflow_tests::unique;
 use chaos_support::{
-    issued_certificates, not_succeeded, payload, store, tagged_instances, wait_all, LogDir,
-    WorkerProcess,
+    issued_certificates, log_dir, not_succeeded, payload, store, tagged_instances, wait_all, worker,
 };
 use engine::{EventKind, JobId, JobStore, Millis};
 
@@ -69,7 +68,7 @@ async fn sigterm_finishes_or_releases_in_flight_steps_and_another_worker_continu
         );
     }
 
-    let logs = LogDir::new("chaos-sigterm");
+    let logs = log_dir("chaos-sigterm");
     let args = |budget: u64| {
         vec![
             "--concurrency".to_string(),
@@ -87,21 +86,14 @@ async fn sigterm_finishes_or_releases_in_flight_steps_and_another_worker_continu
         ]
     };
     let a_args = args(BUDGET_SECS);
-    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
     // Worker A, through the proxy, takes every job. Its attempt timeout is raised above
     // the held calls, so that they stand for a step still running when the budget ends
     // (with the default 10 s the SDK would abandon and retry them first).
-    let mut a = WorkerProcess::spawn(
-        &env,
-        &proxy.url(),
-        "term-a",
-        &a_args,
-        &[
-            ("CERTFLOW_AWS_ATTEMPT_TIMEOUT_SECS", "300"),
-            ("CERTFLOW_AWS_OPERATION_TIMEOUT_SECS", "600"),
-        ],
-        &logs.0,
-    );
+    let mut a = worker(&env, &proxy.url(), "term-a", &logs)
+        .args(&a_args)
+        .env("CERTFLOW_AWS_ATTEMPT_TIMEOUT_SECS", "300")
+        .env("CERTFLOW_AWS_OPERATION_TIMEOUT_SECS", "600")
+        .spawn();
     let until = Instant::now() + Duration::from_secs(60);
     while proxy.count("acm", "ExportCertificate") < JOBS {
         assert!(
@@ -126,8 +118,9 @@ async fn sigterm_finishes_or_releases_in_flight_steps_and_another_worker_continu
     }
     // Worker B is up and polling: nothing is visible to it.
     let b_args = args(5);
-    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
-    let mut b = WorkerProcess::spawn(&env, &proxy.url(), "term-b", &b_args, &[], &logs.0);
+    let mut b = worker(&env, &proxy.url(), "term-b", &logs)
+        .args(&b_args)
+        .spawn();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let term_at = Instant::now();
@@ -153,7 +146,7 @@ async fn sigterm_finishes_or_releases_in_flight_steps_and_another_worker_continu
         exit_after >= Duration::from_secs(BUDGET_SECS - 1),
         "A exited after {exit_after:?}, before its budget was spent, with steps still in flight"
     );
-    let a_log = std::fs::read_to_string(&a.log).unwrap_or_default();
+    let a_log = a.log();
     let released = a_log.matches("released job at shutdown").count();
     assert_eq!(released, JOBS - 1, "A's log:\n{a_log}");
 
@@ -215,5 +208,4 @@ async fn sigterm_finishes_or_releases_in_flight_steps_and_another_worker_continu
     b.terminate();
     let status = b.wait_exit(Duration::from_secs(15)).await;
     assert!(status.is_some_and(|s| s.success()), "B: {status:?}");
-    logs.done();
 }

@@ -11,12 +11,12 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use certflow_tests::certflow::{certflow_bin, Env};
 use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
 use certflow_tests::unique;
+use certflow_tests::worker_process::{LogDir, WorkerCommand, WorkerProcess};
 use engine::backend::sqs::create_queue_with_dlq;
 use engine::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus};
 use serde_json::{json, Value};
@@ -54,53 +54,7 @@ impl fmt::Display for Out {
 struct Cf {
     env: Env,
     tasks: String,
-    logs: tempfile::TempDir,
-}
-
-/// A `certflow worker` child process; stopped with SIGTERM (also when a test panics).
-struct WorkerProc {
-    child: Option<tokio::process::Child>,
-    log: PathBuf,
-}
-
-impl WorkerProc {
-    fn sigterm(&self) {
-        if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-    }
-
-    /// SIGTERM, then wait for the graceful shutdown.
-    async fn stop(mut self) {
-        self.sigterm();
-        if let Some(mut child) = self.child.take() {
-            match tokio::time::timeout(Duration::from_secs(40), child.wait()).await {
-                Ok(status) => {
-                    let status = status.expect("wait for the worker");
-                    assert!(
-                        status.success(),
-                        "worker exited with {status}; log: {}",
-                        self.log.display()
-                    );
-                }
-                Err(_) => {
-                    let _ = child.kill().await;
-                    panic!(
-                        "worker did not stop on SIGTERM; log: {}",
-                        self.log.display()
-                    );
-                }
-            }
-        }
-    }
-}
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        self.sigterm();
-    }
+    logs: LogDir,
 }
 
 impl Cf {
@@ -120,7 +74,7 @@ impl Cf {
         Cf {
             env,
             tasks,
-            logs: tempfile::tempdir().expect("a temporary directory"),
+            logs: LogDir::new(env!("CARGO_TARGET_TMPDIR"), "cli"),
         }
     }
 
@@ -149,31 +103,15 @@ impl Cf {
         }
     }
 
-    /// Starts `certflow worker` talking to `endpoint` (the emulator, or a proxy to it).
-    fn worker(&self, endpoint: &str) -> WorkerProc {
-        let log = self.logs.path().join(format!("{}.log", unique("worker")));
-        let file = std::fs::File::create(&log).expect("worker log file");
-        let child = self
-            .command(
-                endpoint,
-                &[
-                    "worker",
-                    "--poll-wait-secs",
-                    "1",
-                    "--shutdown-budget-secs",
-                    "10",
-                ],
-            )
-            .env("CERTFLOW_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .kill_on_drop(false)
+    /// Starts `certflow worker` talking to `endpoint` (the emulator, or a proxy to it);
+    /// stop it with [`stop`].
+    fn worker(&self, endpoint: &str) -> WorkerProcess {
+        WorkerCommand::new(&self.env, endpoint)
+            .env("CERTFLOW_TASKS_QUEUE", &self.tasks)
+            .args(["--poll-wait-secs", "1", "--shutdown-budget-secs", "10"])
+            .log_level("info")
+            .log_in(&self.logs)
             .spawn()
-            .expect("start certflow worker");
-        WorkerProc {
-            child: Some(child),
-            log,
-        }
     }
 
     async fn record(&self, id: &str) -> JobRecord {
@@ -200,6 +138,11 @@ impl Cf {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Stops a worker the way ECS does (SIGTERM); it must exit 0 within 40 s.
+async fn stop(worker: &mut WorkerProcess) {
+    worker.stop(Duration::from_secs(40)).await;
 }
 
 /// `certflow jobs list -o json ARGS`, which must succeed.
@@ -260,7 +203,7 @@ async fn submit_wait_shows_every_step_and_exits_by_how_the_job_ended() {
     let good = cf.env.certificate(true).await;
     let not_exportable = cf.env.certificate(false).await;
     let target = format!("Environment={tag}");
-    let worker = cf.worker(&emulator_url());
+    let mut worker = cf.worker(&emulator_url());
 
     // A good request: every step on its own line as it happens, exit 0.
     let name = unique("shop");
@@ -304,7 +247,7 @@ async fn submit_wait_shows_every_step_and_exits_by_how_the_job_ended() {
         out.stderr.contains("check") && out.stderr.contains("FAILED"),
         "progress on stderr: {out}"
     );
-    worker.stop().await;
+    stop(&mut worker).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -320,7 +263,7 @@ async fn list_by_status_and_certificate_then_cancel_the_waiting_job() {
     let cert_b = cf.env.certificate(false).await;
     let target = format!("Role={tag}");
     let proxy = FaultProxy::start(&emulator_url(), 2).await;
-    let worker = cf.worker(&proxy.url());
+    let mut worker = cf.worker(&proxy.url());
 
     // SUCCEEDED (certificate A), FAILED (certificate B)...
     let mut args = submit_args(&cert_a, "a-one", &target);
@@ -350,7 +293,7 @@ async fn list_by_status_and_certificate_then_cancel_the_waiting_job() {
     })
     .await;
     // No worker while the listings run, so that nothing moves under them.
-    worker.stop().await;
+    stop(&mut worker).await;
     assert_eq!(cf.record(&waiting).await.status, JobStatus::Waiting);
 
     let s = |v: &[&String]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -487,7 +430,7 @@ async fn list_by_status_and_certificate_then_cancel_the_waiting_job() {
     }
 
     // Cancel the waiting job while a worker keeps retrying it: it ends CANCELLED.
-    let worker = cf.worker(&proxy.url());
+    let mut worker = cf.worker(&proxy.url());
     let out = cf
         .run(&["jobs", "cancel", &waiting, "--wait", "-o", "table"])
         .await;
@@ -507,7 +450,7 @@ async fn list_by_status_and_certificate_then_cancel_the_waiting_job() {
     let out = cf.run(&["jobs", "cancel", &succeeded]).await;
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("already SUCCEEDED"), "{out}");
-    worker.stop().await;
+    stop(&mut worker).await;
     proxy.remove_rule(unavailable);
 }
 
@@ -538,7 +481,7 @@ async fn retry_resumes_a_job_that_failed_at_install_and_it_succeeds() {
             .to_string(),
         },
     ));
-    let worker = cf.worker(&proxy.url());
+    let mut worker = cf.worker(&proxy.url());
 
     let mut args = submit_args(&arn, "tier-cert", &target);
     args.push("--wait");
@@ -605,7 +548,7 @@ async fn retry_resumes_a_job_that_failed_at_install_and_it_succeeds() {
         out.stderr.contains("only FAILED jobs can be retried"),
         "{out}"
     );
-    worker.stop().await;
+    stop(&mut worker).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -677,7 +620,7 @@ async fn dlq_redrive_moves_messages_back_and_they_are_processed() {
     assert!(out.stdout.contains("1 message(s)"), "{out}");
 
     // Redrive: back on the intake queue, a worker makes it a job, the job succeeds.
-    let worker = cf.worker(&emulator_url());
+    let mut worker = cf.worker(&emulator_url());
     let out = cf
         .run(&["dlq", "redrive", "--queue", "intake", "-o", "table"])
         .await;
@@ -733,7 +676,7 @@ async fn dlq_redrive_moves_messages_back_and_they_are_processed() {
     assert_eq!(out.json(), json!([]), "{out}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(cf.record(id.as_str()).await.status, JobStatus::Succeeded);
-    worker.stop().await;
+    stop(&mut worker).await;
 }
 
 // ---------------------------------------------------------------------------------------

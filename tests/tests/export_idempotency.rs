@@ -8,12 +8,12 @@
 //! (attempt 2), finding what its first attempt did. Every line the worker logs meanwhile,
 //! at debug level, is then scanned for the passphrases and key material.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use certflow_tests::certflow::Env;
 use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
 use certflow_tests::unique;
+use certflow_tests::worker_process::{LogDir, WorkerCommand};
 use engine::backend::sqs::create_queue_with_dlq;
 use engine::JobStatus;
 
@@ -46,12 +46,9 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     // Every log line the worker writes, at debug level, is scanned for secrets at the end.
-    let log_dir = tempfile::tempdir().unwrap();
-    let log_path = log_dir.path().join("worker.log");
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut worker = tokio::process::Command::from(env.certflow_command(&proxy.url()))
+    let logs = LogDir::new(env!("CARGO_TARGET_TMPDIR"), "export-idempotency");
+    let mut worker = WorkerCommand::new(&env, &proxy.url())
         .args([
-            "worker",
             "--poll-wait-secs",
             "1",
             "--lease-secs",
@@ -62,12 +59,9 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
             "0",
         ])
         .env("CERTFLOW_TASKS_QUEUE", &tasks)
-        .env("CERTFLOW_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log_file))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start certflow worker");
+        .log_level("debug")
+        .log_in(&logs)
+        .spawn();
 
     let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
     let ddb = aws_sdk_dynamodb::Client::new(&env.sdk);
@@ -178,9 +172,8 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
             }
         }
     }
-    let _ = worker.kill().await;
-    let _ = worker.wait().await;
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    worker.kill();
+    let log = worker.log();
     assert!(
         log.lines().count() > 100,
         "the worker logged at debug level"

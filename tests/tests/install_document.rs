@@ -253,22 +253,17 @@ fn openssl(dir: &Path, args: &[&str]) -> String {
     run_ok(Command::new("openssl").current_dir(dir).args(args))
 }
 
-fn venv_bin() -> PathBuf {
-    Path::new(REPO).join(".venv/bin")
-}
-
 /// PATH with the venv first, so the script finds the AWS CLI installed there.
 fn script_path_var() -> String {
     format!(
         "{}:{}",
-        venv_bin().display(),
+        certflow_tests::venv_bin().display(),
         std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
     )
 }
 
-struct Emulator {
-    endpoint: String,
-}
+/// The emulator the README's test command started, and the venv's AWS CLI for it.
+struct Emulator;
 
 impl Emulator {
     fn get() -> Emulator {
@@ -280,21 +275,17 @@ impl Emulator {
              hand: `deploy/local/emulator.sh start && eval \"$(deploy/local/emulator.sh env)\"`"
         );
         assert!(
-            venv_bin().join("aws").exists(),
+            certflow_tests::venv_bin().join("aws").exists(),
             "{}/aws is missing: run `deploy/local/emulator.sh setup` (the README's test \
              command does)",
-            venv_bin().display()
+            certflow_tests::venv_bin().display()
         );
-        Emulator { endpoint }
+        Emulator
     }
 
-    fn aws(&self, args: &[&str]) -> String {
-        run_ok(
-            Command::new(venv_bin().join("aws"))
-                .args(["--endpoint-url", &self.endpoint, "--output", "json"])
-                .args(args)
-                .env("AWS_PAGER", ""),
-        )
+    /// The venv's AWS CLI against the emulator, in the region the script is given.
+    fn aws(&self, args: &[&str]) -> serde_json::Value {
+        certflow_tests::aws_cli_in(&self.region(), args)
     }
 
     fn region(&self) -> String {
@@ -481,7 +472,7 @@ fn acm_export(emu: &Emulator, dir: &Path) -> Material {
         "{}.example.com",
         unique("acm").replace(['/', '_'], "-").to_lowercase()
     );
-    let requested: serde_json::Value = serde_json::from_str(&emu.aws(&[
+    let requested = emu.aws(&[
         "acm",
         "request-certificate",
         "--domain-name",
@@ -490,24 +481,20 @@ fn acm_export(emu: &Emulator, dir: &Path) -> Material {
         "RSA_2048",
         "--options",
         "Export=ENABLED",
-    ]))
-    .unwrap();
+    ]);
     let arn = requested["CertificateArn"].as_str().unwrap().to_string();
     let pass_file = dir.join("acm-pass");
     fs::write(&pass_file, &pass).unwrap();
-    let exported: serde_json::Value = serde_json::from_str(&emu.aws(&[
+    let exported = emu.aws(&[
         "acm",
         "export-certificate",
         "--certificate-arn",
         &arn,
         "--passphrase",
         &format!("fileb://{}", pass_file.display()),
-    ]))
-    .unwrap();
+    ]);
     fs::remove_file(&pass_file).unwrap();
-    let described: serde_json::Value =
-        serde_json::from_str(&emu.aws(&["acm", "describe-certificate", "--certificate-arn", &arn]))
-            .unwrap();
+    let described = emu.aws(&["acm", "describe-certificate", "--certificate-arn", &arn]);
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let m = Material {
         certificate: text(&exported["Certificate"]),

@@ -4,12 +4,12 @@
 //! workers — with the AWS calls as spans, and nothing secret in any exported byte.
 
 use std::convert::Infallible;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use certflow_tests::certflow::Env;
 use certflow_tests::unique;
+use certflow_tests::worker_process::{WorkerCommand, WorkerProcess};
 use engine::backend::sqs::create_queue_with_dlq;
 use engine::JobStatus;
 use http_body_util::{BodyExt, Full};
@@ -105,41 +105,18 @@ fn attr(span: &Value, key: &str) -> Option<String> {
         })
 }
 
-fn worker(env: &Env, tasks: &str, otlp: &str, id: &str) -> tokio::process::Child {
+fn worker(env: &Env, tasks: &str, otlp: &str, id: &str) -> WorkerProcess {
     let emulator = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (the emulator)");
-    tokio::process::Command::from(env.certflow_command(&emulator))
-        .args([
-            "worker",
-            "--poll-wait-secs",
-            "1",
-            "--worker-id",
-            id,
-            "--shutdown-budget-secs",
-            "5",
-        ])
+    WorkerCommand::new(env, &emulator)
+        .id(id)
+        .args(["--poll-wait-secs", "1", "--shutdown-budget-secs", "5"])
         .env("CERTFLOW_TASKS_QUEUE", tasks)
-        .env("CERTFLOW_LOG", "warn")
+        .log_level("warn")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
         .env("OTEL_SERVICE_NAME", "certflow-test")
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
-        .expect("start certflow worker")
-}
-
-async fn stop(mut child: tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-    }
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("worker exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "worker exit status {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +138,7 @@ async fn one_job_is_one_trace_across_two_workers_and_no_secret_is_exported() {
     let arn = env.certificate(true).await;
 
     // The first worker takes the job while the certificate is still pending validation…
-    let first = worker(&env, &tasks, &otlp, "worker-one");
+    let mut first = worker(&env, &tasks, &otlp, "worker-one");
     let name = unique("traced");
     let id = env
         .submit(&format!(
@@ -178,11 +155,11 @@ async fn one_job_is_one_trace_across_two_workers_and_no_secret_is_exported() {
         assert!(tokio::time::Instant::now() < until, "the job never waited");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop(first).await;
+    first.stop(Duration::from_secs(30)).await;
     // …and the second finishes it.
-    let second = worker(&env, &tasks, &otlp, "worker-two");
+    let mut second = worker(&env, &tasks, &otlp, "worker-two");
     let rec = env.wait(&id).await;
-    stop(second).await;
+    second.stop(Duration::from_secs(30)).await;
     assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
     let trace_parent = rec.trace_parent.clone().expect("TraceParent on the record");
 

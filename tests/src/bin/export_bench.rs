@@ -10,13 +10,13 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use certflow_tests::certflow::Env;
 use certflow_tests::proxy::FaultProxy;
 use certflow_tests::unique;
+use certflow_tests::worker_process::WorkerCommand;
 use engine::backend::sqs::create_queue_with_dlq;
 use engine::{EventKind, JobStatus};
 
@@ -46,21 +46,11 @@ async fn main() {
     let arn = env.certificate(true).await;
     tokio::time::sleep(Duration::from_secs(4)).await; // past validation: no polling in `check`
 
-    let mut worker = tokio::process::Command::from(env.certflow_command(&proxy.url()))
-        .args([
-            "worker",
-            "--poll-wait-secs",
-            "20",
-            "--sweep-every-secs",
-            "0",
-        ])
+    let mut worker = WorkerCommand::new(&env, &proxy.url())
+        .args(["--poll-wait-secs", "20", "--sweep-every-secs", "0"])
         .env("CERTFLOW_TASKS_QUEUE", &tasks)
-        .env("CERTFLOW_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start certflow worker");
+        .log_level("warn")
+        .spawn();
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.clear_calls();
 
@@ -86,7 +76,7 @@ async fn main() {
         }
     }
     let calls = proxy.calls();
-    let _ = worker.kill().await;
+    worker.kill();
 
     let mut by_op: BTreeMap<(String, String), usize> = BTreeMap::new();
     for c in &calls {

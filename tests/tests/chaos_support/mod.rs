@@ -1,15 +1,16 @@
-//! Helpers shared by the chaos tests (`chaos_faults`, `chaos_kill`, `chaos_sigterm`):
+//! Helpers shared by the chaos tests (`chaos_faults`, `chaos_kill`, `chaos_sigterm`) and
+//! `aws_calls`:
 //! export requests, reading jobs straight from the emulator (never through a fault proxy),
-//! waiting for many jobs, counting SSM commands, and running `certflow worker` processes.
+//! waiting for many jobs, counting SSM commands, and `certflow worker` processes as the
+//! chaos tests run them (through the library's `worker_process` harness).
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use certflow_tests::certflow::Env;
+use certflow_tests::worker_process::{LogDir, WorkerCommand};
 use engine::backend::dynamodb::DynamoJobStore;
 use engine::{JobId, JobRecord, JobStatus, JobStore};
 use workflows::export_certificate::ExportState;
@@ -214,121 +215,18 @@ pub async fn secret_versions(env: &Env, name: &str) -> usize {
         .len()
 }
 
-// ---------------------------------------------------------------------------------------
-// `certflow worker` processes.
-
-/// A directory for worker logs under cargo's target tmp dir, kept if the test fails (its
-/// path is printed) and removed by [`LogDir::done`] when it passes.
-pub struct LogDir(pub PathBuf);
-
-impl LogDir {
-    /// A new, empty log directory for `test`.
-    pub fn new(test: &str) -> LogDir {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(certflow_tests::unique(test));
-        std::fs::create_dir_all(&dir).expect("log dir");
-        println!("[{test}] worker logs in {}", dir.display());
-        LogDir(dir)
-    }
-
-    /// The test passed: the logs go.
-    pub fn done(self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// `certflow worker` as the chaos tests run it: worker id `id`, on `env`'s resources and
+/// its test event source, its AWS calls going to `endpoint`, logging at info level to
+/// `<id>.log` in `logs`. Add its arguments and settings, then spawn it.
+pub fn worker(env: &Env, endpoint: &str, id: &str, logs: &LogDir) -> WorkerCommand {
+    WorkerCommand::new(env, endpoint)
+        .id(id)
+        .accept_test_events()
+        .log_level("info")
+        .log_in(logs)
 }
 
-/// A `certflow worker` process.
-pub struct WorkerProcess {
-    /// Its worker id (on leases and history).
-    pub id: String,
-    /// The process.
-    pub child: Child,
-    /// Where its log goes.
-    pub log: PathBuf,
-}
-
-impl WorkerProcess {
-    /// Starts `certflow worker` on `env`'s resources, its AWS calls going to `endpoint`,
-    /// with `args` after `worker` and `extra` environment variables; logs to `log_dir`.
-    pub fn spawn(
-        env: &Env,
-        endpoint: &str,
-        id: &str,
-        args: &[&str],
-        extra: &[(&str, &str)],
-        log_dir: &Path,
-    ) -> WorkerProcess {
-        let log = log_dir.join(format!("{id}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let mut cmd = env.certflow_command(endpoint);
-        cmd.arg("worker")
-            .args(args)
-            .env("CERTFLOW_EVENT_SOURCES", format!("aws.acm,{}", env.source))
-            .env("CERTFLOW_WORKER_ID", id)
-            .env("CERTFLOW_LOG", "info")
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start certflow worker");
-        WorkerProcess {
-            id: id.to_string(),
-            child,
-            log,
-        }
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, and reap it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM (what ECS sends to stop a task).
-    pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {}", self.pid());
-    }
-
-    /// Waits up to `timeout` for the process to exit.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The last `lines` lines of its log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        // Never leave a worker running after its test (a failed assertion included).
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.kill();
-        }
-    }
+/// A directory for `test`'s worker logs under cargo's target tmp dir, kept if it fails.
+pub fn log_dir(test: &str) -> LogDir {
+    LogDir::new(env!("CARGO_TARGET_TMPDIR"), test)
 }

@@ -1,0 +1,254 @@
+//! The HTTP side of the proxy: the accept loop, one hyper HTTP/1.1 server per client
+//! connection (with the socket kept at hand so that a rule can reset it), the request
+//! path from the rules' plan to an answer, and forwarding to the upstream.
+//!
+//! Method, path, query, headers and body go upstream unchanged (the `Host` header too: the
+//! emulator builds queue URLs from it and does not check signatures); only hop-by-hop
+//! headers are dropped. Connections are kept alive on both sides; bodies are buffered
+//! (they are small). Malformed HTTP is answered 400 by hyper and the connection closed;
+//! an unreachable upstream is answered 502 (which the SDK treats as transient).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::http::request::Parts;
+use hyper::http::HeaderMap;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use super::answers::{plain, respond, status_error, throttle, Answer};
+use super::route::{self, Protocol};
+use super::{ssm, Action, State};
+
+/// The server the proxy forwards to, and the pooled client it does so with.
+pub(super) struct Upstream {
+    /// `http://host:port`.
+    pub(super) uri: Uri,
+    pub(super) client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Upstream {
+    /// A client for `uri` (already checked to be `http://host:port`).
+    pub(super) fn new(uri: Uri) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(10))
+            .build(connector);
+        Upstream { uri, client }
+    }
+
+    /// Sends the request upstream and reads the whole answer.
+    pub(super) async fn forward(
+        &self,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Result<Response<Bytes>, String> {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let mut uri = self.uri.clone().into_parts();
+        uri.path_and_query = Some(path.parse().map_err(|e| format!("path {path:?}: {e}"))?);
+        let uri = Uri::from_parts(uri).map_err(|e| format!("upstream URI: {e}"))?;
+        let mut req = Request::builder()
+            .method(parts.method.clone())
+            .uri(uri)
+            .body(Full::new(body))
+            .map_err(|e| format!("request: {e}"))?;
+        // Host stays the client's (the emulator builds queue URLs from it); hyper sets the
+        // length of the buffered body.
+        *req.headers_mut() = end_to_end(&parts.headers);
+        let res = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("upstream: {e}"))?;
+        let (mut parts, body) = res.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("upstream body: {e}"))?
+            .to_bytes();
+        parts.headers = end_to_end(&parts.headers);
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// The headers without the hop-by-hop ones and the body framing (re-done by hyper).
+pub(super) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    const HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    let mut out = headers.clone();
+    for h in HOP {
+        out.remove(*h);
+    }
+    out
+}
+
+/// Accepts connections until the proxy is dropped (its accept task is aborted).
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, state.clone(), shutdown.clone()));
+            }
+            // Out of file descriptors and the like: back off rather than spin.
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Serves one client connection until it closes, a rule resets it, or the proxy stops.
+async fn serve_connection(
+    stream: TcpStream,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    // A second handle on the socket, so that a reset can set SO_LINGER 0 on it while hyper
+    // owns the stream: closing the last descriptor then sends an RST instead of a FIN.
+    let Ok(std_stream) = stream.into_std() else {
+        return;
+    };
+    let Ok(handle) = std_stream.try_clone() else {
+        return;
+    };
+    let Ok(stream) = TcpStream::from_std(std_stream) else {
+        return;
+    };
+    let reset = Arc::new(Notify::new());
+    let svc_reset = reset.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let reset = svc_reset.clone();
+        async move { Ok::<_, Infallible>(handle_request(state, reset, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        // No timer is configured, so no header timeout (hyper would only warn otherwise).
+        .header_read_timeout(None)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        () = reset.notified() => {
+            let _ = socket2::SockRef::from(&handle).set_linger(Some(Duration::ZERO));
+        }
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    drop(handle);
+}
+
+/// One request: record it, run the rules over it, then answer in the service's place,
+/// forward it, or drop the connection, as they decide.
+async fn handle_request(state: Arc<State>, reset: Arc<Notify>, req: Request<Incoming>) -> Answer {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("fault proxy: reading the request body: {e}"),
+            )
+        }
+    };
+    let (service, operation) = route::classify(&parts, &body);
+    let proto = Protocol::of(&parts, &service);
+    let (seq, plan) = state.plan(&service, &operation, &body);
+    if !plan.delay.is_zero() {
+        // If the client gives up meanwhile, hyper drops this future: never forwarded.
+        tokio::time::sleep(plan.delay).await;
+    }
+    let answer = match plan.terminal {
+        Some(Action::Throttle) => Some(throttle(&service, &proto)),
+        Some(Action::Status(code)) => Some(status_error(code, &service, &proto)),
+        Some(Action::Respond { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Some(respond(
+                status,
+                proto.error_content_type(),
+                body.into(),
+                &[],
+            ))
+        }
+        Some(Action::ResetBeforeForward) => None,
+        Some(Action::ResetAfterForward) => {
+            if state
+                .isolator
+                .forward(&state.upstream, &service, &operation, &parts, body)
+                .await
+                .is_ok()
+            {
+                state.mark_forwarded(seq);
+            }
+            None
+        }
+        // Delays and rewrites are not terminal; nothing else is.
+        Some(_) | None => match state
+            .isolator
+            .forward(&state.upstream, &service, &operation, &parts, body)
+            .await
+        {
+            Ok(mut answer) => {
+                state.mark_forwarded(seq);
+                if answer.status() == StatusCode::OK && !plan.transforms.is_empty() {
+                    let rewritten = ssm::rewrite_ssm(&operation, answer.body(), &plan.transforms);
+                    *answer.body_mut() = rewritten;
+                }
+                Some(answer.map(Full::new))
+            }
+            Err(e) => {
+                let body = serde_json::json!({
+                    "__type": "BadGateway",
+                    "message": format!("fault proxy: {e}"),
+                });
+                Some(respond(
+                    StatusCode::BAD_GATEWAY,
+                    proto.error_content_type(),
+                    body.to_string().into(),
+                    &[],
+                ))
+            }
+        },
+    };
+    if !plan.answer_delay.is_zero() {
+        tokio::time::sleep(plan.answer_delay).await;
+    }
+    match answer {
+        Some(answer) => {
+            state.answered(seq, answer.status().as_u16());
+            answer
+        }
+        None => drop_connection(&reset).await,
+    }
+}
+
+/// Makes the connection task drop the client's connection with an RST; never answers.
+async fn drop_connection(reset: &Notify) -> Answer {
+    reset.notify_one();
+    std::future::pending::<()>().await;
+    plain(StatusCode::INTERNAL_SERVER_ERROR, String::new())
+}
