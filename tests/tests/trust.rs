@@ -340,7 +340,7 @@ async fn two_targets_of_one_name_get_a_secret_each_and_a_secret_of_another_targe
             .iter()
             .find(|c| c.comment() == Some(comment.as_str()))
             .unwrap();
-        assert_eq!(cmd.parameters().unwrap()["SecretId"], [secret.clone()]);
+        assert_eq!(cmd.parameters().unwrap()["SecretId"], std::slice::from_ref(secret));
     }
 
     // The export into the other target's secret is refused, naming it and its tags; the
