@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs certflow's main job locally, from a fresh machine: starts the AWS emulator, creates
-# the resources (`certflow bootstrap`), starts a worker, requests an exportable certificate,
-# starts two EC2 instances tagged Environment=Demo, sends the reference export payload to the
+# the resources (`certflow bootstrap`), starts a worker, requests an exportable certificate
+# and tags it to allow Environment=Demo (certflow:targets), starts two EC2 instances tagged Environment=Demo, sends the reference export payload to the
 # intake queue, follows the job to SUCCEEDED and prints its history and the inventory row.
 # Then stops everything.
 #
@@ -41,6 +41,9 @@ fi
 arn=$(aws acm request-certificate --domain-name shop.example.com --validation-method DNS \
   --options Export=ENABLED --query CertificateArn --output text)
 echo "certificate $arn (pending validation for ${MOTO_ACM_VALIDATION_WAIT}s)"
+# The certificate's owner lists where it may go; certflow refuses any other target.
+aws acm add-tags-to-certificate --certificate-arn "$arn" \
+  --tags Key=certflow:targets,Value="Environment=Demo"
 aws ec2 run-instances --image-id ami-12345678 --count 2 \
   --tag-specifications 'ResourceType=instance,Tags=[{Key=Environment,Value=Demo}]' \
   --query 'Instances[].InstanceId' --output text | sed 's/^/instances /'

@@ -256,6 +256,88 @@ impl Env {
         req.send().await.unwrap().certificate_arn.unwrap()
     }
 
+    /// Lets certificate `arn` go to target `key=value`, as its owner would: adds the target
+    /// to the certificate's `certflow:targets` tag (keeping the targets it lists).
+    pub async fn allow(&self, arn: &str, key: &str, value: &str) {
+        use workflows::export_certificate::trust::TARGETS_TAG;
+        let acm = aws_sdk_acm::Client::new(&self.sdk);
+        let tags = acm
+            .list_tags_for_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        let mut listed = tags
+            .tags()
+            .iter()
+            .find(|t| t.key() == TARGETS_TAG)
+            .and_then(|t| t.value())
+            .unwrap_or_default()
+            .to_string();
+        let target = format!("{key}={value}");
+        if listed.split_whitespace().any(|t| t == target) {
+            return;
+        }
+        if !listed.is_empty() {
+            listed.push(' ');
+        }
+        listed.push_str(&target);
+        acm.add_tags_to_certificate()
+            .certificate_arn(arn)
+            .tags(
+                aws_sdk_acm::types::Tag::builder()
+                    .key(TARGETS_TAG)
+                    .value(listed)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The secret an export of `cert_name` to target `key=value` writes.
+    pub fn secret_name(&self, cert_name: &str, key: &str, value: &str) -> String {
+        workflows::export_certificate::trust::secret_name(
+            &self.deps.config.secret_prefix,
+            cert_name,
+            key,
+            value,
+        )
+    }
+
+    /// Makes the inventory rows of certificate `arn` hold an older serial than ACM's, as
+    /// after a real renewal (the emulator never renews a certificate): a renewal event for
+    /// it is then confirmed by ACM and re-exports every row.
+    pub async fn pretend_renewed(&self, arn: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        use workflows::inventory::{attr, BY_CERTIFICATE, PK, SK};
+        let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
+        let table = &self.deps.config.inventory_table;
+        let rows = ddb
+            .query()
+            .table_name(table)
+            .index_name(BY_CERTIFICATE)
+            .key_condition_expression(format!("{} = :a", attr::CERTIFICATE_ARN))
+            .expression_attribute_values(":a", AttributeValue::S(arn.to_string()))
+            .send()
+            .await
+            .unwrap();
+        assert!(!rows.items().is_empty(), "no inventory row of {arn}");
+        for row in rows.items() {
+            ddb.update_item()
+                .table_name(table)
+                .key(PK, row[PK].clone())
+                .key(SK, row[SK].clone())
+                .update_expression("SET #s = :s")
+                .expression_attribute_names("#s", attr::SERIAL)
+                .expression_attribute_values(":s", AttributeValue::S("0".into()))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
     /// Starts `n` EC2 instances tagged `key=value` (the emulator registers them with SSM).
     pub fn instances(&self, n: u32, key: &str, value: &str) {
         crate::aws_cli(&[

@@ -63,6 +63,9 @@ async fn the_sdk_absorbs_hangs_and_throttling_and_the_engine_retries_what_it_giv
     let tag = unique("sdk");
     tagged_instances(&env, 1, "Environment", &tag);
     let arns = issued_certificates(&env, 2).await;
+    for arn in &arns {
+        env.allow(arn, "Environment", &tag).await;
+    }
     let logs = log_dir("aws-calls");
     // A 4 s attempt timeout and 8 s long polls: without the long-poll allowance every
     // receive would time out.

@@ -101,6 +101,11 @@ async fn hundred_jobs_succeed_through_throttling_5xx_and_resets() {
         })
         .collect();
     let arns = issued_certificates(&env, 4).await;
+    for arn in &arns {
+        for (value, _) in &groups {
+            env.allow(arn, "Environment", value).await;
+        }
+    }
 
     // The requests wait on the intake queue (the producer is not faulted).
     struct Req {
@@ -235,14 +240,12 @@ async fn hundred_jobs_succeed_through_throttling_5xx_and_resets() {
                 && is_reset(c)
         })
         .count();
-    let prefix = &env.deps.config.secret_prefix;
     let mut dup_versions = 0;
     for r in &reqs {
-        for suffix in ["passphrase", "bundle"] {
-            let n = secret_versions(&env, &format!("{prefix}{}/{suffix}", r.name)).await;
-            assert!(n >= 1, "no version of {}/{suffix}", r.name);
-            dup_versions += n - 1;
-        }
+        let secret = env.secret_name(&r.name, "Environment", &groups[r.group].0);
+        let n = secret_versions(&env, &secret).await;
+        assert!(n >= 1, "no version of {secret}");
+        dup_versions += n - 1;
     }
     // Harmless ones, for the record: extra ExportCertificate calls and task messages.
     let exports = calls
@@ -300,8 +303,8 @@ async fn hundred_jobs_succeed_through_throttling_5xx_and_resets() {
             by_comment.get(&comment)
         );
         assert_eq!(
-            s.bundle_secret.as_deref(),
-            Some(format!("{prefix}{}/bundle", r.name).as_str())
+            s.secret.as_deref(),
+            Some(env.secret_name(&r.name, "Environment", value).as_str())
         );
         let row = ddb
             .get_item()
@@ -328,13 +331,7 @@ async fn hundred_jobs_succeed_through_throttling_5xx_and_resets() {
         );
         assert_eq!(text("Serial"), s.serial, "{}", r.id);
         assert_eq!(text("Fingerprint"), s.fingerprint, "{}", r.id);
-        assert_eq!(text("BundleSecretName"), s.bundle_secret, "{}", r.id);
-        assert_eq!(
-            text("PassphraseSecretName"),
-            s.passphrase_secret,
-            "{}",
-            r.id
-        );
+        assert_eq!(text("SecretName"), s.secret, "{}", r.id);
     }
 }
 
@@ -381,6 +378,7 @@ impl Install {
     /// Runs one export job to its end and returns its record.
     async fn run(&self) -> engine::JobRecord {
         let arn = issued_certificates(&self.env, 1).await.remove(0);
+        self.env.allow(&arn, "Role", &self.tag).await;
         let worker = self.env.worker("ssm-1");
         let id = self
             .env

@@ -65,6 +65,11 @@ async fn two_hundred_jobs_survive_a_sigkill_every_two_seconds() {
         })
         .collect();
     let arns = issued_certificates(&env, 4).await;
+    for arn in &arns {
+        for (value, _) in &groups {
+            env.allow(arn, "Environment", value).await;
+        }
+    }
     let logs = log_dir("chaos-kill");
     let concurrency = env_number("CHAOS_KILL_CONCURRENCY", 4).to_string();
     let args = [

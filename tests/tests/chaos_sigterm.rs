@@ -44,6 +44,7 @@ async fn sigterm_finishes_or_releases_in_flight_steps_and_another_worker_continu
     let tag = unique("term");
     tagged_instances(&env, 2, "Environment", &tag);
     let arn = issued_certificates(&env, 1).await.remove(0);
+    env.allow(&arn, "Environment", &tag).await;
     // The first ExportCertificate is answered after 3 s: it finishes within the budget.
     // The others are held for two minutes: they outlive it.
     proxy.add_rule(Rule::new(

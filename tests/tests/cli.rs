@@ -201,6 +201,7 @@ async fn submit_wait_shows_every_step_and_exits_by_how_the_job_ended() {
     let tag = unique("cli-web");
     cf.env.instances(2, "Environment", &tag);
     let good = cf.env.certificate(true).await;
+    cf.env.allow(&good, "Environment", &tag).await;
     let not_exportable = cf.env.certificate(false).await;
     let target = format!("Environment={tag}");
     let mut worker = cf.worker(&emulator_url());
@@ -260,6 +261,7 @@ async fn list_by_status_and_certificate_then_cancel_the_waiting_job() {
     let tag = unique("cli-api");
     cf.env.instances(1, "Role", &tag);
     let cert_a = cf.env.certificate(true).await;
+    cf.env.allow(&cert_a, "Role", &tag).await;
     let cert_b = cf.env.certificate(false).await;
     let target = format!("Role={tag}");
     let proxy = FaultProxy::start(&emulator_url(), 2).await;
@@ -464,6 +466,7 @@ async fn retry_resumes_a_job_that_failed_at_install_and_it_succeeds() {
     let tag = unique("cli-db");
     cf.env.instances(1, "Tier", &tag);
     let arn = cf.env.certificate(true).await;
+    cf.env.allow(&arn, "Tier", &tag).await;
     let target = format!("Tier={tag}");
     let proxy = FaultProxy::start(&emulator_url(), 3).await;
     // The install document is missing: SSM refuses the command (the emulator itself
@@ -561,6 +564,7 @@ async fn dlq_redrive_moves_messages_back_and_they_are_processed() {
     let tag = unique("cli-edge");
     cf.env.instances(1, "Edge", &tag);
     let arn = cf.env.certificate(true).await;
+    cf.env.allow(&arn, "Edge", &tag).await;
     let request_id = unique("req");
     let body = json!({
         "CertificateArn": arn,

@@ -443,22 +443,28 @@ const ALLOWED_WILDCARDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "TaskRole",
+        "DescribeSecrets",
+        "arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:<SecretPrefix>*",
+        "one secret per CertName and target under the prefix, and Secrets Manager ends \
+         every secret ARN with a random suffix; metadata and tags only",
+    ),
+    (
+        "ManagedSecretsPolicy",
         "CreateManagedSecrets",
         "arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:<SecretPrefix>*",
-        "two secrets per CertName under the prefix, and Secrets Manager ends every secret \
-         ARN with a random suffix",
+        "as DescribeSecrets; only with the certflow:managed and target request tags",
     ),
     (
-        "TaskRole",
+        "ManagedSecretsPolicy",
+        "TagAtCreationOnly",
+        "arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:<SecretPrefix>*",
+        "as DescribeSecrets; only while the secret has no certflow:managed tag (creation)",
+    ),
+    (
+        "ManagedSecretsPolicy",
         "UseManagedSecrets",
         "arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:<SecretPrefix>*",
-        "as CreateManagedSecrets; the certflow:managed tag condition applies",
-    ),
-    (
-        "TaskRole",
-        "RetagManagedSecrets",
-        "arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:<SecretPrefix>*",
-        "as CreateManagedSecrets; the certflow:managed tag condition applies",
+        "as DescribeSecrets; the certflow:managed and target tag conditions apply",
     ),
     (
         "TaskRole",
@@ -616,6 +622,7 @@ fn iam_policies_grant_no_wildcard_beyond_the_allow_list() {
         "QueuePolicy",
         "TaskRole",
         "SendInstallCommandPolicy",
+        "ManagedSecretsPolicy",
         "ExecutionRole",
         "InstanceSecretsPolicy",
         "ApiRole",
@@ -684,6 +691,87 @@ fn iam_policies_grant_no_wildcard_beyond_the_allow_list() {
     assert!(
         stale.is_empty(),
         "ALLOWED_WILDCARDS lists what the template no longer has: {stale:?}"
+    );
+}
+
+/// The statement `sid` of the policy held by resource `id`.
+fn statement(docs: &[(String, String, Value)], id: &str, sid: &str) -> Value {
+    docs.iter()
+        .filter(|(r, _, _)| r == id)
+        .flat_map(|(_, _, d)| match &d["Statement"] {
+            Value::Array(a) => a.clone(),
+            one => vec![one.clone()],
+        })
+        .find(|s| s["Sid"] == json!(sid))
+        .unwrap_or_else(|| panic!("no statement {sid} in {id}"))
+}
+
+/// Issue 12: the worker reads and writes only secrets tagged as managed and for a target
+/// (no IfExists), tags a secret only as it creates it, and the servers read only the
+/// AWSCURRENT version of their own target's secrets.
+#[test]
+fn secrets_policies_bind_secrets_to_their_target() {
+    let t = template();
+    let docs = policies(&t);
+    let text = |v: &Value| v.to_string();
+    for (id, doc) in docs.iter().map(|(id, _, d)| (id, d)) {
+        assert!(
+            !text(doc).contains("IfExists"),
+            "{id}: an IfExists condition lets untagged resources through: {doc}"
+        );
+    }
+    let use_ = statement(&docs, "ManagedSecretsPolicy", "UseManagedSecrets");
+    assert_eq!(
+        use_["Condition"]["StringEquals"]["secretsmanager:ResourceTag/certflow:managed"],
+        "true"
+    );
+    assert_eq!(
+        use_["Condition"]["Null"]["secretsmanager:ResourceTag/<TargetTagKey>"],
+        "false"
+    );
+    let create = statement(&docs, "ManagedSecretsPolicy", "CreateManagedSecrets");
+    assert_eq!(create["Action"], "secretsmanager:CreateSecret");
+    assert_eq!(
+        create["Condition"]["StringEquals"]["aws:RequestTag/certflow:managed"],
+        "true"
+    );
+    assert_eq!(
+        create["Condition"]["Null"]["aws:RequestTag/<TargetTagKey>"],
+        "false"
+    );
+    // TagResource only at creation: the resource has no certflow:managed tag yet.
+    let mut tagging = Vec::new();
+    for (id, _, doc) in &docs {
+        for s in doc["Statement"].as_array().cloned().unwrap_or_default() {
+            if text(&s["Action"]).contains("TagResource") {
+                tagging.push((id.clone(), s));
+            }
+        }
+    }
+    assert_eq!(tagging.len(), 1, "{tagging:?}");
+    let (id, tag) = &tagging[0];
+    assert_eq!(
+        (id.as_str(), &tag["Sid"]),
+        ("ManagedSecretsPolicy", &json!("TagAtCreationOnly"))
+    );
+    assert_eq!(
+        tag["Condition"]["Null"]["secretsmanager:ResourceTag/certflow:managed"],
+        "true"
+    );
+    assert_eq!(
+        tag["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+        json!(["certflow:managed", "<TargetTagKey>"])
+    );
+    let certs = statement(&docs, "TaskRole", "Certificates");
+    assert!(text(&certs["Action"]).contains("acm:ListTagsForCertificate"));
+    let servers = statement(&docs, "InstanceSecretsPolicy", "OwnTagSecrets");
+    assert_eq!(
+        servers["Condition"]["StringEquals"]["secretsmanager:VersionStage"],
+        "AWSCURRENT"
+    );
+    assert_eq!(
+        servers["Condition"]["StringEquals"]["secretsmanager:ResourceTag/<TargetTagKey>"],
+        "${aws:PrincipalTag/<TargetTagKey>}"
     );
 }
 
@@ -1049,6 +1137,7 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
     let tag_value = unique("stack");
     env.instances(2, "Environment", &tag_value);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Environment", &tag_value).await;
     let worker = env.worker("w1");
     let name = unique("shop");
     let id = env
@@ -1080,8 +1169,9 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         aws_sdk_dynamodb::types::AttributeValue::S("INSTALLED".into())
     );
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);
-    for suffix in ["passphrase", "bundle"] {
-        let secret = format!("{}{name}/{suffix}", o("SecretPrefix"));
+    {
+        let secret = env.secret_name(&name, "Environment", &tag_value);
+        assert!(secret.starts_with(&o("SecretPrefix")), "{secret}");
         let d = sm
             .describe_secret()
             .secret_id(&secret)
@@ -1098,7 +1188,9 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
     }
 
     // A renewal event on the bus reaches the intake queue through the stack's rule and
-    // re-exports the certificate.
+    // re-exports the certificate (ACM confirms it by a new serial: the emulator never
+    // renews, so the row is made to hold an older one).
+    env.pretend_renewed(&arn).await;
     let put = eb
         .put_events()
         .entries(

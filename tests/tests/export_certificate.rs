@@ -1,7 +1,9 @@
 //! The export-certificate workflow end to end on the emulator: the reference payload on the
 //! intake queue → check → export → inventory → SSM install → wait, then what a user checks:
-//! the job, the inventory row, the secrets and their tags, that the key decrypts with the
-//! stored passphrase and matches the certificate, and that no secret material leaked.
+//! the job, the inventory row, the target's secret and its tags, that the key decrypts with
+//! the stored passphrase and matches the certificate, and that no secret material leaked.
+//! Every certificate is first tagged to allow its target (`certflow:targets`), as its
+//! owner would.
 
 use std::process::Command;
 use std::time::Duration;
@@ -66,6 +68,7 @@ async fn happy_path_from_the_reference_payload() {
     let tag_value = unique("web");
     env.instances(2, "Environment", &tag_value);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Environment", &tag_value).await;
     let worker = env.worker("w1");
     let name = unique("shop");
     let id = env
@@ -107,8 +110,7 @@ async fn happy_path_from_the_reference_payload() {
         "CertName",
         "TargetTagKey",
         "TargetTagValue",
-        "PassphraseSecretName",
-        "BundleSecretName",
+        "SecretName",
         "CertExpiryDate",
         "LastExportedDate",
         "Serial",
@@ -124,54 +126,55 @@ async fn happy_path_from_the_reference_payload() {
     assert_eq!(row["LastStatus"], AttributeValue::S("INSTALLED".into()));
     assert_eq!(row["LastJobId"], AttributeValue::S(id.to_string()));
 
-    // Both secrets exist, tagged for the target and as managed.
-    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
-    let prefix = &env.deps.config.secret_prefix;
-    let secret = |suffix: &str| format!("{prefix}{name}/{suffix}");
-    let (pass_name, bundle_name) = (secret("passphrase"), secret("bundle"));
-    for s in [&pass_name, &bundle_name] {
-        let d = sm.describe_secret().secret_id(s).send().await.unwrap();
-        let tags: Vec<(String, String)> = d
-            .tags()
-            .iter()
-            .map(|t| {
-                (
-                    t.key().unwrap_or_default().into(),
-                    t.value().unwrap_or_default().into(),
-                )
-            })
-            .collect();
-        assert!(
-            tags.contains(&("Environment".into(), tag_value.clone())),
-            "{tags:?}"
-        );
-        assert!(
-            tags.contains(&("certflow:managed".into(), "true".into())),
-            "{tags:?}"
-        );
-        let versions = sm
-            .list_secret_version_ids()
-            .secret_id(s)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(versions.versions().len(), 1, "one version of {s}");
+    for old in ["PassphraseSecretName", "BundleSecretName"] {
+        assert!(!row.contains_key(old), "the old layout's {old} in {row:?}");
     }
-    let passphrase: serde_json::Value = serde_json::from_str(
-        sm.get_secret_value()
-            .secret_id(&pass_name)
-            .send()
-            .await
-            .unwrap()
-            .secret_string()
-            .unwrap(),
-    )
-    .unwrap();
-    let passphrase = passphrase["passphrase"].as_str().unwrap().to_string();
-    assert!(passphrase.len() >= 43, "32 random bytes, base64");
+
+    // One secret for the target and name, tagged for that target and as managed, only.
+    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
+    let secret = env.secret_name(&name, "Environment", &tag_value);
+    assert_eq!(
+        secret,
+        format!(
+            "{}{name}/Environment={tag_value}",
+            env.deps.config.secret_prefix
+        )
+    );
+    assert_eq!(row["SecretName"], AttributeValue::S(secret.clone()));
+    let d = sm
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+        .unwrap();
+    let mut tags: Vec<(String, String)> = d
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().into(),
+                t.value().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            ("Environment".to_string(), tag_value.clone()),
+            ("certflow:managed".to_string(), "true".to_string())
+        ]
+    );
+    let versions = sm
+        .list_secret_version_ids()
+        .secret_id(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.versions().len(), 1, "one version of {secret}");
     let bundle: serde_json::Value = serde_json::from_str(
         sm.get_secret_value()
-            .secret_id(&bundle_name)
+            .secret_id(&secret)
             .send()
             .await
             .unwrap()
@@ -179,6 +182,10 @@ async fn happy_path_from_the_reference_payload() {
             .unwrap(),
     )
     .unwrap();
+    let passphrase = bundle["passphrase"].as_str().unwrap().to_string();
+    assert!(passphrase.len() >= 43, "32 random bytes, base64");
+    assert_eq!(bundle["certificate_arn"].as_str(), Some(arn.as_str()));
+    assert_eq!(bundle["job_id"].as_str(), Some(id.as_str()));
     let key_pem = bundle["private_key"].as_str().unwrap().to_string();
     assert!(key_pem.contains("BEGIN ENCRYPTED PRIVATE KEY"));
 
@@ -214,15 +221,14 @@ async fn happy_path_from_the_reference_payload() {
         .send()
         .await
         .unwrap();
-    let params = format!("{:?}", cmd.commands()[0].parameters());
-    assert!(
-        params.contains(&bundle_name) && params.contains(&pass_name),
-        "{params}"
-    );
-    assert_eq!(
-        cmd.commands()[0].comment(),
-        Some(format!("certflow job {id}").as_str())
-    );
+    let c = &cmd.commands()[0];
+    let params = c.parameters().unwrap();
+    assert_eq!(params["SecretId"], std::slice::from_ref(&secret), "{params:?}");
+    assert!(!params.contains_key("BundleSecretId"), "{params:?}");
+    // Stop at the first failed server; a tenth of the servers at a time.
+    assert_eq!(c.max_errors(), Some("0"));
+    assert_eq!(c.max_concurrency(), Some("10%"));
+    assert_eq!(c.comment(), Some(format!("certflow job {id}").as_str()));
 
     assert_no_secrets(&visible_text(&env).await, &passphrase, &key_pem);
 }
@@ -235,6 +241,13 @@ async fn failures_are_specific_and_create_no_secret_for_bad_input() {
     let worker = env.worker("w1");
     let exportable = env.certificate(true).await;
     let not_exportable = env.certificate(false).await;
+    for (arn, value) in [
+        (&exportable, tag_value.as_str()),
+        (&exportable, "no-such-value"),
+        (&not_exportable, tag_value.as_str()),
+    ] {
+        env.allow(arn, "Role", value).await;
+    }
     let unknown =
         "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000";
     let cases: Vec<(String, &str)> = vec![
@@ -305,6 +318,7 @@ async fn the_same_request_twice_makes_one_job_one_secret_version_one_command() {
     let tag_value = unique("db");
     env.instances(1, "Tier", &tag_value);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Tier", &tag_value).await;
     let name = unique("dbcert");
     let body = format!(
         r#"{{"CertificateArn":"{arn}","CertName":"{name}","TargetTagKey":"Tier","TargetTagValue":"{tag_value}","RequestId":"req-{name}"}}"#
@@ -338,40 +352,74 @@ async fn the_same_request_twice_makes_one_job_one_secret_version_one_command() {
         .count();
     assert_eq!(ours, 1, "one SSM command");
     let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
-    for suffix in ["passphrase", "bundle"] {
-        let s = format!("{}{name}/{suffix}", env.deps.config.secret_prefix);
-        let versions = sm
-            .list_secret_version_ids()
-            .secret_id(&s)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(versions.versions().len(), 1, "one version of {s}");
-    }
+    let s = env.secret_name(&name, "Tier", &tag_value);
+    let versions = sm
+        .list_secret_version_ids()
+        .secret_id(&s)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.versions().len(), 1, "one version of {s}");
     let listed = env.jobs.list(JobStatus::Succeeded, 50, None).await.unwrap();
     assert_eq!(listed.jobs.len(), 1, "one job");
 }
 
-/// A first attempt writes its secret versions without reading first; should a version with
+/// A first attempt writes its secret version without reading first; should a version with
 /// its token exist all the same (an earlier run of the step got that far), that version
-/// wins: the job exports with the stored passphrase and adds no version of its own.
+/// wins: the job installs what is stored (passphrase and key together) and adds no
+/// version of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_already_stored_under_the_steps_token_is_the_one_used() {
     let env = Env::new().await;
     let tag_value = unique("pre");
     env.instances(1, "Tier", &tag_value);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Tier", &tag_value).await;
     let name = unique("precert");
     let request_id = format!("req-{name}");
     let id = JobId::from_key(export_certificate::NAME, &request_id);
-    let pass_name = format!("{}{name}/passphrase", env.deps.config.secret_prefix);
-    let token = engine::workflow::idempotency_token(&id, "export", "passphrase");
+    let secret = env.secret_name(&name, "Tier", &tag_value);
+    let token = engine::workflow::idempotency_token(&id, "export", "secret");
+    // What an earlier run stored: the certificate exported with its own passphrase.
     let stored = "stored-by-an-earlier-run-0123456789abcdefghij";
+    let acm = aws_sdk_acm::Client::new(&env.sdk);
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let exported = loop {
+        match acm
+            .export_certificate()
+            .certificate_arn(&arn)
+            .passphrase(aws_sdk_acm::primitives::Blob::new(stored))
+            .send()
+            .await
+        {
+            Ok(out) => break out,
+            Err(e) => {
+                assert!(std::time::Instant::now() < until, "not exportable: {e:?}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let value = serde_json::json!({
+        "passphrase": stored,
+        "certificate": exported.certificate().unwrap(),
+        "certificate_chain": exported.certificate_chain().unwrap_or_default(),
+        "private_key": exported.private_key().unwrap(),
+        "certificate_arn": arn,
+        "job_id": id.as_str(),
+    });
     let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
+    let tag = |k: &str, v: &str| {
+        aws_sdk_secretsmanager::types::Tag::builder()
+            .key(k)
+            .value(v)
+            .build()
+    };
     sm.create_secret()
-        .name(&pass_name)
+        .name(&secret)
         .client_request_token(&token)
-        .secret_string(serde_json::json!({ "passphrase": stored }).to_string())
+        .secret_string(value.to_string())
+        .tags(tag("Tier", &tag_value))
+        .tags(tag("certflow:managed", "true"))
         .send()
         .await
         .unwrap();
@@ -387,7 +435,7 @@ async fn a_version_already_stored_under_the_steps_token_is_the_one_used() {
 
     let versions = sm
         .list_secret_version_ids()
-        .secret_id(&pass_name)
+        .secret_id(&secret)
         .send()
         .await
         .unwrap();
@@ -397,9 +445,9 @@ async fn a_version_already_stored_under_the_steps_token_is_the_one_used() {
         .filter_map(|v| v.version_id())
         .collect();
     assert_eq!(ids, [token.as_str()], "only the stored version");
-    let bundle: serde_json::Value = serde_json::from_str(
+    let now: serde_json::Value = serde_json::from_str(
         sm.get_secret_value()
-            .secret_id(format!("{}{name}/bundle", env.deps.config.secret_prefix))
+            .secret_id(&secret)
             .send()
             .await
             .unwrap()
@@ -407,9 +455,10 @@ async fn a_version_already_stored_under_the_steps_token_is_the_one_used() {
             .unwrap(),
     )
     .unwrap();
+    assert_eq!(now, value, "the stored version is unchanged");
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.pem");
-    std::fs::write(&key, bundle["private_key"].as_str().unwrap()).unwrap();
+    std::fs::write(&key, now["private_key"].as_str().unwrap()).unwrap();
     let pass = dir.path().join("pass");
     std::fs::write(&pass, stored).unwrap();
     openssl(&[

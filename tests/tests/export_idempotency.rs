@@ -1,5 +1,5 @@
 //! Each export step run twice — its side effect made, then its commit lost — still makes one
-//! secret version per secret, one inventory row and one SSM command.
+//! secret version, one inventory row and one SSM command.
 //!
 //! The emulator cannot lose a commit, so the fault proxy does: a `certflow worker` process
 //! talks to AWS through it, and for the step under test the proxy answers that step's
@@ -42,6 +42,7 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
     let tag = unique("idem");
     env.instances(1, "Tier", &tag);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Tier", &tag).await;
     // Let validation finish so that `check` commits once (no polling).
     tokio::time::sleep(Duration::from_secs(4)).await;
 
@@ -107,17 +108,15 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
             "{step} committed once, on its second attempt: {history:?}"
         );
 
-        // One secret version per secret.
-        for suffix in ["passphrase", "bundle"] {
-            let secret = format!("{}{name}/{suffix}", env.deps.config.secret_prefix);
-            let versions = sm
-                .list_secret_version_ids()
-                .secret_id(&secret)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(versions.versions().len(), 1, "{step}: versions of {secret}");
-        }
+        // One version of the target's secret.
+        let secret = env.secret_name(&name, "Tier", &tag);
+        let versions = sm
+            .list_secret_version_ids()
+            .secret_id(&secret)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(versions.versions().len(), 1, "{step}: versions of {secret}");
         // One inventory row for the (target, certificate, name).
         let rows = ddb
             .query()
@@ -150,26 +149,22 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
             .filter(|c| c.operation == "ExportCertificate" && c.forwarded)
             .count();
         assert_eq!(exports, 1, "{step}: ACM exports");
-        println!("{step}: ran twice, one secret version each, one row, one command, one export");
-        for suffix in ["passphrase", "bundle"] {
-            let secret = format!("{}{name}/{suffix}", env.deps.config.secret_prefix);
-            let value = sm
-                .get_secret_value()
-                .secret_id(&secret)
-                .send()
-                .await
-                .unwrap();
-            let v: serde_json::Value =
-                serde_json::from_str(value.secret_string().unwrap()).unwrap();
-            for field in ["passphrase", "private_key"] {
-                if let Some(text) = v[field].as_str() {
-                    secrets.extend(
-                        text.lines()
-                            .filter(|l| l.len() >= 20 && !l.starts_with("-----"))
-                            .map(str::to_string),
-                    );
-                }
-            }
+        println!("{step}: ran twice, one secret version, one row, one command, one export");
+        let value = sm
+            .get_secret_value()
+            .secret_id(&secret)
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(value.secret_string().unwrap()).unwrap();
+        for field in ["passphrase", "private_key"] {
+            let text = v[field].as_str().unwrap_or_default();
+            assert!(!text.is_empty(), "{step}: {field} in {secret}");
+            secrets.extend(
+                text.lines()
+                    .filter(|l| l.len() >= 20 && !l.starts_with("-----"))
+                    .map(str::to_string),
+            );
         }
     }
     worker.kill();

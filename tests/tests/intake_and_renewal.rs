@@ -68,6 +68,9 @@ async fn renewal_events_fan_out_to_the_inventory_rows_of_that_certificate() {
     env.instances(1, "Tier", &api);
     let renewed = env.certificate(true).await;
     let other = env.certificate(true).await;
+    env.allow(&renewed, "Tier", &web).await;
+    env.allow(&renewed, "Tier", &api).await;
+    env.allow(&other, "Tier", &web).await;
     let worker = env.worker("w1");
     // Three inventory rows, made the way users make them: two targets for one certificate
     // (neither in the inventory before), one for another certificate.
@@ -92,6 +95,9 @@ async fn renewal_events_fan_out_to_the_inventory_rows_of_that_certificate() {
         "certificate-available-renewal.json",
         "certificate-available-renewal-bool.json",
     ] {
+        // ACM confirms a renewal by a new serial; the emulator never renews, so the rows
+        // are made to hold an older one.
+        env.pretend_renewed(&renewed).await;
         let event_id = put_event(
             &env,
             "ACM Certificate Available",
@@ -152,6 +158,7 @@ async fn duplicate_events_and_requests_start_nothing_twice() {
     let tag = unique("dup");
     env.instances(1, "Tier", &tag);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Tier", &tag).await;
     let worker = env.worker("w1");
     let body = format!(
         r#"{{"CertificateArn":"{arn}","CertName":"dup","TargetTagKey":"Tier","TargetTagValue":"{tag}","RequestId":"req-{tag}"}}"#
@@ -160,6 +167,7 @@ async fn duplicate_events_and_requests_start_nothing_twice() {
     env.submit(&body).await;
     let export_id = JobId::from_key(workflows::export_certificate::NAME, &format!("req-{tag}"));
     assert_eq!(env.wait(&export_id).await.status, JobStatus::Succeeded);
+    env.pretend_renewed(&arn).await;
 
     // The same envelope delivered twice (as EventBridge's at-least-once delivery may).
     let event_id = unique("event");
@@ -264,6 +272,7 @@ async fn hostile_input_ends_with_a_reason_and_valid_work_carries_on() {
     let tag = unique("hostile");
     env.instances(1, "Role", &tag);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Role", &tag).await;
     let worker = env.worker("w1");
 
     let corpus: serde_json::Value =

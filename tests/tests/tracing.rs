@@ -136,6 +136,7 @@ async fn one_job_is_one_trace_across_two_workers_and_no_secret_is_exported() {
     let tag = unique("traced");
     env.instances(1, "Tier", &tag);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Tier", &tag).await;
 
     // The first worker takes the job while the certificate is still pending validation…
     let mut first = worker(&env, &tasks, &otlp, "worker-one");

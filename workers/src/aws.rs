@@ -77,6 +77,8 @@ pub(crate) fn export_deps(
     config.cert_dir = e.cert_dir.clone();
     config.key_dir = e.key_dir.clone();
     config.reload_service = e.reload_service.clone();
+    config.install_max_concurrency = e.install_max_concurrency.clone();
+    config.install_max_errors = e.install_max_errors.clone();
     workflows::export_certificate::Deps {
         clients: workflows::aws::Clients::new(sdk),
         config,

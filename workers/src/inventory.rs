@@ -39,6 +39,8 @@ pub(crate) struct Row {
     pub(crate) last_job_id: Option<String>,
     pub(crate) serial: Option<String>,
     pub(crate) fingerprint: Option<String>,
+    pub(crate) secret_name: Option<String>,
+    /// The two secrets of the old layout, shown while a row still names them.
     pub(crate) passphrase_secret_name: Option<String>,
     pub(crate) bundle_secret_name: Option<String>,
 }
@@ -80,6 +82,7 @@ impl Row {
             last_job_id: s(attr::LAST_JOB_ID),
             serial: s(attr::SERIAL),
             fingerprint: s(attr::FINGERPRINT),
+            secret_name: s(attr::SECRET_NAME),
             passphrase_secret_name: s(attr::PASSPHRASE_SECRET_NAME),
             bundle_secret_name: s(attr::BUNDLE_SECRET_NAME),
         }
@@ -327,8 +330,12 @@ fn show_text(arn: &str, rows: &[Row], jobs: &[engine::JobRecord]) -> String {
         line("Last job", r.last_job_id.as_deref());
         line("Serial", r.serial.as_deref());
         line("Fingerprint", r.fingerprint.as_deref());
-        line("Bundle secret", r.bundle_secret_name.as_deref());
-        line("Passphrase", r.passphrase_secret_name.as_deref());
+        line("Secret", r.secret_name.as_deref());
+        // Rows exported before one secret held both still name the two old secrets.
+        if r.bundle_secret_name.is_some() || r.passphrase_secret_name.is_some() {
+            line("Bundle secret", r.bundle_secret_name.as_deref());
+            line("Passphrase", r.passphrase_secret_name.as_deref());
+        }
     }
     out.push_str("\nRecent jobs\n");
     if jobs.is_empty() {

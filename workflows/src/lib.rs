@@ -34,6 +34,7 @@ pub const JOB_LABELS: &[&str] = &["CertificateArn"];
 /// Every workflow certflow runs.
 pub fn registry(export: export_certificate::Deps) -> Registry {
     let renew = renew_certificate::Deps {
+        acm: export.clients.acm.clone(),
         dynamodb: export.clients.dynamodb.clone(),
         inventory_table: export.config.inventory_table.clone(),
     };

@@ -1,6 +1,11 @@
 //! `renew-certificate`: one ACM renewal event → one export job per inventory row of that
 //! certificate, found through the inventory's `ByCertificateArn` index (never a Scan).
 //!
+//! Before it fans out, ACM confirms the renewal: the certificate must be ISSUED, and a row
+//! gets a child only if the serial ACM reports differs from the row's `Serial` — so a
+//! forged or repeated event starts no install. Each child runs the export's `check`, so a
+//! target the certificate's `certflow:targets` tag no longer lists fails there.
+//!
 //! Child job ids are derived from the event id and the row key, so the same event
 //! delivered twice starts each child once. The parent records its children and succeeds
 //! when all of them are terminal, saying how many succeeded and failed.
@@ -9,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_acm::types::CertificateStatus;
 use engine::{JobId, JobStatus, Outcome, StepContext, StepError, StepPolicy, Workflow};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +27,8 @@ pub const NAME: &str = "renew-certificate";
 /// What the parent needs.
 #[derive(Debug, Clone)]
 pub struct Deps {
+    /// ACM client (the renewal is confirmed with DescribeCertificate).
+    pub acm: aws_sdk_acm::Client,
     /// DynamoDB client.
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The inventory table.
@@ -98,9 +106,38 @@ pub struct RenewState {
     /// The export jobs started.
     #[serde(default)]
     pub children: Vec<Child>,
+
     /// Status polls so far.
     #[serde(default)]
     pub polls: u32,
+}
+
+/// The serial of certificate `arn` as ACM reports it, which must be ISSUED: the renewal
+/// is confirmed by ACM, not by whoever sent the event.
+async fn issued_serial(acm: &aws_sdk_acm::Client, arn: &str) -> Result<String, StepError> {
+    let out = acm
+        .describe_certificate()
+        .certificate_arn(arn)
+        .send()
+        .await
+        .map_err(|e| crate::aws::classify("DescribeCertificate", &e))?;
+    let cert = out
+        .certificate()
+        .ok_or_else(|| StepError::retry("DescribeCertificate: empty answer"))?;
+    match cert.status() {
+        Some(CertificateStatus::Issued) => {}
+        Some(other) => {
+            return Err(StepError::abort(format!(
+                "renewal not confirmed by ACM: certificate {arn} is {}, not ISSUED; nothing was re-exported",
+                other.as_str()
+            )))
+        }
+        None => return Err(StepError::retry("DescribeCertificate: no status")),
+    }
+    cert.serial()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| StepError::retry("DescribeCertificate: no serial"))
 }
 
 /// A renewal job for an event.
@@ -129,7 +166,9 @@ async fn fan_out(
             st.certificate_arn
         )));
     }
+    let serial = issued_serial(&deps.acm, &st.certificate_arn).await?;
     let mut children = Vec::new();
+    let mut skipped = 0u32;
     for row in rows {
         // A row certflow did not write (no target, no name, a key that disagrees with its
         // attributes) is not ours to renew; say so rather than skip it silently.
@@ -140,6 +179,11 @@ async fn fan_out(
                 continue;
             }
         };
+        // The row already holds what ACM has: nothing was renewed for it.
+        if row.serial.as_deref() == Some(serial.as_str()) {
+            skipped += 1;
+            continue;
+        }
         // One child per (event, row), whoever starts it and however often.
         let key = format!(
             "renewal\u{1f}{}\u{1f}{}\u{1f}{}",
@@ -169,8 +213,16 @@ async fn fan_out(
             status: None,
         });
     }
-    let note = format!("started {} export job(s)", children.len());
+    let mut note = format!("started {} export job(s)", children.len());
+    if skipped > 0 {
+        note.push_str(&format!(
+            "; skipped {skipped} row(s) already at serial {serial} (ACM reports no new certificate for them)"
+        ));
+    }
     st.children = children;
+    if st.children.is_empty() {
+        return Ok(Outcome::succeed(st).with_note(note));
+    }
     Ok(Outcome::next_after("collect", st, Duration::from_secs(5)).with_note(note))
 }
 

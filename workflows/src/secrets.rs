@@ -1,7 +1,10 @@
-//! The Secrets Manager adapter: secret versions named by an idempotency token. A version,
-//! once stored, never changes, so whoever writes a token second reads what the first one
-//! stored; that is what lets the `export` step run twice without a second passphrase or a
-//! second export (docs/architecture.md, *Export steps*).
+//! The Secrets Manager adapter: a secret's tags, and secret versions named by an
+//! idempotency token. A version, once stored, never changes, so whoever writes a token
+//! second reads what the first one stored; that is what lets the `export` step run twice
+//! without a second passphrase or a second export (docs/architecture.md, *Export steps*).
+//!
+//! Tags are written only when a secret is created (`CreateSecret` with tags); nothing here
+//! changes the tags of a secret that exists.
 
 use aws_sdk_secretsmanager::types::Tag;
 use engine::StepError;
@@ -16,13 +19,43 @@ pub(crate) struct Secrets<'a> {
     pub(crate) kms_key_id: Option<&'a str>,
 }
 
-/// Whether CreateSecret made the secret or found it there.
-enum Created {
+/// Whether CreateSecret made the secret or found one by that name.
+pub(crate) enum Created {
+    /// Created, with the value as its first version.
     Yes,
+    /// A secret of that name exists (made by someone else, or concurrently).
     Exists,
 }
 
 impl Secrets<'_> {
+    /// The tags of secret `name` as (key, value) pairs; `None` if there is no such secret.
+    /// A secret scheduled for deletion counts as existing: its name cannot be reused.
+    pub(crate) async fn tags(
+        &self,
+        name: &str,
+    ) -> Result<Option<Vec<(String, String)>>, StepError> {
+        match self.client.describe_secret().secret_id(name).send().await {
+            Ok(d) => Ok(Some(
+                d.tags()
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.key().unwrap_or_default().to_string(),
+                            t.value().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect(),
+            )),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify("DescribeSecret", &e)),
+        }
+    }
+
     /// Reads the version `token` of secret `name`, if it exists.
     pub(crate) async fn read_version(
         &self,
@@ -48,26 +81,15 @@ impl Secrets<'_> {
         }
     }
 
-    /// Stores `value` as version `token` of secret `name`, creating the secret (tagged) if
-    /// needed, and returns what that version holds: `value`, or what an earlier run of the
-    /// step stored under the same token (a version never changes).
-    ///
-    /// `create_first` tries CreateSecret before PutSecretValue: one call for a secret that
-    /// does not exist yet (a first export), three for one that does (a renewal).
-    pub(crate) async fn store_version(
+    /// Stores `value` as version `token` of the existing secret `name` and returns what
+    /// that version holds: `value`, or what an earlier run of the step stored under the
+    /// same token (a version never changes, and the stored one wins).
+    pub(crate) async fn put_version(
         &self,
         name: &str,
         token: &str,
         value: String,
-        tags: &[Tag],
-        create_first: bool,
     ) -> Result<String, StepError> {
-        if create_first {
-            match self.create(name, token, &value, tags).await? {
-                Created::Yes => return Ok(value),
-                Created::Exists => {}
-            }
-        }
         let put = self
             .client
             .put_secret_value()
@@ -77,32 +99,14 @@ impl Secrets<'_> {
             .send()
             .await;
         match put {
-            Ok(_) => {
-                // The secret existed (an earlier export): make sure it carries our tags.
-                self.client
-                    .tag_resource()
-                    .secret_id(name)
-                    .set_tags(Some(tags.to_vec()))
-                    .send()
-                    .await
-                    .map_err(|e| classify("TagResource", &e))?;
-                Ok(value)
-            }
+            Ok(_) => Ok(value),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_resource_not_found_exception()) =>
             {
-                if create_first {
-                    return Err(StepError::retry(format!(
-                        "secret {name} was deleted while being written"
-                    )));
-                }
-                match self.create(name, token, &value, tags).await? {
-                    Created::Yes => Ok(value),
-                    Created::Exists => Err(StepError::retry(format!(
-                        "secret {name} was created concurrently"
-                    ))),
-                }
+                Err(StepError::retry(format!(
+                    "secret {name} was deleted while being written"
+                )))
             }
             // The token names a version already stored with other contents: an earlier run
             // of this step got this far. Its value is the one that counts.
@@ -120,8 +124,9 @@ impl Secrets<'_> {
         }
     }
 
-    /// Creates secret `name` with `value` as version `token`, unless the secret exists.
-    async fn create(
+    /// Creates secret `name`, tagged `tags`, with `value` as version `token`, unless a
+    /// secret of that name exists.
+    pub(crate) async fn create(
         &self,
         name: &str,
         token: &str,

@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, Target};
+use std::sync::Mutex;
+
+use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, DocumentHashType, Target};
 use engine::{Millis, StepError};
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +120,93 @@ pub(crate) struct Command<'a> {
     pub(crate) timeout_seconds: i32,
     /// SSM's `MaxErrors`.
     pub(crate) max_errors: &'a str,
+    /// SSM's `MaxConcurrency`.
+    pub(crate) max_concurrency: &'a str,
+    /// The SHA-256 hash of the document version described just before: SSM refuses the
+    /// command if the document's content has changed since.
+    pub(crate) document_hash: &'a str,
+}
+
+/// The install document's hash, described once per worker and document and kept until a
+/// send fails (the document may have been updated: the next attempt describes it again).
+#[derive(Debug, Default)]
+pub(crate) struct DocumentHashes {
+    /// (document name, its SHA-256 hash).
+    cached: Mutex<Option<(String, String)>>,
+}
+
+impl DocumentHashes {
+    /// The SHA-256 hash of `document`'s default version (DescribeDocument, unless cached).
+    pub(crate) async fn get(
+        &self,
+        ssm: &aws_sdk_ssm::Client,
+        document: &str,
+    ) -> Result<String, StepError> {
+        if let Some((name, hash)) = self.lock().as_ref() {
+            if name == document {
+                return Ok(hash.clone());
+            }
+        }
+        let out = ssm
+            .describe_document()
+            .name(document)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeDocument", &e))?;
+        let d = out
+            .document()
+            .ok_or_else(|| StepError::retry("DescribeDocument: empty answer"))?;
+        // SHA-1 hashes are deprecated for pinning; only SHA-256 is accepted.
+        if d.hash_type()
+            .is_some_and(|t| *t != DocumentHashType::Sha256)
+        {
+            return Err(StepError::abort(format!(
+                "document {document} has no SHA-256 hash to pin the install command to"
+            )));
+        }
+        let hash = d
+            .hash()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| StepError::retry(format!("DescribeDocument {document}: no hash")))?
+            .to_string();
+        *self.lock() = Some((document.to_string(), hash.clone()));
+        Ok(hash)
+    }
+
+    /// Forgets the cached hash (after a send failed).
+    pub(crate) fn forget(&self) {
+        *self.lock() = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, String)>> {
+        // The cache holds no invariant a panicking holder could break.
+        self.cached.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether `v` is a `MaxErrors` SSM accepts: a count, or a percentage 0–100.
+pub fn valid_max_errors(v: &str) -> bool {
+    count_or_percent(v, 0)
+}
+
+/// Whether `v` is a `MaxConcurrency` SSM accepts: a count from 1, or a percentage 1–100.
+pub fn valid_max_concurrency(v: &str) -> bool {
+    count_or_percent(v, 1)
+}
+
+fn count_or_percent(v: &str, min: u64) -> bool {
+    let (digits, percent) = match v.strip_suffix('%') {
+        Some(d) => (d, true),
+        None => (v, false),
+    };
+    let plain = !digits.is_empty()
+        && digits.len() <= 7
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    plain
+        && digits
+            .parse::<u64>()
+            .is_ok_and(|n| n >= min && (!percent || n <= 100))
 }
 
 /// What ListCommands says about one command.
@@ -165,8 +254,11 @@ pub(crate) async fn send(ssm: &aws_sdk_ssm::Client, cmd: Command<'_>) -> Result<
                 .build(),
         )
         .comment(cmd.comment)
+        .document_hash(cmd.document_hash)
+        .document_hash_type(DocumentHashType::Sha256)
         .timeout_seconds(cmd.timeout_seconds)
-        .max_errors(cmd.max_errors);
+        .max_errors(cmd.max_errors)
+        .max_concurrency(cmd.max_concurrency);
     for (name, value) in cmd.parameters {
         send = send.parameters(name, vec![value]);
     }
@@ -362,6 +454,24 @@ mod tests {
         assert_eq!(serde_json::to_value(&s).unwrap(), json!("Undeliverable"));
         assert_eq!(s.to_string(), "Undeliverable");
         assert!(s.is_final());
+    }
+
+    #[test]
+    fn limits_are_counts_or_percentages() {
+        for ok in ["0", "1", "25", "0%", "10%", "100%"] {
+            assert!(valid_max_errors(ok), "{ok}");
+        }
+        for ok in ["1", "50", "1%", "10%", "100%"] {
+            assert!(valid_max_concurrency(ok), "{ok}");
+        }
+        for bad in [
+            "", "%", "-1", "101%", "01", "1.5", "ten", "10 %", "99999999",
+        ] {
+            assert!(!valid_max_errors(bad), "{bad}");
+            assert!(!valid_max_concurrency(bad), "{bad}");
+        }
+        assert!(!valid_max_concurrency("0"));
+        assert!(!valid_max_concurrency("0%"));
     }
 
     #[test]

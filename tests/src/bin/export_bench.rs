@@ -44,6 +44,7 @@ async fn main() {
     let tag = unique("bench");
     env.instances(2, "Tier", &tag);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Tier", &tag).await;
     tokio::time::sleep(Duration::from_secs(4)).await; // past validation: no polling in `check`
 
     let mut worker = WorkerCommand::new(&env, &proxy.url())
@@ -158,8 +159,7 @@ async fn main() {
                     .build(),
             )
             .parameters("CertName", vec![format!("direct-{i}")])
-            .parameters("BundleSecretId", vec!["x".into()])
-            .parameters("PassphraseSecretId", vec!["y".into()])
+            .parameters("SecretId", vec!["x".into()])
             .parameters("Region", vec!["us-east-1".into()])
             .send()
             .await;

@@ -100,7 +100,8 @@ pub(crate) enum RetryMode {
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Export settings (flags or environment variables)")]
 pub(crate) struct ExportArgs {
-    /// Prefix of the secret names (`<prefix><CertName>/passphrase`, `…/bundle`).
+    /// Prefix of the secret names (`<prefix><CertName>/<TagKey>=<TagValue>`, one secret
+    /// per target and name).
     #[arg(
         long,
         env = "CERTFLOW_SECRET_PREFIX",
@@ -136,6 +137,39 @@ pub(crate) struct ExportArgs {
     /// Service to reload on the servers after installing (e.g. nginx).
     #[arg(long, env = "CERTFLOW_RELOAD_SERVICE", global = true)]
     pub(crate) reload_service: Option<String>,
+    /// Servers that install at once (SSM MaxConcurrency: a count, or a percentage).
+    #[arg(
+        long,
+        env = "CERTFLOW_INSTALL_MAX_CONCURRENCY",
+        default_value = workflows::export_certificate::DEFAULT_INSTALL_MAX_CONCURRENCY,
+        value_parser = install_limit(workflows::export_certificate::valid_max_concurrency, "a count from 1 or a percentage 1%-100%"),
+        global = true
+    )]
+    pub(crate) install_max_concurrency: String,
+    /// Failed servers after which SSM sends the install to no more servers (SSM
+    /// MaxErrors: a count, or a percentage; 0 stops at the first failure).
+    #[arg(
+        long,
+        env = "CERTFLOW_INSTALL_MAX_ERRORS",
+        default_value = workflows::export_certificate::DEFAULT_INSTALL_MAX_ERRORS,
+        value_parser = install_limit(workflows::export_certificate::valid_max_errors, "a count from 0 or a percentage 0%-100%"),
+        global = true
+    )]
+    pub(crate) install_max_errors: String,
+}
+
+/// A parser for an SSM limit (`MaxConcurrency`, `MaxErrors`) that `valid` accepts.
+fn install_limit(
+    valid: fn(&str) -> bool,
+    what: &'static str,
+) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
+    move |v: &str| {
+        if valid(v) {
+            Ok(v.to_string())
+        } else {
+            Err(format!("expected {what}"))
+        }
+    }
 }
 
 /// Worker settings.

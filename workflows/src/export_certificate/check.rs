@@ -1,7 +1,9 @@
 //! `check`, the first step of an export: the request is valid, the certificate is in this
-//! region, ISSUED and exportable. A certificate still pending validation is polled (with
-//! backoff) until the validation timeout; anything else that is wrong fails the job with
-//! what to do about it. It only reads, so running it twice is harmless.
+//! region, ISSUED and exportable, and its owner allows the request's target (the
+//! certificate's `certflow:targets` tag, [`super::trust`]). A certificate still pending
+//! validation is polled (with backoff) until the validation timeout; anything else that is
+//! wrong fails the job with what to do about it. It only reads, so running it twice is
+//! harmless; nothing is written before it has passed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +13,11 @@ use engine::clock::rfc3339;
 use engine::{Outcome, StepContext, StepError};
 
 use super::request::parse_arn;
-use super::{Deps, ExportState, StepResult};
+use super::{trust, Deps, ExportState, StepResult};
 use crate::aws::classify;
 
-/// `check`: the certificate must be ISSUED and exportable; pending validation waits.
+/// `check`: the certificate must be ISSUED, exportable and allow the target; pending
+/// validation waits.
 pub(super) async fn check(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) -> StepResult {
     s.request
         .validate()
@@ -87,6 +90,28 @@ pub(super) async fn check(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState)
             s.request.certificate_arn
         )));
     }
+    // The certificate's owner, not the request's sender, decides where it may go.
+    let tags = deps
+        .clients
+        .acm
+        .list_tags_for_certificate()
+        .certificate_arn(&s.request.certificate_arn)
+        .send()
+        .await
+        .map_err(|e| classify("ListTagsForCertificate", &e))?;
+    let allowed = tags
+        .tags()
+        .iter()
+        .find(|t| t.key() == trust::TARGETS_TAG)
+        .map(|t| t.value().unwrap_or_default());
+    let r = &s.request;
+    trust::authorise(
+        &r.certificate_arn,
+        allowed,
+        &r.target_tag_key,
+        &r.target_tag_value,
+    )
+    .map_err(StepError::abort)?;
     s.serial = cert.serial().map(str::to_string);
     s.not_after = cert
         .not_after()

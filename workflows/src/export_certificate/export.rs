@@ -1,10 +1,17 @@
-//! `export`: a fresh passphrase into Secrets Manager, `ExportCertificate` with it, and the
-//! bundle (certificate, chain, encrypted key) into Secrets Manager. The job's state keeps
-//! the two secret names and the certificate's fingerprint, never the material.
+//! `export`: a fresh passphrase, `ExportCertificate` with it, and passphrase, certificate,
+//! chain and encrypted key into one secret version — the secret of this target and
+//! certificate name ([`trust::secret_name`]), so the passphrase and the key always change
+//! together. The job's state keeps the secret's name and the certificate's fingerprint,
+//! never the material.
 //!
-//! Both secret versions carry a token derived from the job and the step (their idempotency
-//! keys, docs/architecture.md, *Export steps*): a rerun finds the version it already wrote
-//! and reuses it — same passphrase, no second version, no second export.
+//! The version carries a token derived from the job and the step (its idempotency key,
+//! docs/architecture.md, *Export steps*): a rerun finds the version it already wrote and
+//! reuses it — same passphrase, no second version, no second export.
+//!
+//! A secret that exists must already be certflow's and this target's (tags
+//! `certflow:managed=true` and `<TargetTagKey>=<TargetTagValue>`): an export never writes
+//! into a secret made for another target, and never re-tags one. Tags are written only
+//! when the secret is created.
 
 use std::sync::Arc;
 
@@ -15,99 +22,130 @@ use rand::RngCore;
 use serde_json::json;
 use sha2::Digest;
 
-use super::{Deps, ExportState, StepResult};
+use super::{trust, Deps, ExportState, StepResult};
 use crate::aws::classify;
-use crate::secrets::Secrets;
+use crate::secrets::{Created, Secrets};
 
-/// `export`: passphrase → Secrets Manager, `ExportCertificate`, bundle → Secrets Manager.
+/// `export`: passphrase, `ExportCertificate`, one secret version holding both.
 ///
 /// A first attempt (no earlier run of this step took the lease) writes straight away; a
-/// later attempt first reads back what an earlier one may have stored, so that it does not
-/// export the certificate a second time. Either way a version, once stored, wins: a write
-/// that finds the token taken reads the stored value instead.
+/// later attempt first reads back what an earlier one may have stored under the step's
+/// token, so that it does not export the certificate a second time. Either way a version,
+/// once stored, wins: a write that finds the token taken reads the stored value instead.
 pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) -> StepResult {
-    let prefix = &deps.config.secret_prefix;
-    let pass_name = format!("{prefix}{}/passphrase", s.request.cert_name);
-    let bundle_name = format!("{prefix}{}/bundle", s.request.cert_name);
-    let tags = vec![
-        Tag::builder()
-            .key(&s.request.target_tag_key)
-            .value(&s.request.target_tag_value)
-            .build(),
-        Tag::builder().key("certflow:managed").value("true").build(),
-    ];
+    let r = &s.request;
+    let name = trust::secret_name(
+        &deps.config.secret_prefix,
+        &r.cert_name,
+        &r.target_tag_key,
+        &r.target_tag_value,
+    );
     let secrets = Secrets {
         client: &deps.clients.secrets,
         kms_key_id: deps.config.kms_key_id.as_deref(),
     };
-    let first = ctx.attempt() <= 1;
-
-    let pass_token = ctx.idempotency_token("passphrase");
-    let pass_json = match earlier_version(&secrets, &pass_name, &pass_token, first).await? {
-        Some(existing) => existing,
+    let token = ctx.idempotency_token("secret");
+    let existing = secrets.tags(&name).await?;
+    if let Some(tags) = &existing {
+        owned_by_target(&name, tags, &r.target_tag_key, &r.target_tag_value)?;
+    }
+    let stored = match &existing {
+        Some(_) if ctx.attempt() > 1 => secrets.read_version(&name, &token).await?,
+        _ => None,
+    };
+    let value = match stored {
+        Some(stored) => stored,
         None => {
-            let mut bytes = [0u8; 32];
-            // ThreadRng is a CSPRNG (ChaCha12) seeded from the operating system.
-            rand::rng().fill_bytes(&mut bytes);
-            let passphrase = base64::engine::general_purpose::STANDARD.encode(bytes);
-            let value = json!({ "passphrase": passphrase }).to_string();
-            secrets
-                .store_version(&pass_name, &pass_token, value, &tags, first)
-                .await?
+            let fresh = export_fresh(&deps, &ctx, &s).await?;
+            match existing {
+                Some(_) => secrets.put_version(&name, &token, fresh).await?,
+                None => {
+                    let tags = [
+                        Tag::builder()
+                            .key(&r.target_tag_key)
+                            .value(&r.target_tag_value)
+                            .build(),
+                        Tag::builder().key(trust::MANAGED_TAG).value("true").build(),
+                    ];
+                    match secrets.create(&name, &token, &fresh, &tags).await? {
+                        Created::Yes => fresh,
+                        // Made meanwhile (a concurrent run, or someone else): the next
+                        // attempt looks at its tags and its versions first.
+                        Created::Exists => {
+                            return Err(StepError::retry(format!(
+                                "secret {name} was created concurrently"
+                            )))
+                        }
+                    }
+                }
+            }
         }
     };
-    let passphrase = json_field(&pass_json, "passphrase").ok_or_else(|| {
-        StepError::abort(format!("secret {pass_name} does not hold a passphrase"))
-    })?;
-
-    let bundle_token = ctx.idempotency_token("bundle");
-    let bundle_json = match earlier_version(&secrets, &bundle_name, &bundle_token, first).await? {
-        Some(existing) => existing,
-        None => {
-            let out = deps
-                .clients
-                .acm
-                .export_certificate()
-                .certificate_arn(&s.request.certificate_arn)
-                .passphrase(aws_sdk_acm::primitives::Blob::new(passphrase.as_bytes()))
-                .send()
-                .await
-                .map_err(|e| classify("ExportCertificate", &e))?;
-            let bundle = json!({
-                "certificate": out.certificate().unwrap_or_default(),
-                "certificate_chain": out.certificate_chain().unwrap_or_default(),
-                "private_key": out.private_key().unwrap_or_default(),
-                "serial": s.serial,
-                "not_after": s.not_after,
-                "certificate_arn": s.request.certificate_arn,
-                "job_id": ctx.job_id().as_str(),
-            })
-            .to_string();
-            secrets
-                .store_version(&bundle_name, &bundle_token, bundle, &tags, first)
-                .await?
-        }
+    let held = |field| json_field(&value, field);
+    let (Some(_), Some(certificate_pem)) = (held("passphrase"), held("certificate")) else {
+        return Err(StepError::abort(format!(
+            "secret {name} does not hold a certflow bundle (passphrase and certificate)"
+        )));
     };
-    let certificate_pem = json_field(&bundle_json, "certificate")
-        .ok_or_else(|| StepError::abort(format!("secret {bundle_name} does not hold a bundle")))?;
     s.fingerprint = fingerprint(&certificate_pem);
-    s.passphrase_secret = Some(pass_name);
-    s.bundle_secret = Some(bundle_name.clone());
-    Ok(Outcome::next("inventory", s).with_note(format!("bundle stored in {bundle_name}")))
+    s.secret = Some(name.clone());
+    Ok(Outcome::next("inventory", s).with_note(format!("bundle stored in {name}")))
 }
 
-/// What an earlier attempt stored as version `token` of secret `name`; a first attempt
-/// has no earlier one to look for.
-async fn earlier_version(
-    secrets: &Secrets<'_>,
+/// A fresh passphrase, the certificate exported with it, and both as the secret's value.
+async fn export_fresh(
+    deps: &Deps,
+    ctx: &StepContext,
+    s: &ExportState,
+) -> Result<String, StepError> {
+    let mut bytes = [0u8; 32];
+    // ThreadRng is a CSPRNG (ChaCha12) seeded from the operating system.
+    rand::rng().fill_bytes(&mut bytes);
+    let passphrase = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let out = deps
+        .clients
+        .acm
+        .export_certificate()
+        .certificate_arn(&s.request.certificate_arn)
+        .passphrase(aws_sdk_acm::primitives::Blob::new(passphrase.as_bytes()))
+        .send()
+        .await
+        .map_err(|e| classify("ExportCertificate", &e))?;
+    Ok(json!({
+        "passphrase": passphrase,
+        "certificate": out.certificate().unwrap_or_default(),
+        "certificate_chain": out.certificate_chain().unwrap_or_default(),
+        "private_key": out.private_key().unwrap_or_default(),
+        "serial": s.serial,
+        "not_after": s.not_after,
+        "certificate_arn": s.request.certificate_arn,
+        "job_id": ctx.job_id().as_str(),
+    })
+    .to_string())
+}
+
+/// An existing secret may be written only if it is certflow's and tagged for this very
+/// target; anything else is refused (never re-tagged), naming the secret and its tags.
+fn owned_by_target(
     name: &str,
-    token: &str,
-    first: bool,
-) -> Result<Option<String>, StepError> {
-    if first {
-        return Ok(None);
+    tags: &[(String, String)],
+    key: &str,
+    value: &str,
+) -> Result<(), StepError> {
+    let has = |k: &str, v: &str| tags.iter().any(|(tk, tv)| tk == k && tv == v);
+    if has(trust::MANAGED_TAG, "true") && has(key, value) {
+        return Ok(());
     }
-    secrets.read_version(name, token).await
+    let shown = if tags.is_empty() {
+        "has no tags".to_string()
+    } else {
+        let list: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("is tagged {}", list.join(", "))
+    };
+    Err(StepError::abort(format!(
+        "secret {name} {shown}, not {key}={value} and {}=true: certflow does not write into a secret made for another target, nor re-tag it; delete that secret or use another CertName",
+        trust::MANAGED_TAG
+    )))
 }
 
 /// The string field `field` of a JSON object held in a secret.
@@ -146,6 +184,37 @@ mod tests {
             fingerprint("-----BEGIN CERTIFICATE-----\n!!\n-----END"),
             None
         );
+    }
+
+    #[test]
+    fn only_a_managed_secret_of_this_target_may_be_written() {
+        let tags = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ours = tags(&[("Environment", "dev"), ("certflow:managed", "true")]);
+        assert!(owned_by_target("s", &ours, "Environment", "dev").is_ok());
+        for (t, shown) in [
+            (
+                tags(&[("Environment", "Production"), ("certflow:managed", "true")]),
+                "is tagged Environment=Production, certflow:managed=true",
+            ),
+            (tags(&[("Environment", "dev")]), "is tagged Environment=dev"),
+            (
+                tags(&[("certflow:managed", "true")]),
+                "is tagged certflow:managed=true",
+            ),
+            (tags(&[]), "has no tags"),
+        ] {
+            let e = owned_by_target("certflow/web/x", &t, "Environment", "dev").unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("secret certflow/web/x {shown},")),
+                "{text}"
+            );
+            assert!(text.contains("another target"), "{text}");
+        }
     }
 
     #[test]

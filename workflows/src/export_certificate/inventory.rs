@@ -1,5 +1,5 @@
 //! `inventory`: records the export in the inventory table — the row of this target,
-//! certificate and name, with the secret names, expiry, serial and fingerprint — so that a
+//! certificate and name, with the secret's name, expiry, serial and fingerprint — so that a
 //! renewal finds where the certificate goes. It sets the same attributes however often it
 //! runs.
 
@@ -9,7 +9,7 @@ use engine::clock::rfc3339;
 use engine::{Outcome, StepContext};
 
 use super::{Deps, ExportState, StepResult};
-use crate::inventory::{self, InventoryRow, LastStatus};
+use crate::inventory::{self, attr, InventoryRow, LastStatus};
 
 /// `inventory`: upsert the row (same result however often it runs).
 pub(super) async fn inventory(deps: Arc<Deps>, ctx: StepContext, s: ExportState) -> StepResult {
@@ -18,8 +18,7 @@ pub(super) async fn inventory(deps: Arc<Deps>, ctx: StepContext, s: ExportState)
         last_exported_date: Some(rfc3339(ctx.now())),
         last_job_id: Some(ctx.job_id().to_string()),
         last_status: Some(LastStatus::Exported),
-        passphrase_secret_name: s.passphrase_secret.clone(),
-        bundle_secret_name: s.bundle_secret.clone(),
+        secret_name: s.secret.clone(),
         cert_expiry_date: s.not_after.clone(),
         serial: s.serial.clone(),
         fingerprint: s.fingerprint.clone(),
@@ -35,6 +34,8 @@ pub(super) async fn inventory(deps: Arc<Deps>, ctx: StepContext, s: ExportState)
         &deps.config.inventory_table,
         row.key(),
         row.attributes(),
+        // The two secret names of the old layout: this export's secret replaces them.
+        &[attr::PASSPHRASE_SECRET_NAME, attr::BUNDLE_SECRET_NAME],
     )
     .await?;
     Ok(Outcome::next("install", s))

@@ -2,8 +2,9 @@
 //! carries a tag. Its steps, in order, each in a file of its own (docs/architecture.md,
 //! *Export steps*):
 //!
-//! 1. `check` — the certificate is ISSUED and exportable (pending validation: poll);
-//! 2. `export` — passphrase and bundle into Secrets Manager;
+//! 1. `check` — the certificate is ISSUED, exportable, and its `certflow:targets` tag
+//!    allows the target (pending validation: poll);
+//! 2. `export` — passphrase and bundle into the target's secret in Secrets Manager;
 //! 3. `inventory` — the inventory row of this target and certificate;
 //! 4. `install` — the install command to the servers carrying the tag;
 //! 5. `wait` — each server's result, and the outcome on the inventory row.
@@ -17,6 +18,7 @@ mod install;
 mod inventory;
 pub mod request;
 mod state;
+pub mod trust;
 mod wait;
 
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use engine::{JobId, Outcome, StepError, StepPolicy, Workflow};
 
-pub use crate::ssm::InstanceStatus;
+pub use crate::ssm::{valid_max_concurrency, valid_max_errors, InstanceStatus};
 pub use request::{ExportRequest, InvalidRequest};
 pub use state::{ExportState, InstanceResult};
 
@@ -39,7 +41,7 @@ pub const NAME: &str = "export-certificate";
 /// Settings of the export workflow.
 #[derive(Debug, Clone)]
 pub struct ExportConfig {
-    /// Prefix of secret names: `<prefix><CertName>/passphrase` and `/bundle`.
+    /// Prefix of secret names: `<prefix><CertName>/<target slug>` ([`trust::secret_name`]).
     pub secret_prefix: String,
     /// KMS key for new secrets (default: the account's `aws/secretsmanager` key).
     pub kms_key_id: Option<String>,
@@ -59,7 +61,21 @@ pub struct ExportConfig {
     pub key_dir: Option<String>,
     /// Service the install document reloads after writing the files.
     pub reload_service: Option<String>,
+    /// The install command's `MaxConcurrency`: how many servers install at once.
+    pub install_max_concurrency: String,
+    /// The install command's `MaxErrors`: failed servers after which SSM stops sending it.
+    pub install_max_errors: String,
 }
+
+/// Default `MaxConcurrency` of the install command: a tenth of the servers at a time (at
+/// least one), so that with [`DEFAULT_INSTALL_MAX_ERRORS`] a bad certificate or document
+/// reaches about a tenth of a fleet before SSM stops, while a fleet of 100 still installs
+/// in ten rounds of a few seconds each.
+pub const DEFAULT_INSTALL_MAX_CONCURRENCY: &str = "10%";
+
+/// Default `MaxErrors` of the install command: the first failed server stops the command
+/// from being sent to more servers (those already running finish).
+pub const DEFAULT_INSTALL_MAX_ERRORS: &str = "0";
 
 impl ExportConfig {
     /// Defaults for `region`.
@@ -75,6 +91,8 @@ impl ExportConfig {
             cert_dir: None,
             key_dir: None,
             reload_service: None,
+            install_max_concurrency: DEFAULT_INSTALL_MAX_CONCURRENCY.into(),
+            install_max_errors: DEFAULT_INSTALL_MAX_ERRORS.into(),
         }
     }
 }
@@ -142,8 +160,10 @@ pub fn workflow(deps: Deps) -> Workflow<ExportState> {
         inventory::inventory(d.clone(), ctx, s)
     });
     let d = deps.clone();
+    // One cache per workflow, so per worker: the document's hash is described once.
+    let hashes = Arc::new(crate::ssm::DocumentHashes::default());
     let wf = wf.step_with("install", aws_step, move |ctx, s| {
-        install::install(d.clone(), ctx, s)
+        install::install(d.clone(), hashes.clone(), ctx, s)
     });
     let d = deps.clone();
     let wf = wf.step_with("wait", aws_step, move |ctx, s| {

@@ -39,12 +39,9 @@ pub struct ExportState {
     /// Times `check` found the certificate pending validation.
     #[serde(default)]
     pub check_polls: u32,
-    /// Name of the passphrase secret.
+    /// Name of the secret holding passphrase and bundle (one per target and name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passphrase_secret: Option<String>,
-    /// Name of the bundle secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bundle_secret: Option<String>,
+    pub secret: Option<String>,
     /// SHA-256 fingerprint of the certificate (DER), hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
@@ -74,8 +71,7 @@ impl ExportState {
             not_after: None,
             key_algorithm: None,
             check_polls: 0,
-            passphrase_secret: None,
-            bundle_secret: None,
+            secret: None,
             fingerprint: None,
             command_id: None,
             command_sent_at: None,

@@ -137,6 +137,7 @@ async fn set_row(deps: &Deps, s: &ExportState, end: InstallEnd) -> Result<(), St
         &deps.config.inventory_table,
         key,
         end.attributes(),
+        &[],
     )
     .await
 }

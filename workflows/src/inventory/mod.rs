@@ -48,9 +48,13 @@ pub mod attr {
     pub const LAST_JOB_ID: &str = "LastJobId";
     /// `EXPORTED`, `INSTALLED` or `INSTALL_FAILED`.
     pub const LAST_STATUS: &str = "LastStatus";
-    /// Name of the passphrase secret.
+    /// Name of the secret holding passphrase and bundle (one per target and name).
+    pub const SECRET_NAME: &str = "SecretName";
+    /// Name of the passphrase secret, in rows written before one secret held both (read
+    /// only; the next export removes it).
     pub const PASSPHRASE_SECRET_NAME: &str = "PassphraseSecretName";
-    /// Name of the bundle secret.
+    /// Name of the bundle secret, in rows written before one secret held both (read only;
+    /// the next export removes it).
     pub const BUNDLE_SECRET_NAME: &str = "BundleSecretName";
     /// The certificate's expiry, RFC 3339.
     pub const CERT_EXPIRY_DATE: &str = "CertExpiryDate";
@@ -75,13 +79,15 @@ pub fn key(tag_key: &str, tag_value: &str, arn: &str, name: &str) -> Item {
     ])
 }
 
-/// Sets `attributes` on the row at `key` (creating the row if needed), leaving its other
-/// attributes as they are: running it twice gives the same row.
+/// Sets `attributes` on the row at `key` (creating the row if needed) and removes the
+/// attributes named in `remove`, leaving its other attributes as they are: running it
+/// twice gives the same row.
 pub(crate) async fn set(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     key: Item,
     attributes: Vec<(&'static str, AttributeValue)>,
+    remove: &[&'static str],
 ) -> Result<(), StepError> {
     let mut names = HashMap::new();
     let mut values = HashMap::new();
@@ -91,11 +97,20 @@ pub(crate) async fn set(
         values.insert(format!(":v{i}"), value);
         sets.push(format!("#a{i} = :v{i}"));
     }
+    let mut expression = format!("SET {}", sets.join(", "));
+    if !remove.is_empty() {
+        let mut removes = Vec::new();
+        for (i, name) in remove.iter().enumerate() {
+            names.insert(format!("#r{i}"), name.to_string());
+            removes.push(format!("#r{i}"));
+        }
+        expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
     client
         .update_item()
         .table_name(table)
         .set_key(Some(key))
-        .update_expression(format!("SET {}", sets.join(", ")))
+        .update_expression(expression)
         .set_expression_attribute_names(Some(names))
         .set_expression_attribute_values(Some(values))
         .send()

@@ -91,9 +91,11 @@ pub struct InventoryRow {
     pub last_job_id: Option<String>,
     /// `LastStatus`.
     pub last_status: Option<LastStatus>,
-    /// `PassphraseSecretName`.
+    /// `SecretName`: the secret holding passphrase and bundle.
+    pub secret_name: Option<String>,
+    /// `PassphraseSecretName`, in rows of the old two-secret layout (read, never written).
     pub passphrase_secret_name: Option<String>,
-    /// `BundleSecretName`.
+    /// `BundleSecretName`, in rows of the old two-secret layout (read, never written).
     pub bundle_secret_name: Option<String>,
     /// `CertExpiryDate`, RFC 3339.
     pub cert_expiry_date: Option<String>,
@@ -123,6 +125,7 @@ impl InventoryRow {
             last_exported_date: None,
             last_job_id: None,
             last_status: None,
+            secret_name: None,
             passphrase_secret_name: None,
             bundle_secret_name: None,
             cert_expiry_date: None,
@@ -167,6 +170,7 @@ impl InventoryRow {
             (attr::LAST_EXPORTED_DATE, self.last_exported_date.as_deref()),
             (attr::LAST_JOB_ID, self.last_job_id.as_deref()),
             (attr::LAST_STATUS, self.last_status.map(LastStatus::as_str)),
+            (attr::SECRET_NAME, self.secret_name.as_deref()),
             (
                 attr::PASSPHRASE_SECRET_NAME,
                 self.passphrase_secret_name.as_deref(),
@@ -235,6 +239,7 @@ impl InventoryRow {
                 expected: "EXPORTED, INSTALLED or INSTALL_FAILED",
             })?),
         };
+        row.secret_name = string(item, attr::SECRET_NAME)?;
         row.passphrase_secret_name = string(item, attr::PASSPHRASE_SECRET_NAME)?;
         row.bundle_secret_name = string(item, attr::BUNDLE_SECRET_NAME)?;
         row.cert_expiry_date = string(item, attr::CERT_EXPIRY_DATE)?;
@@ -320,6 +325,7 @@ mod tests {
             last_exported_date: Some("2025-01-02T03:04:05.000Z".into()),
             last_job_id: Some("job-1".into()),
             last_status: Some(LastStatus::Installed),
+            secret_name: Some("certflow/web/Environment=prod".into()),
             passphrase_secret_name: Some("certflow/web/passphrase".into()),
             bundle_secret_name: Some("certflow/web/bundle".into()),
             cert_expiry_date: Some("2026-01-02T00:00:00.000Z".into()),
@@ -348,6 +354,7 @@ mod tests {
             ("LastExportedDate", s("2025-01-02T03:04:05.000Z")),
             ("LastJobId", s("job-1")),
             ("LastStatus", s("INSTALLED")),
+            ("SecretName", s("certflow/web/Environment=prod")),
             ("PassphraseSecretName", s("certflow/web/passphrase")),
             ("BundleSecretName", s("certflow/web/bundle")),
             ("CertExpiryDate", s("2026-01-02T00:00:00.000Z")),
