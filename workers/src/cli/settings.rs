@@ -138,6 +138,20 @@ pub(crate) struct ExportArgs {
     pub(crate) reload_service: Option<String>,
 }
 
+/// Bootstrap settings.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct BootstrapArgs {
+    /// Services the install document may reload (its ReloadService allow-list, baked into
+    /// the document), comma-separated; an empty value allows none.
+    #[arg(
+        long,
+        env = "CERTFLOW_RELOAD_SERVICES",
+        value_delimiter = ',',
+        default_values_t = workflows::document::DEFAULT_RELOAD_SERVICES.map(String::from)
+    )]
+    pub(crate) reload_services: Vec<String>,
+}
+
 /// Worker settings.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct WorkerArgs {
