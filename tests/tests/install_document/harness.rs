@@ -133,7 +133,9 @@ const SHM: &str = "/dev/shm";
 /// per scratch directory, not created (the script creates it).
 pub(crate) fn run_dir(dir: &Path) -> PathBuf {
     let base = dir.file_name().unwrap().to_str().unwrap();
-    Path::new(SHM).join(format!("certflow-test-{base}")).join("run")
+    Path::new(SHM)
+        .join(format!("certflow-test-{base}"))
+        .join("run")
 }
 
 pub(crate) fn unique(label: &str) -> String {
@@ -371,7 +373,11 @@ pub(crate) fn assert_nothing_left_behind(dir: &Path, target: &Target) {
         assert_eq!(mode(&run), 0o700, "run directory mode");
         for entry in fs::read_dir(&run).unwrap() {
             let file = entry.unwrap().file_name().into_string().unwrap();
-            assert!(file.ends_with(".lock"), "left behind in {}: {file}", run.display());
+            assert!(
+                file.ends_with(".lock"),
+                "left behind in {}: {file}",
+                run.display()
+            );
         }
     }
 }

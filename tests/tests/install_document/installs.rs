@@ -127,8 +127,6 @@ fn installs_ecdsa_p384_key_with_the_jq_parser() {
     assert_installed(tmp.path(), &target, "ec384", &m, &run);
 }
 
-
-
 #[test]
 fn mismatched_key_and_certificate_installs_nothing() {
     let emu = Emulator::get();

@@ -57,7 +57,10 @@ fn document_shape_and_script_hygiene() {
     let rendered = doc
         .render(&[
             ("CertName", "www.example.com"),
-            ("SecretId", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:certflow/www-AbCdEf"),
+            (
+                "SecretId",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:certflow/www-AbCdEf",
+            ),
             ("Region", "eu-west-1"),
         ])
         .unwrap();
@@ -76,7 +79,10 @@ fn allowed_pattern_refuses_bad_values() {
     let doc = load_document();
     let good: [(&str, &str); 3] = [
         ("CertName", "www.example.com"),
-        ("SecretId", "certflow/Environment=Production/www.example.com"),
+        (
+            "SecretId",
+            "certflow/Environment=Production/www.example.com",
+        ),
         ("Region", "us-east-1"),
     ];
     let with = |name: &'static str, value: &'static str| {
@@ -93,8 +99,14 @@ fn allowed_pattern_refuses_bad_values() {
         );
     }
     for (name, value) in [
-        ("SecretId", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:certflow/x-AbCdEf"),
-        ("SecretId", "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:a-b"),
+        (
+            "SecretId",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:certflow/x-AbCdEf",
+        ),
+        (
+            "SecretId",
+            "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:a-b",
+        ),
         ("SecretId", "certflow/a@b.c+d=e_f"),
         ("ReloadService", "nginx"),
         ("ReloadService", "haproxy"),
@@ -134,9 +146,15 @@ fn allowed_pattern_refuses_bad_values() {
         ("SecretId", String::new()),
         ("SecretId", "file:///etc/passwd".into()),
         ("SecretId", "fileb:///root/.ssh/id_rsa".into()),
-        ("SecretId", "http://169.254.169.254/latest/meta-data/".into()),
+        (
+            "SecretId",
+            "http://169.254.169.254/latest/meta-data/".into(),
+        ),
         ("SecretId", "arn:aws:s3:::bucket/key".into()),
-        ("SecretId", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:file://x".into()),
+        (
+            "SecretId",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:file://x".into(),
+        ),
         ("ReloadService", "nginx; reboot".into()),
         ("ReloadService", "-x".into()),
         ("ReloadService", "reboot.target".into()),
