@@ -346,7 +346,7 @@ mod document_tests {
     fn the_document_allows_the_listed_services_only() {
         let c = document_content(&args(&["nginx", "caddy"]), Some("caddy")).unwrap();
         assert!(c.contains("allowedPattern: \"^(nginx|caddy)?$\""));
-        assert!(c.contains("RELOAD_ALLOWED='nginx caddy'"));
+        assert!(c.contains("RELOAD_ALLOWED='nginx|caddy'"));
         assert!(document_content(&args(&[""]), None)
             .unwrap()
             .contains("RELOAD_ALLOWED=''"));

@@ -2,11 +2,11 @@
 //! binary so that `certflow bootstrap` creates exactly what is in the repository, with
 //! the `ReloadService` allow-list of the deployment baked in.
 //!
-//! The file holds the default allow-list twice: as the `ReloadService` parameter's
-//! `allowedPattern` (`nginx|apache2|httpd|haproxy`, so SSM refuses anything else) and as
-//! the script's `RELOAD_ALLOWED` (`nginx apache2 httpd haproxy`, checked again on the
+//! The file holds the default allow-list twice, as the same regular-expression
+//! alternation [`MARKER`]: in the `ReloadService` parameter's `allowedPattern` (so SSM
+//! refuses anything else) and as the script's `RELOAD_ALLOWED` (checked again on the
 //! server). [`content`] replaces both with the deployment's list; the CloudFormation
-//! template does the same with `Fn::Split`/`Fn::Join` (tests/tests/cloudformation.rs
+//! template does the same by splitting the file at the marker (tests/tests/cloudformation.rs
 //! checks that the two agree).
 
 use aws_sdk_ssm::types::{DocumentFormat, DocumentType};
@@ -17,11 +17,9 @@ pub const CONTENT: &str = include_str!("../../deploy/ssm/Install-ACMCertificate.
 /// The services `ReloadService` may name unless the deployment says otherwise.
 pub const DEFAULT_RELOAD_SERVICES: [&str; 4] = ["nginx", "apache2", "httpd", "haproxy"];
 
-/// The default allow-list as it appears in `ReloadService`'s `allowedPattern`.
-pub const PATTERN_MARKER: &str = "nginx|apache2|httpd|haproxy";
-
-/// The default allow-list as it appears in the script's `RELOAD_ALLOWED`.
-pub const SCRIPT_MARKER: &str = "nginx apache2 httpd haproxy";
+/// The default allow-list as it appears in the file, twice: in `ReloadService`'s
+/// `allowedPattern` and in the script's `RELOAD_ALLOWED`.
+pub const MARKER: &str = "nginx|apache2|httpd|haproxy";
 
 /// Longest service name the document accepts (its `ReloadService` pattern).
 const MAX_SERVICE_LEN: usize = 128;
@@ -65,9 +63,7 @@ pub fn content<S: AsRef<str>>(services: &[S]) -> Result<String, DocumentError> {
         .map(|n| n.replace('.', "[.]"))
         .collect::<Vec<_>>()
         .join("|");
-    Ok(CONTENT
-        .replace(PATTERN_MARKER, &pattern)
-        .replace(SCRIPT_MARKER, &names.join(" ")))
+    Ok(CONTENT.replace(MARKER, &pattern))
 }
 
 /// Creates the document with the default allow-list, or updates it to that content.
@@ -138,13 +134,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_marker_is_in_the_file_exactly_once() {
-        assert_eq!(CONTENT.matches(PATTERN_MARKER).count(), 1);
-        assert_eq!(CONTENT.matches(SCRIPT_MARKER).count(), 1);
-        assert!(CONTENT.contains(&format!("allowedPattern: \"^({PATTERN_MARKER})?$\"")));
-        assert!(CONTENT.contains(&format!("RELOAD_ALLOWED='{SCRIPT_MARKER}'")));
-        assert_eq!(DEFAULT_RELOAD_SERVICES.join("|"), PATTERN_MARKER);
-        assert_eq!(DEFAULT_RELOAD_SERVICES.join(" "), SCRIPT_MARKER);
+    fn the_marker_is_in_the_file_exactly_twice() {
+        assert_eq!(CONTENT.matches(MARKER).count(), 2);
+        assert!(CONTENT.contains(&format!("allowedPattern: \"^({MARKER})?$\"")));
+        assert!(CONTENT.contains(&format!("RELOAD_ALLOWED='{MARKER}'")));
+        assert_eq!(DEFAULT_RELOAD_SERVICES.join("|"), MARKER);
     }
 
     #[test]
@@ -156,8 +150,8 @@ mod tests {
     fn another_list_replaces_both_places_and_dots_match_only_dots() {
         let c = content(&["nginx", "php8.2-fpm", ""]).unwrap();
         assert!(c.contains("allowedPattern: \"^(nginx|php8[.]2-fpm)?$\""));
-        assert!(c.contains("RELOAD_ALLOWED='nginx php8.2-fpm'"));
-        assert!(!c.contains(PATTERN_MARKER) && !c.contains(SCRIPT_MARKER));
+        assert!(c.contains("RELOAD_ALLOWED='nginx|php8[.]2-fpm'"));
+        assert!(!c.contains(MARKER));
         let none = content::<&str>(&[]).unwrap();
         assert!(none.contains("allowedPattern: \"^()?$\""));
         assert!(none.contains("RELOAD_ALLOWED=''"));
