@@ -24,19 +24,13 @@ pub const MARKER: &str = "nginx|apache2|httpd|haproxy";
 /// Longest service name the document accepts (its `ReloadService` pattern).
 const MAX_SERVICE_LEN: usize = 128;
 
-/// Why the document could not be made or deployed.
+/// A name in the reload allow-list that `ReloadService` could never match.
 #[derive(Debug, thiserror::Error)]
-pub enum DocumentError {
-    /// A name in the reload allow-list that `ReloadService` could never match.
-    #[error(
-        "reload service {0:?} is not a unit name: a letter or digit, then up to 127 letters, \
-         digits, '@', '.', '_' or '-'"
-    )]
-    InvalidService(String),
-    /// SSM refused to create or update the document.
-    #[error(transparent)]
-    Ssm(#[from] aws_sdk_ssm::Error),
-}
+#[error(
+    "reload service {0:?} is not a unit name: a letter or digit, then up to 127 letters, \
+     digits, '@', '.', '_' or '-'"
+)]
+pub struct InvalidService(pub String);
 
 /// Whether `name` is a unit name the document's `ReloadService` pattern accepts.
 fn valid_service(name: &str) -> bool {
@@ -49,14 +43,14 @@ fn valid_service(name: &str) -> bool {
 /// The document with `services` as the `ReloadService` allow-list (empty names are
 /// ignored; no names: no reload allowed). In the pattern a '.' is written `[.]` so that
 /// it matches only itself.
-pub fn content<S: AsRef<str>>(services: &[S]) -> Result<String, DocumentError> {
+pub fn content<S: AsRef<str>>(services: &[S]) -> Result<String, InvalidService> {
     let names: Vec<&str> = services
         .iter()
         .map(AsRef::as_ref)
         .filter(|s| !s.is_empty())
         .collect();
     if let Some(bad) = names.iter().find(|n| !valid_service(n)) {
-        return Err(DocumentError::InvalidService((*bad).to_string()));
+        return Err(InvalidService((*bad).to_string()));
     }
     let pattern = names
         .iter()
@@ -67,7 +61,7 @@ pub fn content<S: AsRef<str>>(services: &[S]) -> Result<String, DocumentError> {
 }
 
 /// Creates the document with the default allow-list, or updates it to that content.
-pub async fn ensure(client: &aws_sdk_ssm::Client, name: &str) -> Result<(), DocumentError> {
+pub async fn ensure(client: &aws_sdk_ssm::Client, name: &str) -> Result<(), aws_sdk_ssm::Error> {
     ensure_content(client, name, CONTENT).await
 }
 
@@ -77,7 +71,7 @@ pub async fn ensure_content(
     client: &aws_sdk_ssm::Client,
     name: &str,
     content: &str,
-) -> Result<(), DocumentError> {
+) -> Result<(), aws_sdk_ssm::Error> {
     let created = client
         .create_document()
         .name(name)
@@ -111,8 +105,7 @@ pub async fn ensure_content(
                             .name(name)
                             .document_version(v)
                             .send()
-                            .await
-                            .map_err(aws_sdk_ssm::Error::from)?;
+                            .await?;
                     }
                     Ok(())
                 }
@@ -122,10 +115,10 @@ pub async fn ensure_content(
                 {
                     Ok(())
                 }
-                Err(e) => Err(aws_sdk_ssm::Error::from(e).into()),
+                Err(e) => Err(e.into()),
             }
         }
-        Err(e) => Err(aws_sdk_ssm::Error::from(e).into()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -167,10 +160,7 @@ mod tests {
             "$(id)",
             &"a".repeat(129),
         ] {
-            assert!(
-                matches!(content(&[bad]), Err(DocumentError::InvalidService(_))),
-                "{bad}"
-            );
+            assert!(matches!(content(&[bad]), Err(InvalidService(_))), "{bad}");
         }
         assert!(content(&["debug-shell.service", "foo@1"]).is_ok());
     }

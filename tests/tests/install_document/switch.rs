@@ -188,8 +188,11 @@ fn failing_mv(dir: &Path, n: u32, how: &str) -> (String, PathBuf) {
     (format!("{}:{}", shims.display(), script_path_var()), count)
 }
 
+/// A file's content and mode, or `None` when it does not exist.
+type FileState = Option<(Vec<u8>, u32)>;
+
 /// Each installed file and its `.previous`: content and mode, or absent.
-fn snapshot(target: &Target, name: &str) -> Vec<(PathBuf, Option<(Vec<u8>, u32)>)> {
+fn snapshot(target: &Target, name: &str) -> Vec<(PathBuf, FileState)> {
     target
         .files(name)
         .into_iter()
