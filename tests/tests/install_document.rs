@@ -19,6 +19,8 @@ mod harness;
 mod installs;
 #[path = "install_document/material.rs"]
 mod material;
+#[path = "install_document/pem_checks.rs"]
+mod pem_checks;
 #[path = "install_document/refusals.rs"]
 mod refusals;
 #[path = "install_document/static_checks.rs"]
