@@ -311,3 +311,34 @@ fn a_run_directory_that_is_not_tmpfs_or_not_roots_is_refused_before_any_aws_call
         "must be owned by root with mode 0700",
     );
 }
+
+#[test]
+fn work_directories_older_than_the_command_timeout_are_swept() {
+    let emu = Emulator::get();
+    let doc = load_document();
+    let tmp = scratch("sweep");
+    let dir = tmp.path();
+    let target = Target::under(&dir.join("root"));
+    let run_in = run_dir(dir);
+    fs::create_dir_all(&run_in).unwrap();
+    fs::set_permissions(&run_in, fs::Permissions::from_mode(0o700)).unwrap();
+    let (stale, fresh) = (run_in.join("work.stale123"), run_in.join("work.fresh123"));
+    for d in [&stale, &fresh] {
+        fs::create_dir(d).unwrap();
+        fs::write(d.join("key.pem"), "left by a killed run").unwrap();
+    }
+    // Older than timeoutSeconds (600 s) plus the margin.
+    run_ok(
+        std::process::Command::new("touch")
+            .args(["-d", "20 minutes ago"])
+            .arg(&stale),
+    );
+    let region = emu.region();
+    let (run, _) = run_recorded(&doc, dir, &target, &[("Region", &region)]);
+    assert!(run.stderr.contains("cannot read secret"), "{}", run.stderr);
+    assert!(!stale.exists(), "the stale work directory is swept");
+    assert!(
+        fresh.exists(),
+        "a recent one may belong to a running install"
+    );
+}
