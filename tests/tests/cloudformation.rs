@@ -122,17 +122,76 @@ fn get_att(id: &str, attribute: &str) -> Value {
 const DOC_BEGIN: &str = "      # BEGIN deploy/ssm/Install-ACMCertificate.yaml";
 const DOC_END: &str = "      # END deploy/ssm/Install-ACMCertificate.yaml";
 
-/// The template lines that embed `doc` as the document's `Content` (a literal block).
+/// The `ReloadService` allow-list as the template computes it from `ReloadServices`.
+const ALLOW_LIST_EXPR: &str =
+    r#"!Join ["|", !Split [",", !Join ["[.]", !Split [".", !Ref ReloadServices]]]]"#;
+
+/// The template lines that embed `doc` as the document's `Content`: the file cut at the
+/// two allow-list markers (`workflows::document::MARKER`) into three literal blocks,
+/// joined with the list computed from `ReloadServices`.
 fn embedded(doc: &str) -> String {
-    let mut out = String::from("      Content: |\n");
-    for line in doc.trim_end_matches('\n').split('\n') {
-        if !line.is_empty() {
-            out.push_str("        ");
-            out.push_str(line);
+    let parts: Vec<&str> = doc.split(workflows::document::MARKER).collect();
+    assert_eq!(parts.len(), 3, "the marker is in the document twice");
+    let block = |out: &mut String, part: &str, header: &str| {
+        assert!(
+            !part.starts_with([' ', '\n']),
+            "a block must not start with blanks"
+        );
+        out.push_str(header);
+        for line in part.trim_end_matches('\n').split('\n') {
+            if !line.is_empty() {
+                out.push_str("            ");
+                out.push_str(line);
+            }
+            out.push('\n');
         }
-        out.push('\n');
-    }
+    };
+    let mut out = String::from("      Content: !Join\n        - \"\"\n");
+    block(&mut out, parts[0], "        - - |-\n");
+    out.push_str(&format!("          - {ALLOW_LIST_EXPR}\n"));
+    block(&mut out, parts[1], "          - |-\n");
+    out.push_str(&format!("          - {ALLOW_LIST_EXPR}\n"));
+    assert!(parts[2].ends_with('\n') && !parts[2].ends_with("\n\n"));
+    block(&mut out, parts[2], "          - |\n");
     out
+}
+
+/// Evaluates `Fn::Join`, `Fn::Split` and `Ref` (to a parameter in `params`) as
+/// CloudFormation does.
+fn evaluate(v: &Value, params: &BTreeMap<&str, &str>) -> Value {
+    let Some(obj) = v.as_object().filter(|o| o.len() == 1) else {
+        return match v {
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|i| evaluate(i, params)).collect())
+            }
+            other => other.clone(),
+        };
+    };
+    let (f, args) = obj.iter().next().unwrap();
+    match f.as_str() {
+        "Ref" => json!(params[args.as_str().unwrap()]),
+        "Fn::Join" => {
+            let delimiter = args[0]
+                .as_str()
+                .expect("a Join delimiter is a literal string");
+            let items = evaluate(&args[1], params);
+            let items: Vec<&str> = items
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap())
+                .collect();
+            json!(items.join(delimiter))
+        }
+        "Fn::Split" => {
+            let delimiter = args[0]
+                .as_str()
+                .expect("a Split delimiter is a literal string");
+            let text = evaluate(&args[1], params);
+            json!(text.as_str().unwrap().split(delimiter).collect::<Vec<_>>())
+        }
+        other => panic!("unexpected {other}"),
+    }
 }
 
 #[test]
@@ -156,11 +215,21 @@ fn the_install_document_is_the_ssm_file_verbatim() {
             );
         }
     }
-    // And YAML reads the block back as exactly the file (no lost or added line breaks).
+    // And the Content evaluates to exactly the file with the default list, and to what
+    // `certflow bootstrap --reload-services` deploys with another.
     let t = template();
+    let content = &props(&t, "InstallDocument")["Content"];
+    let default = workflows::document::DEFAULT_RELOAD_SERVICES.join(",");
+    assert_eq!(t["Parameters"]["ReloadServices"]["Default"], json!(default));
+    let with = |list: &str| evaluate(content, &BTreeMap::from([("ReloadServices", list)]));
+    assert_eq!(with(&default), json!(doc));
     assert_eq!(
-        props(&t, "InstallDocument")["Content"].as_str(),
-        Some(doc.as_str())
+        with("nginx,php8.2-fpm"),
+        json!(workflows::document::content(&["nginx", "php8.2-fpm"]).unwrap())
+    );
+    assert_eq!(
+        with(""),
+        json!(workflows::document::content::<&str>(&[]).unwrap())
     );
     assert_eq!(
         props(&t, "InstallDocument")["DocumentFormat"],

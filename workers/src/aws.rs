@@ -12,7 +12,7 @@ use engine::{JobStore, Jobs, SystemClock};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
-use crate::cli::{AwsArgs, Global, Names, Output, RetryMode};
+use crate::cli::{AwsArgs, BootstrapArgs, Global, Names, Output, RetryMode};
 
 /// First backoff of an SDK retry (jittered, doubling up to [`MAX_BACKOFF`]).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -133,9 +133,14 @@ pub(crate) struct Ready {
 /// Creates every resource certflow needs on the endpoint in use; safe to run again.
 pub(crate) async fn bootstrap(
     sdk: &aws_config::SdkConfig,
-    names: &Names,
+    global: &Global,
+    args: &BootstrapArgs,
     output: Output,
 ) -> anyhow::Result<()> {
+    let names = &global.names;
+    // Checked before anything is created: a document that would refuse the workers'
+    // own ReloadService is a deployment mistake.
+    let document = document_content(args, global.export.reload_service.as_deref())?;
     let mut ready = Vec::new();
     let mut done = |kind: &'static str, name: &str, detail: String| {
         if output == Output::Table {
@@ -211,18 +216,52 @@ pub(crate) async fn bootstrap(
         .with_context(|| format!("creating table {}", names.inventory_table))?;
     done("table", &names.inventory_table, "inventory".into());
     let ssm = aws_sdk_ssm::Client::new(sdk);
-    workflows::document::ensure(&ssm, &names.document_name)
+    workflows::document::ensure_content(&ssm, &names.document_name, &document)
         .await
         .with_context(|| format!("creating SSM document {}", names.document_name))?;
     done(
         "document",
         &names.document_name,
-        "SSM install document".into(),
+        format!(
+            "SSM install document; ReloadService may be: {}",
+            reload_list(&args.reload_services)
+        ),
     );
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&ready)?);
     }
     Ok(())
+}
+
+/// The allow-list as bootstrap prints it.
+fn reload_list(services: &[String]) -> String {
+    let names: Vec<&str> = services
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        "(none)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The install document with `--reload-services` baked in; refused when the workers'
+/// `--reload-service` is not on that list (every install would be refused).
+fn document_content(args: &BootstrapArgs, reload_service: Option<&str>) -> anyhow::Result<String> {
+    let content = workflows::document::content(&args.reload_services)
+        .context("--reload-services (CERTFLOW_RELOAD_SERVICES)")?;
+    if let Some(service) = reload_service.filter(|s| !s.is_empty()) {
+        if !args.reload_services.iter().any(|s| s == service) {
+            anyhow::bail!(
+                "CERTFLOW_RELOAD_SERVICE {service:?} is not in --reload-services \
+                 (CERTFLOW_RELOAD_SERVICES: {}): the install document would refuse it",
+                reload_list(&args.reload_services)
+            );
+        }
+    }
+    Ok(content)
 }
 
 /// The intake queue and its parser (export requests).
@@ -292,5 +331,38 @@ mod tests {
         assert_eq!(t.connect_timeout(), Some(Duration::from_secs(2)));
         assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(7)));
         assert_eq!(t.operation_timeout(), Some(Duration::from_secs(25)));
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> BootstrapArgs {
+        BootstrapArgs {
+            reload_services: list.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_document_allows_the_listed_services_only() {
+        let c = document_content(&args(&["nginx", "caddy"]), Some("caddy")).unwrap();
+        assert!(c.contains("allowedPattern: \"^(nginx|caddy)?$\""));
+        assert!(c.contains("RELOAD_ALLOWED='nginx|caddy'"));
+        assert!(document_content(&args(&[""]), None)
+            .unwrap()
+            .contains("RELOAD_ALLOWED=''"));
+    }
+
+    #[test]
+    fn a_reload_service_off_the_list_or_a_bad_name_is_refused() {
+        let e = document_content(&args(&["nginx"]), Some("haproxy")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"haproxy\" is not in --reload-services"),
+            "{e}"
+        );
+        let e = document_content(&args(&["reboot target"]), None).unwrap_err();
+        assert!(format!("{e:#}").contains("is not a unit name"), "{e:#}");
     }
 }

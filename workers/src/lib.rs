@@ -79,7 +79,7 @@ async fn dispatch(sdk: &aws_config::SdkConfig, cli: Cli) -> anyhow::Result<()> {
         output,
     };
     match cli.command {
-        Command::Bootstrap => aws::bootstrap(sdk, &global.names, output).await,
+        Command::Bootstrap(args) => aws::bootstrap(sdk, global, &args, output).await,
         Command::Worker(args) => service::run(sdk, global, &args).await,
         Command::Submit(args) => submit::run(&ctx, &args).await,
         Command::Jobs(cmd) => jobs::run(&ctx, cmd).await,

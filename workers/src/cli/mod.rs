@@ -14,7 +14,7 @@ pub(crate) use commands::{
     DemoArgs, DlqCommand, InventoryCommand, JobsCommand, ListArgs, QueueKind, StatusFilter,
     SubmitArgs, Target,
 };
-pub(crate) use settings::{AwsArgs, ExportArgs, Names, RetryMode, WorkerArgs};
+pub(crate) use settings::{AwsArgs, BootstrapArgs, ExportArgs, Names, RetryMode, WorkerArgs};
 
 /// The log filter of the worker service: its progress is what its logs are for.
 const WORKER_LOG: &str = "info";
@@ -121,9 +121,9 @@ pub(crate) enum Command {
     /// Create the tables, queues (with their DLQs), EventBridge rules and the SSM document on
     /// the endpoint in use. Idempotent.
     #[command(
-        after_help = "Examples:\n  certflow bootstrap\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 certflow bootstrap"
+        after_help = "Examples:\n  certflow bootstrap\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 certflow bootstrap\n  certflow bootstrap --reload-services nginx,php8.2-fpm"
     )]
-    Bootstrap,
+    Bootstrap(BootstrapArgs),
     /// Send an export request (the reference payload) to the intake queue, and optionally
     /// follow the job it becomes.
     Submit(SubmitArgs),

@@ -172,6 +172,20 @@ fn install_limit(
     }
 }
 
+/// Bootstrap settings.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct BootstrapArgs {
+    /// Services the install document may reload (its ReloadService allow-list, baked into
+    /// the document), comma-separated; an empty value allows none.
+    #[arg(
+        long,
+        env = "CERTFLOW_RELOAD_SERVICES",
+        value_delimiter = ',',
+        default_values_t = workflows::document::DEFAULT_RELOAD_SERVICES.map(String::from)
+    )]
+    pub(crate) reload_services: Vec<String>,
+}
+
 /// Worker settings.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct WorkerArgs {

@@ -210,3 +210,36 @@ fn submit_needs_a_well_formed_target() {
     ]);
     assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
 }
+
+#[test]
+fn bootstrap_takes_the_reload_allow_list_comma_separated() {
+    let list = |cli: Cli| match cli.command {
+        Command::Bootstrap(args) => args.reload_services,
+        other => panic!("not bootstrap: {other:?}"),
+    };
+    assert_eq!(
+        list(parse(&[
+            "bootstrap",
+            "--reload-services",
+            "nginx,php8.2-fpm"
+        ])),
+        ["nginx", "php8.2-fpm"]
+    );
+    assert_eq!(list(parse(&["bootstrap", "--reload-services", ""])), [""]);
+    let cmd = Cli::command();
+    let bootstrap = cmd.find_subcommand("bootstrap").unwrap();
+    let arg = bootstrap
+        .get_arguments()
+        .find(|a| a.get_id() == "reload_services")
+        .unwrap();
+    assert_eq!(
+        arg.get_env().and_then(|e| e.to_str()),
+        Some("CERTFLOW_RELOAD_SERVICES")
+    );
+    let defaults: Vec<_> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(defaults, workflows::document::DEFAULT_RELOAD_SERVICES);
+}
