@@ -113,6 +113,19 @@ pub enum JobsError {
     /// The job's input could not be encoded.
     #[error("job input: {0}")]
     Input(String),
+    /// The caller's idempotency key already made a job for a different request: refused,
+    /// and that job is left as it is.
+    #[error(
+        "{field} {key} was already used for a different request (job {job_id}); use a new {field}"
+    )]
+    RequestConflict {
+        /// The request field holding the key (e.g. `RequestId`).
+        field: String,
+        /// The key.
+        key: String,
+        /// The job the key made first.
+        job_id: String,
+    },
     /// Another change to the job won the race; reading it again shows the new state.
     #[error("job {0} changed while the operation ran; try again")]
     Conflict(String),

@@ -159,6 +159,10 @@ pub struct JobRecord {
     pub expires_at: Option<i64>,
     /// `TraceParent`: W3C trace context shared by every span of this job.
     pub trace_parent: Option<String>,
+    /// `RequestDigest`: digest of the request the job was created for, when its creator
+    /// gave one ([`crate::RequestKey`]); a later create with another digest is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
 }
 
 impl JobRecord {

@@ -21,6 +21,8 @@
 //!   commits, sends the next task, heartbeats long steps, sweeps for lost wake-ups, drains
 //!   on shutdown; one file per mechanism.
 //! - **[Operations](ops)** — [`Jobs`]: create (idempotent), get, list, cancel, retry.
+//! - **[Request keys](request)** — [`RequestKey`]: a caller's idempotency key with the
+//!   digest of its request, so that a key reused for another request is refused.
 //! - **[Errors](error)** — [`StepError`]: abort, retry, or retry after a delay.
 //! - **[Schema](schema)** — table and queue names and keys, defined once.
 //! - **[Tracing](trace)** — one W3C trace per job across workers, and the engine's metrics.
@@ -75,6 +77,7 @@ pub mod clock;
 pub mod error;
 pub mod job;
 pub mod ops;
+pub mod request;
 pub mod schema;
 pub mod trace;
 pub mod transition;
@@ -86,5 +89,6 @@ pub use clock::{Clock, SystemClock};
 pub use error::{JobsError, QueueError, StepError, StoreError};
 pub use job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 pub use ops::{Created, Jobs, NewJob};
+pub use request::RequestKey;
 pub use worker::{Intake, IntakeParser, Worker, WorkerConfig};
 pub use workflow::{Outcome, Registry, StepContext, StepPolicy, StopReason, Transition, Workflow};

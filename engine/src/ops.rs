@@ -14,6 +14,7 @@ use crate::backend::{JobStore, Page, Task, TaskQueue};
 use crate::clock::SharedClock;
 use crate::error::{CommitError, JobsError};
 use crate::job::{HistoryEvent, JobId, JobRecord, JobStatus, Millis};
+use crate::request::{same_request, RequestKey};
 use crate::transition::{self, Creation, Refusal};
 use crate::workflow::Registry;
 
@@ -30,6 +31,9 @@ pub struct NewJob {
     pub labels: BTreeMap<String, String>,
     /// W3C trace context to continue, if the request carried one.
     pub trace_parent: Option<String>,
+    /// The caller's idempotency key with its request's digest, when the workflow gives one:
+    /// the key coming back with another request is then refused, not merged.
+    pub request: Option<RequestKey>,
 }
 
 impl NewJob {
@@ -47,7 +51,15 @@ impl NewJob {
             input,
             labels: BTreeMap::new(),
             trace_parent: None,
+            request: None,
         })
+    }
+
+    /// Records the request this job is for (see [`RequestKey`]): a later create of the same
+    /// id whose request differs is refused with [`JobsError::RequestConflict`].
+    pub fn for_request(mut self, key: RequestKey) -> Self {
+        self.request = Some(key);
+        self
     }
 
     /// Adds a label (a top-level attribute of the record).
@@ -170,12 +182,26 @@ impl Jobs {
             trace_parent,
             actor: &self.inner.actor,
             lease,
+            request_digest: new.request.as_ref().map(|k| k.digest.as_str()),
         }))
+    }
+
+    /// Refuses a create that found `existing` under its id but was made for another
+    /// request (see [`crate::request`]).
+    pub(crate) fn check_same_request(new: &NewJob, existing: &JobRecord) -> Result<(), JobsError> {
+        match &new.request {
+            Some(key) if !same_request(existing.request_digest.as_deref(), Some(key)) => {
+                Err(key.conflict(&existing.job_id))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Creates a job and sends its first task. Idempotent: a second call with the same id
     /// returns the existing job (and re-sends its first task if it never started, which
-    /// covers a caller that crashed between the two).
+    /// covers a caller that crashed between the two) — unless both carry a request digest
+    /// and they differ: then [`JobsError::RequestConflict`], and the existing job is left
+    /// untouched.
     pub async fn create(&self, new: NewJob) -> Result<Created, JobsError> {
         let now = self.inner.clock.now();
         let (record, event) = self.new_record(&new, now, None)?;
@@ -191,6 +217,7 @@ impl Jobs {
                 })
             }
             Some(existing) => {
+                Self::check_same_request(&new, &existing)?;
                 if transition::needs_first_task(&existing, now) {
                     self.send_traced(&existing, Duration::ZERO).await?;
                 }

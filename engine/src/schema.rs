@@ -83,6 +83,9 @@ pub const CANCEL_REQUESTED_ATTR: &str = "CancelRequested";
 pub const HISTORY_COUNT_ATTR: &str = "HistoryCount";
 /// Record: W3C trace context shared by every span of the job.
 pub const TRACE_PARENT_ATTR: &str = "TraceParent";
+/// Record: digest of the request the job was created for (opaque to the engine; see
+/// [`crate::request`]), absent on jobs created without one.
+pub const REQUEST_DIGEST_ATTR: &str = "RequestDigest";
 
 // History attributes, on the items with sort key [`history_item`] (besides [`STEP_ATTR`],
 // [`ATTEMPT_ATTR`] and [`TTL_ATTR`], shared with the record).
@@ -129,6 +132,7 @@ pub const RESERVED_ATTRS: &[&str] = &[
     HISTORY_COUNT_ATTR,
     TTL_ATTR,
     TRACE_PARENT_ATTR,
+    REQUEST_DIGEST_ATTR,
 ];
 
 /// The shape of a jobs table: its name and the labels it indexes.

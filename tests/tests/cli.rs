@@ -840,6 +840,7 @@ fn record(id: &str, workflow: &str, status: JobStatus, step: &str, data: Value) 
         history_count: 1,
         expires_at: None,
         trace_parent: None,
+        request_digest: None,
     }
 }
 

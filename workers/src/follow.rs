@@ -68,7 +68,9 @@ impl Progress {
     /// A permanent line (clears the status line first).
     fn line(&mut self, text: &str) {
         self.clear();
-        self.sink.write(&format!("{text}\n"));
+        // The text holds a job's step, errors and notes: never a control character of its
+        // own, so every one in it came from a request or a server.
+        self.sink.write(&format!("{}\n", view::one_line(text)));
     }
 
     /// Rewrites the status line (terminal only).
@@ -77,8 +79,11 @@ impl Progress {
             return;
         }
         self.frame = (self.frame + 1) % SPINNER.len();
-        self.sink
-            .write(&format!("\r\x1b[2K{} {text}", SPINNER[self.frame]));
+        self.sink.write(&format!(
+            "\r\x1b[2K{} {}",
+            SPINNER[self.frame],
+            view::one_line(text)
+        ));
         self.status_shown = true;
     }
 

@@ -305,14 +305,14 @@ pub(crate) async fn run(
 }
 
 fn show_text(arn: &str, rows: &[Row], jobs: &[engine::JobRecord]) -> String {
-    let mut out = format!("Certificate     {arn}\n");
+    let mut out = format!("Certificate     {}\n", view::printable(arn));
     if rows.is_empty() {
         out.push_str("\nNot in the inventory (no export got as far as the inventory step).\n");
     }
     for r in rows {
         out.push('\n');
         let mut line = |k: &str, v: Option<&str>| {
-            out.push_str(&format!("{k:<15} {}\n", v.unwrap_or("-")));
+            out.push_str(&format!("{k:<15} {}\n", view::one_line(v.unwrap_or("-"))));
         };
         line("Target", Some(&r.target()));
         line("Cert name", Some(&r.cert_name));

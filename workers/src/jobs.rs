@@ -129,6 +129,7 @@ pub(crate) fn sink(output: Output) -> Sink {
 }
 
 fn progress_line(output: Output, text: &str) {
+    let text = view::one_line(text);
     match output {
         Output::Table => println!("{text}"),
         Output::Json => eprintln!("{text}"),
@@ -205,9 +206,13 @@ pub(crate) async fn finish_output(ctx: &Ctx<'_>, rec: &JobRecord) -> anyhow::Res
         }
         Output::Table => {
             let took = view::duration((rec.updated_at - rec.created_at).max(0) as u64);
+            println!();
             println!(
-                "\njob {} {} at step {} after {took}",
-                rec.job_id, rec.status, rec.step
+                "{}",
+                view::one_line(&format!(
+                    "job {} {} at step {} after {took}",
+                    rec.job_id, rec.status, rec.step
+                ))
             );
             if let Some(t) = view::instances_table(rec) {
                 print!("{t}");
@@ -215,12 +220,18 @@ pub(crate) async fn finish_output(ctx: &Ctx<'_>, rec: &JobRecord) -> anyhow::Res
             if !kids.is_empty() {
                 for c in &kids {
                     println!(
-                        "child {} {} {} {}",
-                        c.job_id, c.target, c.cert_name, c.status
+                        "{}",
+                        view::one_line(&format!(
+                            "child {} {} {} {}",
+                            c.job_id, c.target, c.cert_name, c.status
+                        ))
                     );
                 }
             }
-            println!("details: certflow jobs show {}", rec.job_id);
+            println!(
+                "details: certflow jobs show {}",
+                view::printable(rec.job_id.as_str())
+            );
         }
     }
     Ok(())

@@ -58,6 +58,16 @@ pub fn init_telemetry(cli: &Cli) -> Telemetry {
     telemetry::init(cli.global.log_format, cli.log_filter())
 }
 
+/// An error message as `main.rs` prints it: its lines kept, every other control character
+/// escaped, since errors quote what servers and requests said (see `view::printable`).
+pub fn error_text(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .split('\n')
+        .map(|l| view::printable(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Runs the command of `cli` against the AWS endpoint the environment names. A failure
 /// that operators meet first (missing table or queue, unreachable endpoint) comes back as
 /// a message that says what to do.

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     match runtime.block_on(certflow::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", certflow::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,10 @@
 //! Logging and OpenTelemetry set-up.
 //!
 //! Logs: human lines by default, JSON behind `--log-format json`, on stderr so that command
-//! output on stdout stays clean for pipes.
+//! output on stdout stays clean for pipes. The AWS SDK and the HTTP and TLS crates under it
+//! are capped at `debug` whatever the filter says ([`wire_crate`]): at `trace` the SDK logs
+//! each request and response whole, and those bodies hold the passphrase and the exported
+//! key (`PutSecretValue`, `ExportCertificate`, `GetSecretValue`).
 //!
 //! Traces and metrics: exported over OTLP (HTTP, JSON encoding) when the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
@@ -16,7 +19,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing::Level;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{filter_fn, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -48,6 +51,9 @@ impl Drop for Telemetry {
 /// runtime (the OTLP exporter uses a blocking HTTP client on its own thread).
 pub(crate) fn init(format: LogFormat, filter: &str) -> Telemetry {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // No directive (`trace`, `aws_smithy_runtime=trace`) can switch on the wire crates'
+    // trace logs: the cap is a second filter every log line must also pass.
+    let filter = filter.and(filter_fn(under_cap));
     let human = (format == LogFormat::Human)
         .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let json = (format == LogFormat::Json).then(|| {
@@ -107,6 +113,34 @@ pub(crate) fn init(format: LogFormat, filter: &str) -> Telemetry {
     telemetry
 }
 
+/// Whether a log line of this target and level may be written at all: the
+/// [`wire_crate`]s only up to `debug`, everything else as the filter decides.
+fn under_cap(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() <= Level::DEBUG || !wire_crate(meta.target())
+}
+
+/// The crates that see request and response bodies: the AWS SDK (`aws_sdk_*`,
+/// `aws_smithy_*`, `aws_config`, `aws_sigv4`, `aws_runtime`, … — every `aws_` crate) and the
+/// HTTP and TLS stack under it (`hyper*`, `h2`, `rustls`, `tokio_rustls`, `reqwest`,
+/// `tower*`, `http_body*`). At `debug` they log no bodies (checked against the SDK's
+/// sources: endpoint, retry and timeout settings, attempt numbers, errors' codes).
+pub(crate) fn wire_crate(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    let family = |name: &str| krate == name || krate.starts_with(&format!("{name}_"));
+    krate.starts_with("aws_")
+        || [
+            "hyper",
+            "h2",
+            "rustls",
+            "tokio_rustls",
+            "reqwest",
+            "tower",
+            "http_body",
+        ]
+        .into_iter()
+        .any(family)
+}
+
 fn providers() -> Result<(SdkTracerProvider, SdkMeterProvider), String> {
     let resource = Resource::builder().build();
     let spans = opentelemetry_otlp::SpanExporter::builder()
@@ -128,4 +162,113 @@ fn providers() -> Result<(SdkTracerProvider, SdkMeterProvider), String> {
         .with_resource(resource)
         .build();
     Ok((tracer, meter))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    #[test]
+    fn the_wire_crates_are_the_sdk_and_the_http_stack() {
+        for t in [
+            "aws_smithy_runtime::client::orchestrator",
+            "aws_smithy_runtime_api::client",
+            "aws_smithy_http_client::hyper_legacy",
+            "aws_smithy_http",
+            "aws_sdk_secretsmanager::operation",
+            "aws_config::imds",
+            "aws_sigv4::http_request::sign",
+            "aws_runtime::auth",
+            "hyper",
+            "hyper::proto::h1::io",
+            "hyper_util::client::legacy",
+            "hyper_rustls",
+            "h2::codec",
+            "rustls::client::hs",
+            "tokio_rustls",
+            "reqwest::connect",
+        ] {
+            assert!(wire_crate(t), "{t}");
+        }
+        for t in [
+            "engine::worker",
+            "certflow::service",
+            "workflows",
+            "hyperion",
+            "h2o",
+            "awsome",
+        ] {
+            assert!(!wire_crate(t), "{t}");
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// What is logged under `directives`, built as [`init`] builds it.
+    fn logged(directives: &str) -> String {
+        let out = Captured::default();
+        let filter = EnvFilter::try_new(directives)
+            .unwrap()
+            .and(filter_fn(under_cap));
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(out.clone())
+            .with_filter(filter);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "SECRET-BODY transmitting request");
+            tracing::trace!(target: "aws_sigv4::http_request::sign", "SECRET-SIGNING");
+            tracing::trace!(target: "hyper::proto::h1::io", "SECRET-BYTES");
+            tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "beginning attempt #1");
+            tracing::trace!(target: "engine::worker::task", "engine trace line");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn no_filter_switches_on_the_sdks_trace_logs() {
+        for directives in [
+            "trace",
+            "aws_smithy_runtime=trace",
+            "aws_smithy_runtime::client::orchestrator=trace,hyper=trace,aws_sigv4=trace",
+            "info,aws_smithy_runtime=trace,hyper=trace",
+        ] {
+            let text = logged(directives);
+            assert!(!text.contains("SECRET"), "{directives}: {text}");
+        }
+        let all = logged("trace");
+        assert!(
+            all.contains("beginning attempt #1"),
+            "the SDK's debug lines stay: {all}"
+        );
+        assert!(
+            all.contains("engine trace line"),
+            "other crates keep trace: {all}"
+        );
+        assert!(logged("aws_smithy_runtime=debug").contains("beginning attempt #1"));
+        assert!(!logged("info").contains("beginning attempt"));
+    }
 }

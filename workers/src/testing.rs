@@ -32,6 +32,7 @@ pub(crate) fn job(id: &str, status: JobStatus) -> JobRecord {
         history_count: 1,
         expires_at: None,
         trace_parent: None,
+        request_digest: None,
     }
 }
 

@@ -5,7 +5,10 @@
 //! shape, missing or mistyped fields, an event type certflow does not act on) goes to the
 //! intake DLQ with the reason. A well-formed export request with a bad field value becomes
 //! a job that fails at its first step naming the field, before any AWS call — so operators
-//! see it in `certflow jobs list`.
+//! see it in `certflow jobs list`. Such a job has no labels: request fields become labels
+//! only once the request validated (`export_certificate::new_job`). An export request whose
+//! `RequestId` already made a job for a different request goes to the DLQ with the reason
+//! (the engine compares the requests' digests).
 
 use engine::{Delivery, NewJob};
 

@@ -26,6 +26,8 @@ pub(crate) struct Creation<'a> {
     pub(crate) actor: &'a str,
     /// Set when the creating worker runs it at once: (lease owner, lease until, message id).
     pub(crate) lease: Option<(&'a str, Millis, &'a str)>,
+    /// Digest of the request it is created for, if its creator gave one.
+    pub(crate) request_digest: Option<&'a str>,
 }
 
 /// A new job: PENDING at its first step, version [`FIRST_VERSION`], with its `created`
@@ -54,6 +56,7 @@ pub(crate) fn created(c: Creation<'_>) -> (JobRecord, HistoryEvent) {
         history_count: FIRST_EVENT,
         expires_at: None,
         trace_parent: Some(c.trace_parent),
+        request_digest: c.request_digest.map(str::to_string),
     };
     let event = HistoryEvent {
         seq: FIRST_EVENT,

@@ -2,7 +2,8 @@
 //! [`Worker::start`] for an intake request), is judged against the job's record while
 //! taking the lease (`drive`), then the job's steps run and commit one after another while
 //! they may be fused (`run_leased`, `run_step`), and the next task is sent before the
-//! message is deleted. What each step's result makes of the job is decided by
+//! message is deleted. An intake request whose job exists for a different request (its
+//! idempotency key reused, [`crate::request`]) is dead-lettered instead. What each step's result makes of the job is decided by
 //! [`crate::transition::decide`]; this file only carries it out, in the order the task
 //! protocol requires (docs/architecture.md, *Task protocol*).
 
@@ -72,6 +73,14 @@ impl Worker {
                 self.run_leased(source, hold, record).await;
             }
             Ok(Some(existing)) => {
+                if let Err(e) = crate::Jobs::check_same_request(&new, &existing) {
+                    // A key reused for another request: refused, and the job it made first
+                    // is not touched (no lease taken, nothing written).
+                    let reason = e.to_string();
+                    warn!(message_id = %hold.d.message_id, job_id = %existing.job_id, %reason, "dead-lettering message");
+                    self.dead_letter(&source, &hold.d, &reason).await;
+                    return;
+                }
                 debug!(job_id = %existing.job_id, "job exists; judging the message as a task");
                 // The request's own message drove the job's first commit, so it is judged
                 // as a task for the job's first version.

@@ -1,8 +1,11 @@
 //! How things are shown: aligned text for people (here) and JSON with stable field names
 //! (the tables' attribute names) for scripts (in [`json`]). Everything here is pure: the
-//! same input renders the same output, which the snapshot tests rely on.
+//! same input renders the same output, which the snapshot tests rely on. Text from a
+//! request or a server goes through [`safe`] on its way into any text view: tables escape
+//! every cell, the detail views every value.
 
 mod json;
+mod safe;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +16,7 @@ use serde_json::Value;
 use workflows::export_certificate::InstanceResult;
 
 pub(crate) use json::{job_detail_json, job_json, job_list_json};
+pub(crate) use safe::{one_line, printable};
 
 /// Widest last error in a `jobs list` row: enough for the gist of an AWS error while the
 /// row still fits a wide terminal.
@@ -108,7 +112,7 @@ pub(crate) fn event_line(e: &HistoryEvent) -> String {
         took,
         detail(e)
     );
-    line.trim_end().to_string()
+    one_line(line.trim_end())
 }
 
 /// The record, timeline, install results and children of one job, for people.
@@ -118,7 +122,9 @@ pub(crate) fn job_text(
     children: &[ChildView],
 ) -> String {
     let mut out = String::new();
-    let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<15} {v}\n"));
+    let line = |out: &mut String, k: &str, v: &str| {
+        out.push_str(&format!("{:<15} {}\n", printable(k), printable(v)))
+    };
     line(&mut out, "Job", rec.job_id.as_str());
     line(&mut out, "Workflow", &rec.workflow);
     line(&mut out, "Status", rec.status.as_str());
@@ -319,7 +325,7 @@ pub(crate) fn job_list_text(
             "no {} jobs{}\n",
             which.join("/"),
             match certificate_arn {
-                Some(a) => format!(" for {a}"),
+                Some(a) => format!(" for {}", printable(a)),
                 None => String::new(),
             }
         ));
@@ -327,17 +333,18 @@ pub(crate) fn job_list_text(
         out.push_str(&jobs_table(jobs));
     }
     if let Some(c) = next_cursor {
-        out.push_str(&format!("more: repeat the command with --cursor {c}\n"));
+        out.push_str(&format!(
+            "more: repeat the command with --cursor {}\n",
+            printable(c)
+        ));
     }
     out
 }
 
-/// At most `max` characters, with an ellipsis when cut; on one line.
+/// At most `max` characters, with an ellipsis when cut; on one line, control characters
+/// escaped ([`one_line`]).
 pub(crate) fn clip(s: &str, max: usize) -> String {
-    let one_line: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let one_line = one_line(s);
     if one_line.chars().count() <= max {
         one_line
     } else {
@@ -346,8 +353,14 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// An aligned table: columns as wide as their widest cell, two spaces apart.
+/// An aligned table: columns as wide as their widest cell, two spaces apart. Every cell
+/// is shown on one line with its control characters escaped ([`one_line`]).
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| one_line(cell)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -118,16 +118,33 @@ fn job_key<'a>(request: &'a ExportRequest, fallback: &'a str) -> &'a str {
     request.request_id.as_deref().unwrap_or(fallback)
 }
 
-/// A new export job for `request`, with the id [`job_id`] gives it, labelled for the
-/// operator and the certificate index.
+/// A new export job for `request`, with the id [`job_id`] gives it.
+///
+/// The request is validated first, and only a valid request's fields become labels (the
+/// operator's columns and the certificate index), so no label ever holds text that was not
+/// checked. An invalid request still becomes a job, without labels, whose first step fails
+/// naming the field, so that operators see it in `certflow jobs list`; it makes no AWS call.
+///
+/// The job carries the request's digest ([`engine::RequestKey`]): the same `RequestId` sent
+/// again with another request is refused rather than merged into this job.
 pub fn new_job(request: ExportRequest, key: &str) -> Result<engine::NewJob, engine::JobsError> {
+    let field = if request.request_id.is_some() {
+        "RequestId"
+    } else {
+        "idempotency key"
+    };
     let key = job_key(&request, key).to_string();
-    let labels = [
-        ("CertificateArn", request.certificate_arn.clone()),
-        ("CertName", request.cert_name.clone()),
-        ("Target", request.target()),
-    ];
-    let mut job = engine::NewJob::new(NAME, Some(&key), &ExportState::new(request))?;
+    let fingerprint = engine::RequestKey::new(field, &key, &request)?;
+    let labels = match request.validate() {
+        Ok(()) => vec![
+            ("CertificateArn", request.certificate_arn.clone()),
+            ("CertName", request.cert_name.clone()),
+            ("Target", request.target()),
+        ],
+        Err(_) => Vec::new(),
+    };
+    let mut job =
+        engine::NewJob::new(NAME, Some(&key), &ExportState::new(request))?.for_request(fingerprint);
     for (k, v) in labels {
         job = job.label(k, v);
     }
@@ -227,5 +244,42 @@ mod tests {
             assert_eq!(job.labels["Target"], "Environment=prod");
             assert_eq!(job.labels["CertificateArn"], req.certificate_arn);
         }
+    }
+
+    #[test]
+    fn an_invalid_request_gets_no_labels() {
+        let mut hostile = request(Some("req-1"));
+        hostile.cert_name = "x\u{1b}[2J; rm -rf /".into();
+        let job = new_job(hostile.clone(), "msg-1").unwrap();
+        assert!(job.labels.is_empty(), "{:?}", job.labels);
+        assert_eq!(
+            job.id,
+            job_id(&hostile, "msg-1"),
+            "still a job, failing at check"
+        );
+        let mut bad_target = request(None);
+        bad_target.target_tag_value = "v\nx".into();
+        assert!(new_job(bad_target, "msg-1").unwrap().labels.is_empty());
+    }
+
+    #[test]
+    fn the_request_digest_tells_a_reused_request_id_from_a_duplicate() {
+        let digest = |r: &ExportRequest| new_job(r.clone(), "msg").unwrap().request.unwrap();
+        let first = digest(&request(Some("req-1")));
+        assert_eq!(first.field, "RequestId");
+        assert_eq!(first.value, "req-1");
+        // The same request, parsed from other text, is the same.
+        let text = r#"{ "TargetTagValue":"prod","TargetTagKey":"Environment",
+            "RequestId":"req-1","CertName":"web",
+            "CertificateArn":"arn:aws:acm:us-east-1:123456789012:certificate/abc" }"#;
+        let parsed: ExportRequest = serde_json::from_str(text).unwrap();
+        assert_eq!(digest(&parsed), first);
+        // Any field changed is another request.
+        let mut other = request(Some("req-1"));
+        other.target_tag_value = "dev".into();
+        assert_ne!(digest(&other).digest, first.digest);
+        let mut other = request(Some("req-1"));
+        other.cert_name = "web2".into();
+        assert_ne!(digest(&other).digest, first.digest);
     }
 }

@@ -86,6 +86,9 @@ pub(super) fn record_item(r: &JobRecord, retention: Duration) -> Item {
     if let Some(tp) = &r.trace_parent {
         item.insert(schema::TRACE_PARENT_ATTR.into(), s(tp));
     }
+    if let Some(digest) = &r.request_digest {
+        item.insert(schema::REQUEST_DIGEST_ATTR.into(), s(digest));
+    }
     if r.status.is_terminal() {
         item.insert(
             schema::TTL_ATTR.into(),
@@ -235,6 +238,7 @@ pub(super) fn parse_record(item: &Item) -> Result<JobRecord, StoreError> {
         history_count: f.n(schema::HISTORY_COUNT_ATTR)?,
         expires_at: f.n_opt(schema::TTL_ATTR)?,
         trace_parent: f.s_opt(schema::TRACE_PARENT_ATTR)?.map(str::to_string),
+        request_digest: f.s_opt(schema::REQUEST_DIGEST_ATTR)?.map(str::to_string),
     })
 }
 

@@ -284,6 +284,7 @@ mod tests {
             history_count: 1,
             expires_at: None,
             trace_parent: None,
+            request_digest: None,
         }
     }
 

@@ -39,6 +39,7 @@ pub(super) fn record() -> JobRecord {
         history_count: 4,
         expires_at: None,
         trace_parent: None,
+        request_digest: None,
     }
 }
 

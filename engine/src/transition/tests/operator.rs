@@ -84,6 +84,7 @@ fn a_new_job_is_pending_at_its_first_step_with_its_created_event() {
         trace_parent: "tp".into(),
         actor: "producer",
         lease,
+        request_digest: Some("sha256:ab"),
     };
     let (rec, event) = created(creation(None));
     assert_eq!(rec.version, FIRST_VERSION);
@@ -92,6 +93,7 @@ fn a_new_job_is_pending_at_its_first_step_with_its_created_event() {
         (JobStatus::Pending, "a", 0)
     );
     assert_eq!(rec.driven_by, None);
+    assert_eq!(rec.request_digest.as_deref(), Some("sha256:ab"));
     assert_eq!((event.seq, event.kind), (FIRST_EVENT, EventKind::Created));
     assert_eq!(event.worker, "producer");
     assert!(needs_first_task(&rec, NOW));

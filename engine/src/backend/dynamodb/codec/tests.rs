@@ -29,6 +29,7 @@ fn full_record() -> JobRecord {
         history_count: 4,
         expires_at: Some(1_700_000_100 + 30 * 24 * 3600),
         trace_parent: Some("00-abc-def-01".into()),
+        request_digest: Some("sha256:00ff".into()),
     }
 }
 
@@ -44,6 +45,7 @@ fn bare_record() -> JobRecord {
         cancel_requested: false,
         expires_at: None,
         trace_parent: None,
+        request_digest: None,
         ..full_record()
     }
 }
