@@ -26,10 +26,19 @@ pub(crate) struct Names {
     #[arg(
         long,
         env = "CERTFLOW_INTAKE_QUEUE",
-        default_value = "certflow-intake",
+        default_value = engine::schema::DEFAULT_INTAKE_QUEUE,
         global = true
     )]
     pub(crate) intake_queue: String,
+    /// SQS queue the EventBridge rules send ACM's events to, and nobody else (its DLQ is
+    /// this name + `-dlq`).
+    #[arg(
+        long,
+        env = "CERTFLOW_EVENTS_QUEUE",
+        default_value = engine::schema::DEFAULT_EVENTS_QUEUE,
+        global = true
+    )]
+    pub(crate) events_queue: String,
     /// DynamoDB table recording which certificate is installed where.
     #[arg(long, env = "CERTFLOW_INVENTORY_TABLE", default_value = workflows::inventory::DEFAULT_TABLE, global = true)]
     pub(crate) inventory_table: String,
