@@ -150,8 +150,9 @@ pub(crate) struct ExportArgs {
 /// Worker settings.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct WorkerArgs {
-    /// Messages handled at once: step tasks and intake requests together (2 or more, so
-    /// that each queue keeps a slot while the other is long-polled).
+    /// Messages handled at once: step tasks, export requests and ACM events together (3 or
+    /// more, so that each of the three queues keeps a slot while the others are
+    /// long-polled).
     #[arg(long, env = "CERTFLOW_CONCURRENCY", default_value_t = 32)]
     pub(crate) concurrency: usize,
     /// This worker's id on leases and history (default: host, pid and a random tag).
