@@ -202,7 +202,7 @@ async fn each_job_from_a_queue_records_who_sent_it_and_jobs_show_prints_it() {
 
     let out = env
         .certflow_command(&emulator_url())
-        .args(["jobs", "show", export_job.as_str()])
+        .args(["jobs", "show", export_job.as_str(), "-o", "table"])
         .output()
         .expect("run certflow jobs show");
     let text = String::from_utf8_lossy(&out.stdout);
