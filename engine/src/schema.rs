@@ -7,6 +7,16 @@
 pub const DEFAULT_JOBS_TABLE: &str = "certflow-jobs";
 /// Default name of the task queue (its dead-letter queue adds [`DLQ_SUFFIX`]).
 pub const DEFAULT_TASKS_QUEUE: &str = "certflow-tasks";
+/// Default name of the intake queue, where producers send export requests (its
+/// dead-letter queue adds [`DLQ_SUFFIX`]).
+pub const DEFAULT_INTAKE_QUEUE: &str = "certflow-intake";
+/// Default name of the events queue, where only the EventBridge rules send ACM's events
+/// (its dead-letter queue adds [`DLQ_SUFFIX`]).
+pub const DEFAULT_EVENTS_QUEUE: &str = "certflow-events";
+/// The label an intake parser puts on a job it creates: the SQS `SenderId` of the message
+/// that asked for it ([`crate::Delivery::sender_id`]). An ordinary label: not reserved and
+/// not indexed, so it is simply stored on the record and shown with it.
+pub const SENDER_ID_LABEL: &str = "SenderId";
 /// Suffix of a queue's dead-letter queue.
 pub const DLQ_SUFFIX: &str = "-dlq";
 /// Receives of a message before SQS moves it to the dead-letter queue, for the task queue
@@ -152,5 +162,17 @@ impl JobTableSpec {
             name: name.into(),
             label_indexes: labels.iter().map(|l| l.to_string()).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_id_label_is_an_ordinary_label() {
+        // Reserved names are refused as labels; the sender id must be storable as one.
+        assert!(!RESERVED_ATTRS.contains(&SENDER_ID_LABEL));
+        assert_eq!(dlq_name(DEFAULT_EVENTS_QUEUE), "certflow-events-dlq");
     }
 }

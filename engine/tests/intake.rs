@@ -79,6 +79,26 @@ impl Rig {
         lease: Duration,
         runs_for: Duration,
     ) -> tokio::task::JoinHandle<()> {
+        self.start_on(
+            vec![self.parse.clone()],
+            id,
+            concurrency,
+            poll_wait,
+            lease,
+            runs_for,
+        )
+    }
+
+    /// Starts a worker on the task queue and every queue of `intakes`.
+    fn start_on(
+        &self,
+        intakes: Vec<Intake>,
+        id: &str,
+        concurrency: usize,
+        poll_wait: Duration,
+        lease: Duration,
+        runs_for: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let worker = Worker::new(
             self.jobs.clone(),
             WorkerConfig {
@@ -92,10 +112,9 @@ impl Rig {
                 ..WorkerConfig::default()
             },
         );
-        let intake = self.parse.clone();
         tokio::spawn(async move {
             worker
-                .run_with_intake(Some(intake), tokio::time::sleep(runs_for))
+                .run_with_intakes(intakes, tokio::time::sleep(runs_for))
                 .await
         })
     }
@@ -185,6 +204,76 @@ fn an_idle_task_queue_does_not_hold_up_intake() {
             "job created {} ms after the request",
             job.created_at - sent_at
         );
+    });
+}
+
+#[test]
+fn two_intake_queues_and_the_task_queue_share_the_slots_and_none_holds_up_another() {
+    runtime().block_on(async {
+        let rig = Rig::new();
+        // A second intake queue with the same parser (as the events queue beside the
+        // request queue): three pumps on three slots, one slot each.
+        let second = MemoryTaskQueue::new(rig.clock.clone(), 3, QueueChaos::default());
+        let intakes = vec![
+            rig.parse.clone(),
+            Intake {
+                queue: Arc::new(second.clone()),
+                parse: Arc::clone(&rig.parse.parse),
+            },
+        ];
+        let run = rig.start_on(
+            intakes,
+            "w",
+            3,
+            Duration::from_secs(20),
+            VISIBILITY,
+            Duration::from_secs(1800),
+        );
+        // All three pumps are in a long poll of an empty queue; a message on the second
+        // intake queue is taken at once.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sent_at = rig.clock.now();
+        second
+            .send("late-event", Duration::ZERO, &[])
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Some((job, _)) = rig.store.snapshot().into_iter().next() else {
+            panic!("the message on the second intake queue had no job 2 s later");
+        };
+        assert!(job.created_at - sent_at < 1_000);
+        // Then a burst on both intake queues: every message becomes a job, and none waits
+        // for a slot inside the worker (none is received twice).
+        for i in 0..6 {
+            let body = format!("request-{i}");
+            rig.intake
+                .send(&body, Duration::ZERO, &[])
+                .await
+                .unwrap_or_else(|e| panic!("send: {e}"));
+            second
+                .send(&format!("event-{i}"), Duration::ZERO, &[])
+                .await
+                .unwrap_or_else(|e| panic!("send: {e}"));
+        }
+        let mut waited = Duration::ZERO;
+        while waited < Duration::from_secs(1700) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            waited += Duration::from_secs(5);
+            let jobs = rig.store.snapshot();
+            if jobs.len() == 13 && jobs.iter().all(|(r, _)| r.status.is_terminal()) {
+                break;
+            }
+        }
+        run.abort();
+        let jobs = rig.store.snapshot();
+        let succeeded = jobs
+            .iter()
+            .filter(|(r, _)| r.status == JobStatus::Succeeded)
+            .count();
+        assert_eq!(succeeded, 13, "every message on either queue became a job");
+        assert_eq!(rig.most_receives.load(Ordering::SeqCst), 1);
+        assert!(rig.intake.is_empty() && second.is_empty());
+        assert!(rig.intake.dead_letters().is_empty() && second.dead_letters().is_empty());
     });
 }
 

@@ -1,5 +1,5 @@
-//! A whole certflow on the emulator for one test: its own jobs table, task and intake
-//! queues, inventory table, SSM document, secret prefix and EventBridge rules, the real
+//! A whole certflow on the emulator for one test: its own jobs table, task, intake and
+//! events queues, inventory table, SSM document, secret prefix and EventBridge rules, the real
 //! workflows over them, and workers running in this process.
 
 use std::path::PathBuf;
@@ -21,8 +21,10 @@ pub struct Env {
     pub sdk: aws_config::SdkConfig,
     /// Job operations.
     pub jobs: Jobs,
-    /// The intake queue.
+    /// The intake queue (export requests).
     pub intake: SqsTaskQueue,
+    /// The events queue (ACM events, from the EventBridge rules).
+    pub events: SqsTaskQueue,
     /// The export workflow's dependencies (names of its resources).
     pub deps: Deps,
     /// The jobs table.
@@ -43,6 +45,8 @@ pub struct Names {
     pub tasks_queue: String,
     /// `CERTFLOW_INTAKE_QUEUE` (its DLQ is this name + `-dlq`).
     pub intake_queue: String,
+    /// `CERTFLOW_EVENTS_QUEUE` (its DLQ is this name + `-dlq`).
+    pub events_queue: String,
     /// `CERTFLOW_INVENTORY_TABLE`.
     pub inventory_table: String,
     /// `CERTFLOW_DOCUMENT_NAME`.
@@ -103,13 +107,17 @@ impl Env {
             .await
             .unwrap();
         let intake = unique("x-intake");
-        create_queue_with_dlq(&sqs, &intake, Duration::from_secs(30), schema::MAX_RECEIVES)
-            .await
-            .unwrap();
+        let events = unique("x-events");
+        for queue in [&intake, &events] {
+            create_queue_with_dlq(&sqs, queue, Duration::from_secs(30), schema::MAX_RECEIVES)
+                .await
+                .unwrap();
+        }
         let names = Names {
             jobs_table: table,
             tasks_queue: tasks,
             intake_queue: intake,
+            events_queue: events,
             inventory_table: unique("x-inventory"),
             document_name: unique("Install-ACMCertificate"),
             secret_prefix: format!("{}/", unique("certflow-test")),
@@ -172,10 +180,12 @@ impl Env {
             Arc::new(SystemClock),
         );
         let intake = connect(&names.intake_queue).await;
+        let events = connect(&names.events_queue).await;
         Env {
             sdk,
             jobs,
             intake,
+            events,
             deps,
             table: names.jobs_table.clone(),
             source: names.source.clone(),
@@ -183,7 +193,7 @@ impl Env {
         }
     }
 
-    /// Starts a worker consuming the intake and task queues.
+    /// Starts a worker consuming the intake, events and task queues.
     pub fn worker(&self, id: &str) -> RunningWorker {
         self.worker_with(crate::Stack::worker_config(id))
     }
@@ -191,17 +201,24 @@ impl Env {
     /// Starts a worker with its own configuration.
     pub fn worker_with(&self, config: WorkerConfig) -> RunningWorker {
         let worker = Worker::new(self.jobs.clone(), config);
-        let intake = Intake {
-            queue: Arc::new(self.intake.clone()),
-            parse: workflows::intake::IntakeConfig {
-                sources: vec!["aws.acm".into(), self.source.clone()],
-            }
-            .parser(),
-        };
+        let intakes = vec![
+            Intake {
+                queue: Arc::new(self.intake.clone()),
+                parse: workflows::intake::IntakeConfig::requests().parser(),
+            },
+            Intake {
+                queue: Arc::new(self.events.clone()),
+                parse: workflows::intake::IntakeConfig::events(vec![
+                    "aws.acm".into(),
+                    self.source.clone(),
+                ])
+                .parser(),
+            },
+        ];
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let w = worker.clone();
         let handle = tokio::spawn(async move {
-            w.run_with_intake(Some(intake), async {
+            w.run_with_intakes(intakes, async {
                 let _ = rx.await;
             })
             .await
@@ -211,15 +228,26 @@ impl Env {
 
     /// Sends a body to the intake queue; returns the id of the job it makes.
     pub async fn submit(&self, body: &str) -> JobId {
+        let id = self.send_to(self.intake.url(), body).await;
+        JobId::from_key(export_certificate::NAME, &id)
+    }
+
+    /// Sends an EventBridge envelope to the events queue, as the rules do (the emulator
+    /// does not enforce the queue policy that keeps everyone else out); returns the
+    /// message id.
+    pub async fn submit_event(&self, envelope: &str) -> String {
+        self.send_to(self.events.url(), envelope).await
+    }
+
+    async fn send_to(&self, url: &str, body: &str) -> String {
         let out = aws_sdk_sqs::Client::new(&self.sdk)
             .send_message()
-            .queue_url(self.intake.url())
+            .queue_url(url)
             .message_body(body)
             .send()
             .await
             .unwrap();
-        let id = out.message_id().unwrap().to_string();
-        JobId::from_key(export_certificate::NAME, &id)
+        out.message_id().unwrap().to_string()
     }
 
     /// Waits until the job is terminal.
@@ -378,8 +406,8 @@ pub fn certflow_bin() -> PathBuf {
 }
 
 impl Env {
-    /// A `certflow` command on this certflow's resources (jobs table, task and intake
-    /// queues, inventory table, document, secret prefix), its AWS calls going to
+    /// A `certflow` command on this certflow's resources (jobs table, task, intake and
+    /// events queues, inventory table, document, secret prefix), its AWS calls going to
     /// `endpoint`: the emulator, or a fault proxy in front of it. Whatever `CERTFLOW_*`,
     /// `OTEL_*` or SDK retry setting the test itself runs with is removed first; stdin is
     /// closed.
@@ -400,6 +428,7 @@ impl Env {
             .env("CERTFLOW_JOBS_TABLE", &self.table)
             .env("CERTFLOW_TASKS_QUEUE", &self.tasks_queue)
             .env("CERTFLOW_INTAKE_QUEUE", self.intake.name())
+            .env("CERTFLOW_EVENTS_QUEUE", self.events.name())
             .env("CERTFLOW_INVENTORY_TABLE", &c.inventory_table)
             .env("CERTFLOW_DOCUMENT_NAME", &c.document_name)
             .env("CERTFLOW_SECRET_PREFIX", &c.secret_prefix)
@@ -410,6 +439,14 @@ impl Env {
     /// Takes every message now in the intake DLQ: body and reason attribute.
     pub async fn intake_dead_letters(&self) -> Vec<(String, String)> {
         match self.intake.dlq_url() {
+            Some(url) => crate::take_dead_letters(&self.sdk, url).await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Takes every message now in the events DLQ: body and reason attribute.
+    pub async fn events_dead_letters(&self) -> Vec<(String, String)> {
+        match self.events.dlq_url() {
             Some(url) => crate::take_dead_letters(&self.sdk, url).await,
             None => Vec::new(),
         }

@@ -397,6 +397,8 @@ async fn list_by_status_and_certificate_then_cancel_the_waiting_job() {
         "CertificateArn",
         "CertName",
         "Target",
+        // Who sent the request, as SQS recorded it (null for a job made without a message).
+        "SenderId",
     ]);
     for job in all["Jobs"].as_array().unwrap() {
         let keys: BTreeSet<&str> = job

@@ -349,6 +349,7 @@ fn tables_queues_rules_and_settings_are_the_codes() {
     // Queues: the worker finds each DLQ as the queue's name + "-dlq".
     for (queue, dlq, name) in [
         ("IntakeQueue", "IntakeDeadLetterQueue", "intake"),
+        ("EventsQueue", "EventsDeadLetterQueue", "events"),
         ("TasksQueue", "TasksDeadLetterQueue", "tasks"),
     ] {
         let q = props(&t, queue);
@@ -380,20 +381,12 @@ fn tables_queues_rules_and_settings_are_the_codes() {
         in_template["source"] = json!(sources);
         assert_eq!(in_template, pattern, "{id}");
         assert_eq!(
-            rule["Targets"][0]["Arn"],
-            get_att("IntakeQueue", "Arn"),
-            "{id}"
+            rule["Targets"],
+            json!([{ "Id": workflows::events::TARGET_ID, "Arn": get_att("EventsQueue", "Arn") }]),
+            "{id}: the rules send to the events queue only"
         );
     }
-    // … and only those two rules send to the intake queue.
-    let allow = &props(&t, "QueuePolicy")["PolicyDocument"]["Statement"][0];
-    assert_eq!(
-        allow["Condition"]["ArnEquals"]["aws:SourceArn"],
-        json!([
-            get_att("RenewalRule", "Arn"),
-            get_att("AttentionRule", "Arn")
-        ])
-    );
+    queue_policies_let_only_the_rules_and_the_producers_send(&t);
 
     // The worker's settings: every CERTFLOW_* variable is one the binary reads, and every
     // resource name it needs points at this stack.
@@ -423,6 +416,7 @@ fn tables_queues_rules_and_settings_are_the_codes() {
         ("CERTFLOW_JOBS_TABLE", json!({ "Ref": "JobsTable" })),
         ("CERTFLOW_TASKS_QUEUE", get_att("TasksQueue", "QueueName")),
         ("CERTFLOW_INTAKE_QUEUE", get_att("IntakeQueue", "QueueName")),
+        ("CERTFLOW_EVENTS_QUEUE", get_att("EventsQueue", "QueueName")),
         (
             "CERTFLOW_INVENTORY_TABLE",
             json!({ "Ref": "InventoryTable" }),
@@ -681,6 +675,94 @@ fn policies(t: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
+/// The statements of queue policy `id` that apply to `queue` (a resource id).
+fn statements_on<'a>(t: &'a Value, id: &str, queue: &str) -> Vec<&'a Value> {
+    let arn = get_att(queue, "Arn");
+    props(t, id)["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{id} has no statements"))
+        .iter()
+        .filter(|s| match &s["Resource"] {
+            Value::Array(a) => a.contains(&arn),
+            one => *one == arn,
+        })
+        .collect()
+}
+
+/// The events queue: EventBridge may send for the two rules, everyone else is denied. The
+/// intake queue: nothing is allowed by the queue policy, and everyone but the producers
+/// (and the API's role) is denied.
+fn queue_policies_let_only_the_rules_and_the_producers_send(t: &Value) {
+    let rules = json!([
+        get_att("RenewalRule", "Arn"),
+        get_att("AttentionRule", "Arn")
+    ]);
+    let queues = |id: &str| props(t, id)["Queues"].clone();
+    assert_eq!(
+        queues("EventsQueuePolicy"),
+        json!([{ "Ref": "EventsQueue" }, { "Ref": "EventsDeadLetterQueue" }])
+    );
+    let on_queue = |s: &Value| s["Condition"]["Bool"].is_null(); // not TLS-only
+    let events: Vec<_> = statements_on(t, "EventsQueuePolicy", "EventsQueue")
+        .into_iter()
+        .filter(|s| on_queue(s))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let allow = events
+        .iter()
+        .find(|s| s["Effect"] == "Allow")
+        .expect("an Allow");
+    assert_eq!(
+        allow["Principal"],
+        json!({ "Service": "events.amazonaws.com" })
+    );
+    assert_eq!(allow["Action"], "sqs:SendMessage");
+    assert_eq!(
+        allow["Condition"],
+        json!({ "ArnEquals": { "aws:SourceArn": rules } })
+    );
+    let deny = events
+        .iter()
+        .find(|s| s["Effect"] == "Deny")
+        .expect("a Deny");
+    assert_eq!(deny["Principal"], "*");
+    assert_eq!(deny["Action"], "sqs:SendMessage");
+    assert_eq!(
+        deny["Condition"],
+        json!({ "ArnNotEquals": { "aws:SourceArn": rules } })
+    );
+    // Nobody's Allow reaches the events queue through the other queue policy.
+    assert!(statements_on(t, "QueuePolicy", "EventsQueue").is_empty());
+
+    let intake: Vec<_> = statements_on(t, "QueuePolicy", "IntakeQueue")
+        .into_iter()
+        .filter(|s| on_queue(s))
+        .collect();
+    assert_eq!(intake.len(), 1, "{intake:?}");
+    let deny = intake[0];
+    assert_eq!(
+        deny["Effect"], "Deny",
+        "the intake queue's policy allows nothing"
+    );
+    assert_eq!(deny["Principal"], "*");
+    assert_eq!(deny["Action"], "sqs:SendMessage");
+    let excepted = serde_json::to_string(&deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"])
+        .unwrap_or_default();
+    for who in [
+        json!({ "Ref": "ProducerPrincipalArns" }),
+        json!({ "Fn::If": ["ApiEnabled", get_att("ApiRole", "Arn"), sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")] }),
+    ] {
+        assert!(
+            excepted.contains(&who.to_string()),
+            "{who} is not excepted from the intake Deny: {excepted}"
+        );
+    }
+    assert_eq!(
+        t["Parameters"]["ProducerPrincipalArns"]["Type"],
+        "CommaDelimitedList"
+    );
+}
+
 #[test]
 fn iam_policies_grant_no_wildcard_beyond_the_allow_list() {
     let t = template();
@@ -689,6 +771,7 @@ fn iam_policies_grant_no_wildcard_beyond_the_allow_list() {
     for id in [
         "Key",
         "QueuePolicy",
+        "EventsQueuePolicy",
         "TaskRole",
         "SendInstallCommandPolicy",
         "ManagedSecretsPolicy",
@@ -1079,7 +1162,7 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
     // The queues too, as `certflow bootstrap` makes them (workers/src/aws.rs: visibility
     // 60 s; schema::MAX_RECEIVES receives of a task or a request), plus the stack's key.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    for output in ["TasksQueueName", "IntakeQueueName"] {
+    for output in ["TasksQueueName", "IntakeQueueName", "EventsQueueName"] {
         let name = o(output);
         let reference = unique("cf-ref-queue");
         engine::backend::sqs::create_queue_with_dlq(
@@ -1128,7 +1211,7 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         o("IntakeQueueArn")
     );
 
-    // The rules carry the code's patterns and target the intake queue.
+    // The rules carry the code's patterns and target the events queue.
     let eb = aws_sdk_eventbridge::Client::new(&sdk);
     let sources: Vec<String> = o("EventSources").split(',').map(String::from).collect();
     for (suffix, pattern) in workflows::events::patterns(&sources) {
@@ -1137,7 +1220,8 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         let deployed: Value = serde_json::from_str(got.event_pattern().unwrap()).unwrap();
         assert_eq!(deployed, pattern, "{rule}");
         let targets = eb.list_targets_by_rule().rule(&rule).send().await.unwrap();
-        assert_eq!(targets.targets()[0].arn(), o("IntakeQueueArn"), "{rule}");
+        assert_eq!(targets.targets().len(), 1, "{rule}");
+        assert_eq!(targets.targets()[0].arn(), o("EventsQueueArn"), "{rule}");
     }
 
     // The SSM document is the file.
@@ -1174,6 +1258,7 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         ("CERTFLOW_JOBS_TABLE", "JobsTableName"),
         ("CERTFLOW_TASKS_QUEUE", "TasksQueueName"),
         ("CERTFLOW_INTAKE_QUEUE", "IntakeQueueName"),
+        ("CERTFLOW_EVENTS_QUEUE", "EventsQueueName"),
         ("CERTFLOW_INVENTORY_TABLE", "InventoryTableName"),
         ("CERTFLOW_DOCUMENT_NAME", "DocumentName"),
         ("CERTFLOW_SECRET_PREFIX", "SecretPrefix"),
@@ -1196,6 +1281,7 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         jobs_table: o("JobsTableName"),
         tasks_queue: o("TasksQueueName"),
         intake_queue: o("IntakeQueueName"),
+        events_queue: o("EventsQueueName"),
         inventory_table: o("InventoryTableName"),
         document_name: o("DocumentName"),
         secret_prefix: o("SecretPrefix"),
@@ -1256,7 +1342,7 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         );
     }
 
-    // A renewal event on the bus reaches the intake queue through the stack's rule and
+    // A renewal event on the bus reaches the events queue through the stack's rule and
     // re-exports the certificate (ACM confirms it by a new serial: the emulator never
     // renews, so the row is made to hold an older one).
     env.pretend_renewed(&arn).await;

@@ -1,5 +1,5 @@
 //! Intake and automatic renewal on the emulator: ACM renewal events published to
-//! EventBridge reach the intake queue through the rule certflow creates and fan out to one
+//! EventBridge reach the events queue through the rule certflow creates and fan out to one
 //! export job per inventory row; duplicates make nothing twice; and a corpus of hostile
 //! messages, interleaved with valid requests, all end somewhere with a reason.
 
@@ -51,7 +51,7 @@ async fn rules(env: &Env) {
     workflows::events::ensure_rules(
         &eb,
         &sqs,
-        env.intake.url(),
+        env.events.url(),
         &unique("certflow"),
         std::slice::from_ref(&env.source),
     )
@@ -178,8 +178,8 @@ async fn duplicate_events_and_requests_start_nothing_twice() {
         "detail": {"Action": "RENEWAL", "Exportable": "TRUE", "InUse": true}
     })
     .to_string();
-    env.submit(&envelope).await;
-    env.submit(&envelope).await;
+    env.submit_event(&envelope).await;
+    env.submit_event(&envelope).await;
     let parent_id = JobId::from_key(renew_certificate::NAME, &event_id);
     let parent = env.wait(&parent_id).await;
     assert_eq!(
@@ -188,7 +188,7 @@ async fn duplicate_events_and_requests_start_nothing_twice() {
         "{:?}",
         parent.last_error
     );
-    env.submit(&envelope).await;
+    env.submit_event(&envelope).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     worker.stop().await;
 
@@ -229,7 +229,7 @@ async fn renewal_of_a_certificate_not_in_inventory_fails_once_with_the_reason() 
         "version": "0", "id": unique("event"), "detail-type": "ACM Certificate Available",
         "source": "aws.acm", "resources": [arn], "detail": {"Action": "RENEWAL"}
     });
-    env.submit(&envelope.to_string()).await;
+    env.submit_event(&envelope.to_string()).await;
     let id = JobId::from_key(renew_certificate::NAME, envelope["id"].as_str().unwrap());
     let rec = env.wait(&id).await;
     worker.stop().await;

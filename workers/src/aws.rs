@@ -182,34 +182,34 @@ pub(crate) async fn bootstrap(
             engine::schema::dlq_name(&names.tasks_queue)
         ),
     );
-    let url = create_queue_with_dlq(
-        &sqs,
-        &names.intake_queue,
-        QUEUE_VISIBILITY,
-        engine::schema::MAX_RECEIVES,
-    )
-    .await
-    .with_context(|| format!("creating queue {}", names.intake_queue))?;
-    done(
-        "queue",
-        &names.intake_queue,
-        format!(
-            "dead letters: {}; {url}",
-            engine::schema::dlq_name(&names.intake_queue)
-        ),
-    );
+    for queue in [&names.intake_queue, &names.events_queue] {
+        let url =
+            create_queue_with_dlq(&sqs, queue, QUEUE_VISIBILITY, engine::schema::MAX_RECEIVES)
+                .await
+                .with_context(|| format!("creating queue {queue}"))?;
+        done(
+            "queue",
+            queue,
+            format!("dead letters: {}; {url}", engine::schema::dlq_name(queue)),
+        );
+    }
+    let events_url = SqsTaskQueue::connect(sqs.clone(), &names.events_queue)
+        .await
+        .with_context(|| format!("connecting to events queue {}", names.events_queue))?
+        .url()
+        .to_string();
     let events = aws_sdk_eventbridge::Client::new(sdk);
     let rules = workflows::events::ensure_rules(
         &events,
         &sqs,
-        &url,
+        &events_url,
         &names.rule_prefix,
         &names.event_sources,
     )
     .await
     .context("creating the EventBridge rules")?;
     for arn in rules {
-        done("rule", &arn, format!("→ {}", names.intake_queue));
+        done("rule", &arn, format!("→ {}", names.events_queue));
     }
     workflows::inventory::create_table(&ddb, &names.inventory_table)
         .await
@@ -264,21 +264,32 @@ fn document_content(args: &BootstrapArgs, reload_service: Option<&str>) -> anyho
     Ok(content)
 }
 
-/// The intake queue and its parser (export requests).
-pub(crate) async fn intake(
+/// The queues `certflow worker` turns into jobs, each with its parser: the intake queue
+/// (export requests) and the events queue (ACM events).
+pub(crate) async fn intakes(
     sdk: &aws_config::SdkConfig,
     names: &Names,
-) -> anyhow::Result<engine::Intake> {
-    let queue = SqsTaskQueue::connect(aws_sdk_sqs::Client::new(sdk), &names.intake_queue)
-        .await
-        .with_context(|| format!("connecting to intake queue {}", names.intake_queue))?;
-    Ok(engine::Intake {
-        queue: Arc::new(queue),
-        parse: workflows::intake::IntakeConfig {
-            sources: names.event_sources.clone(),
-        }
-        .parser(),
-    })
+) -> anyhow::Result<Vec<engine::Intake>> {
+    use workflows::intake::IntakeConfig;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut intakes = Vec::new();
+    for (what, name, config) in [
+        ("intake", &names.intake_queue, IntakeConfig::requests()),
+        (
+            "events",
+            &names.events_queue,
+            IntakeConfig::events(names.event_sources.clone()),
+        ),
+    ] {
+        let queue = SqsTaskQueue::connect(sqs.clone(), name)
+            .await
+            .with_context(|| format!("connecting to {what} queue {name}"))?;
+        intakes.push(engine::Intake {
+            queue: Arc::new(queue),
+            parse: config.parser(),
+        });
+    }
+    Ok(intakes)
 }
 
 #[cfg(test)]

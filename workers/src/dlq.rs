@@ -84,6 +84,7 @@ async fn url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
 fn queues(names: &Names, only: Option<QueueKind>) -> Vec<(QueueKind, String)> {
     [
         (QueueKind::Intake, names.intake_queue.clone()),
+        (QueueKind::Events, names.events_queue.clone()),
         (QueueKind::Tasks, names.tasks_queue.clone()),
     ]
     .into_iter()
@@ -175,8 +176,18 @@ pub(crate) async fn run(
             }
         }
         DlqCommand::Redrive { queue } => {
+            if queue == Some(QueueKind::Events) {
+                anyhow::bail!(
+                    "events cannot be redriven: only certflow's EventBridge rules may send to {} (its policy denies everyone else); to act on a listed event, submit the export request it stands for",
+                    names.events_queue
+                );
+            }
             let mut report = Vec::new();
-            for (kind, name) in queues(names, queue) {
+            // The events queue takes messages from the rules only (see above).
+            for (kind, name) in queues(names, queue)
+                .into_iter()
+                .filter(|(k, _)| *k != QueueKind::Events)
+            {
                 let moved = redrive(&sqs, kind, &name).await?;
                 if output == Output::Table {
                     println!(

@@ -48,6 +48,8 @@ fn explain(e: &anyhow::Error, names: &Names, region: &str, endpoint: &str) -> Op
                 .unwrap_or(queue);
             let setting = if base == names.intake_queue {
                 "CERTFLOW_INTAKE_QUEUE (--intake-queue)"
+            } else if base == names.events_queue {
+                "CERTFLOW_EVENTS_QUEUE (--events-queue)"
             } else {
                 "CERTFLOW_TASKS_QUEUE (--tasks-queue)"
             };

@@ -4,18 +4,16 @@
 use crate::aws;
 use crate::cli::{Global, WorkerArgs};
 
-/// Consumes export requests and step tasks until told to stop.
+/// Consumes export requests, ACM events and step tasks until told to stop.
 pub(crate) async fn run(
     sdk: &aws_config::SdkConfig,
     global: &Global,
     args: &WorkerArgs,
 ) -> anyhow::Result<()> {
     let jobs = aws::jobs(sdk, global).await?;
-    let intake = aws::intake(sdk, &global.names).await?;
+    let intakes = aws::intakes(sdk, &global.names).await?;
     let worker = engine::Worker::new(jobs, args.config());
-    worker
-        .run_with_intake(Some(intake), shutdown_signal())
-        .await;
+    worker.run_with_intakes(intakes, shutdown_signal()).await;
     Ok(())
 }
 

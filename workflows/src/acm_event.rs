@@ -1,4 +1,4 @@
-//! ACM's EventBridge events, as they arrive on the intake queue (the raw envelope).
+//! ACM's EventBridge events, as they arrive on the events queue (the raw envelope).
 //!
 //! Every `detail` field is optional, and booleans may arrive as JSON booleans or as
 //! strings (`"TRUE"`, `"true"`, `"FALSE"`): both are read the same way.

@@ -1,16 +1,21 @@
 //! Turning an intake message into a job.
 //!
-//! Two kinds of message arrive: export requests from producers, and ACM's EventBridge
-//! events delivered by a rule. A message that cannot become a job at all (not JSON, wrong
-//! shape, missing or mistyped fields, an event type certflow does not act on) goes to the
-//! intake DLQ with the reason. A well-formed export request with a bad field value becomes
-//! a job that fails at its first step naming the field, before any AWS call — so operators
-//! see it in `certflow jobs list`. Such a job has no labels: request fields become labels
+//! Two kinds of message arrive, each on its own queue, and a queue's policy says who may
+//! send to it: export requests from producers on the intake queue, and ACM's EventBridge
+//! events on the events queue, which only certflow's rules may send to. Each queue reads
+//! only its own kind ([`IntakeKind`]): an EventBridge envelope on the intake queue, where
+//! any producer could have forged it, or an export request on the events queue, goes to
+//! that queue's DLQ with the reason. So does a message that cannot become a job at all (not
+//! JSON, wrong shape, missing or mistyped fields, an event type certflow does not act on).
+//! A well-formed export request with a bad field value becomes a job that fails at its
+//! first step naming the field, before any AWS call — so operators see it in
+//! `certflow jobs list`. Such a job has no labels but the sender: request fields become labels
 //! only once the request validated (`export_certificate::new_job`). An export request whose
 //! `RequestId` already made a job for a different request goes to the DLQ with the reason
-//! (the engine compares the requests' digests).
+//! (the engine compares the requests' digests). Every job made here carries the message's SQS `SenderId` as the
+//! label [`engine::schema::SENDER_ID_LABEL`].
 
-use engine::{Delivery, NewJob};
+use engine::{schema, Delivery, NewJob};
 
 use crate::acm_event::{self, Envelope};
 use crate::export_certificate::{self, ExportRequest};
@@ -19,23 +24,54 @@ use crate::renew_certificate::{self, alert, RenewState};
 /// Largest body accepted (SQS's own limit).
 const MAX_BODY: usize = 256 * 1024;
 
+/// Which kind of message a queue carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntakeKind {
+    /// The intake queue: export requests from producers.
+    #[default]
+    Requests,
+    /// The events queue: ACM's events, from the EventBridge rules only.
+    Events,
+}
+
+/// Why an envelope on the intake queue is refused.
+pub const EVENT_ON_REQUEST_QUEUE: &str = "ACM events are accepted only on the events queue, which only certflow's EventBridge rules may send to; this queue takes export requests";
+/// Why an export request on the events queue is refused.
+pub const REQUEST_ON_EVENTS_QUEUE: &str = "export requests are accepted only on the intake queue; the events queue takes ACM events from certflow's EventBridge rules";
+
 /// How intake messages are read.
 #[derive(Debug, Clone)]
 pub struct IntakeConfig {
     /// Event sources accepted as ACM (`aws.acm`, plus e.g. `custom.aws.acm` for tests
     /// that publish events themselves).
     pub sources: Vec<String>,
+    /// What the queue read with this configuration carries.
+    pub kind: IntakeKind,
 }
 
 impl Default for IntakeConfig {
     fn default() -> Self {
-        IntakeConfig {
-            sources: vec![acm_event::ACM_SOURCE.to_string()],
-        }
+        IntakeConfig::requests()
     }
 }
 
 impl IntakeConfig {
+    /// The intake queue's configuration: export requests.
+    pub fn requests() -> Self {
+        IntakeConfig {
+            sources: vec![acm_event::ACM_SOURCE.to_string()],
+            kind: IntakeKind::Requests,
+        }
+    }
+
+    /// The events queue's configuration: ACM events from `sources`.
+    pub fn events(sources: Vec<String>) -> Self {
+        IntakeConfig {
+            sources,
+            kind: IntakeKind::Events,
+        }
+    }
+
     /// The parser the engine's intake loop calls.
     pub fn parser(self) -> engine::IntakeParser {
         std::sync::Arc::new(move |d: &Delivery| parse(&self, d))
@@ -60,14 +96,30 @@ pub fn parse(config: &IntakeConfig, d: &Delivery) -> Result<NewJob, String> {
     let Some(obj) = value.as_object() else {
         return Err("body is not a JSON object; expected an export request or an ACM event".into());
     };
-    if obj.contains_key("detail-type") || obj.contains_key("source") {
-        let event: Envelope =
-            serde_json::from_value(value).map_err(|e| format!("not an EventBridge event: {e}"))?;
-        return event_job(config, &event);
-    }
-    let request: ExportRequest =
-        serde_json::from_value(value).map_err(|e| format!("not an export request: {e}"))?;
-    export_certificate::new_job(request, &d.message_id).map_err(|e| e.to_string())
+    let envelope = obj.contains_key("detail-type") || obj.contains_key("source");
+    let new = match (config.kind, envelope) {
+        (IntakeKind::Requests, true) => {
+            let source = obj.get("source").and_then(|s| s.as_str()).unwrap_or("");
+            return Err(format!(
+                "an EventBridge envelope (source {source:?}): {EVENT_ON_REQUEST_QUEUE}"
+            ));
+        }
+        (IntakeKind::Events, false) => return Err(REQUEST_ON_EVENTS_QUEUE.to_string()),
+        (IntakeKind::Events, true) => {
+            let event: Envelope = serde_json::from_value(value)
+                .map_err(|e| format!("not an EventBridge event: {e}"))?;
+            event_job(config, &event)?
+        }
+        (IntakeKind::Requests, false) => {
+            let request: ExportRequest =
+                serde_json::from_value(value).map_err(|e| format!("not an export request: {e}"))?;
+            export_certificate::new_job(request, &d.message_id).map_err(|e| e.to_string())?
+        }
+    };
+    Ok(match &d.sender_id {
+        Some(sender) => new.label(schema::SENDER_ID_LABEL, sender.clone()),
+        None => new,
+    })
 }
 
 fn event_job(config: &IntakeConfig, e: &Envelope) -> Result<NewJob, String> {
@@ -126,3 +178,6 @@ fn event_job(config: &IntakeConfig, e: &Envelope) -> Result<NewJob, String> {
         other => Err(format!("unknown event type {other:?}; certflow acts on ACM certificate events only")),
     }
 }
+
+#[cfg(test)]
+mod tests;

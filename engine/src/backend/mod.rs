@@ -182,6 +182,10 @@ pub struct Delivery {
     pub receive_count: u32,
     /// String message attributes (e.g. `traceparent`).
     pub attributes: Vec<(String, String)>,
+    /// Who sent it, as the queue itself recorded (SQS's `SenderId` system attribute: an
+    /// account id, an IAM user id, or a role's `<role id>:<session name>`); `None` when the
+    /// queue does not say. Unlike a message attribute, the sender cannot choose it.
+    pub sender_id: Option<String>,
 }
 
 /// An at-least-once message queue with per-message delays and visibility.

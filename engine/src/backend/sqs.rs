@@ -200,7 +200,10 @@ impl TaskQueue for SqsTaskQueue {
             .max_number_of_messages(max.min(MAX_BATCH) as i32)
             .wait_time_seconds(secs_i32(wait.as_secs()))
             .visibility_timeout(secs_i32(visibility_secs(visibility)))
-            .message_system_attribute_names(MessageSystemAttributeName::All)
+            // The receive count drives the DLQ bookkeeping; the sender id is recorded on the
+            // jobs intake messages create (who asked for it, as SQS saw it).
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SenderId)
             .message_attribute_names("All")
             .customize()
             .config_override(self.long_poll_timeouts(wait))
@@ -217,11 +220,14 @@ impl TaskQueue for SqsTaskQueue {
                     tracing::warn!(queue = %self.name, "received a message without id or receipt handle");
                     return None;
                 };
-                let receive_count = m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                let system = |name: &MessageSystemAttributeName| {
+                    m.attributes().and_then(|a| a.get(name)).cloned()
+                };
+                let receive_count = system(&MessageSystemAttributeName::ApproximateReceiveCount)
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1);
+                let sender_id = system(&MessageSystemAttributeName::SenderId)
+                    .filter(|s| !s.is_empty());
                 let mut attributes: Vec<(String, String)> = m
                     .message_attributes()
                     .into_iter()
@@ -236,6 +242,7 @@ impl TaskQueue for SqsTaskQueue {
                     body: m.body().unwrap_or_default().to_string(),
                     receive_count,
                     attributes,
+                    sender_id,
                 })
             })
             .collect();

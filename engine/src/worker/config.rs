@@ -11,8 +11,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most messages asked for per receive (SQS allows up to 10). A receive never asks for
     /// more than the free slots; an idle queue is long-polled for one message, a busy one
-    /// is read a batch at a time without waiting; with an intake queue each queue's batch is
-    /// at most half of `concurrency`.
+    /// is read a batch at a time without waiting; with intake queues each queue's batch is
+    /// at most its equal share of `concurrency` (half with one intake queue, a third with
+    /// two).
     pub batch: usize,
     /// Long-poll wait of one receive.
     pub poll_wait: Duration,

@@ -31,7 +31,7 @@ impl Worker {
         let mut failures: u32 = 0;
         // Whether the last receive drained the queue (fewer messages than asked for). An
         // idle queue is long-polled holding a single slot, so that it does not keep its
-        // whole share from the other queue for the length of every poll; while full batches
+        // whole share from the other queues for the length of every poll; while full batches
         // come back, it takes a batch at a time with receives that do not wait.
         let mut idle = true;
         loop {
@@ -98,7 +98,7 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    // The slots go back while this queue backs off: the other queue may use them.
+                    // The slots go back while this queue backs off: the other queues may use them.
                     drop(reserved);
                     failures = failures.saturating_add(1);
                     let pause =

@@ -2,7 +2,9 @@
 //! in-flight steps finish within the budget, then release what is left.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -26,6 +28,15 @@ impl Worker {
         intake: Option<Intake>,
         shutdown: impl Future<Output = ()>,
     ) {
+        self.run_with_intakes(intake.into_iter().collect(), shutdown)
+            .await;
+    }
+
+    /// Like [`Worker::run`], and also consumes every queue in `intakes`, each with its own
+    /// parser (e.g. export requests on one queue, ACM events on another). Each queue, the
+    /// task queue included, has its own pump; the pumps share the worker's `concurrency`
+    /// slots.
+    pub async fn run_with_intakes(&self, intakes: Vec<Intake>, shutdown: impl Future<Output = ()>) {
         let cfg = self.config();
         let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
         let mut sweeper = JoinSet::new();
@@ -33,44 +44,37 @@ impl Worker {
             let me = self.clone();
             sweeper.spawn(async move { me.sweep_forever().await });
         }
-        info!(worker = %cfg.id, intake = intake.is_some(), "worker started");
+        info!(worker = %cfg.id, intakes = intakes.len(), "worker started");
         let (stop_tx, stop_rx) = watch::channel(false);
-        // Each pump may hold at most its share of the slots while it receives, so that one
-        // queue's receive never keeps the other queue's messages waiting.
-        let pumps = if intake.is_some() { 2 } else { 1 };
-        if cfg.concurrency < pumps {
-            warn!(
-                concurrency = cfg.concurrency,
-                "one slot for two queues: each waits out the other's long poll; use a concurrency of 2 or more"
-            );
-        }
-        let share = cfg.batch.min(cfg.concurrency / pumps).max(1);
-        let tasks = self.pump(None, stop_rx.clone(), Arc::clone(&permits), share);
-        let intake_pump = async {
-            match intake {
-                Some(i) => {
-                    self.pump(Some(i), stop_rx, Arc::clone(&permits), share)
-                        .await
-                }
-                None => JoinSet::new(),
-            }
-        };
+        let share = pump_share(cfg.batch, cfg.concurrency, 1 + intakes.len());
+        // The task queue's pump first: its handler set is the one the others join.
+        let pumps = std::iter::once(None)
+            .chain(intakes.into_iter().map(Some))
+            .map(|intake| {
+                Box::pin(self.pump(intake, stop_rx.clone(), Arc::clone(&permits), share))
+                    as Pin<Box<dyn Future<Output = JoinSet<()>> + Send + '_>>
+            })
+            .collect();
         let stopper = async {
             shutdown.await;
             stop_tx.send_replace(true);
         };
-        let (mut a, mut b, ()) = tokio::join!(tasks, intake_pump, stopper);
+        let (sets, ()) = tokio::join!(join_all(pumps), stopper);
         sweeper.abort_all();
-        while let Some(done) = b.try_join_next() {
-            report_panic(done);
-        }
-        // One set to drain: move the intake handlers' completion into the task set.
-        a.spawn(async move {
-            while let Some(done) = b.join_next().await {
+        let mut sets = sets.into_iter();
+        let mut handlers = sets.next().unwrap_or_default();
+        // One set to drain: move each intake pump's handlers' completion into the task set.
+        for mut set in sets {
+            while let Some(done) = set.try_join_next() {
                 report_panic(done);
             }
-        });
-        self.drain(&mut a).await;
+            handlers.spawn(async move {
+                while let Some(done) = set.join_next().await {
+                    report_panic(done);
+                }
+            });
+        }
+        self.drain(&mut handlers).await;
         info!(worker = %cfg.id, "worker stopped");
     }
 
@@ -115,6 +119,46 @@ impl Worker {
             }
         }
     }
+}
+
+/// How many slots each of `pumps` pumps may reserve for one receive: a fair share of
+/// `concurrency` (and no more than a receive's `batch`), so that one queue's receive never
+/// keeps the other queues' messages waiting. At least one: with fewer slots than pumps,
+/// the queues take turns, each waiting out the others' long polls (a warning says so).
+pub(super) fn pump_share(batch: usize, concurrency: usize, pumps: usize) -> usize {
+    let pumps = pumps.max(1);
+    if concurrency < pumps {
+        warn!(
+            concurrency,
+            queues = pumps,
+            "fewer slots than queues: each queue waits out the others' long polls; use a concurrency of at least the number of queues"
+        );
+    }
+    batch.min(concurrency / pumps).max(1)
+}
+
+/// Runs every future in `futures` to completion in this task, and returns their outputs
+/// in order (the pumps run side by side, as `tokio::join!` runs a fixed number).
+async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// Logs a handler that panicked; its message is not deleted, so it is handled again.

@@ -214,3 +214,16 @@ fn unreadable_messages_and_unknown_jobs_are_dead_lettered_with_the_reason() {
         assert!(rig.queue.is_empty());
     });
 }
+
+#[test]
+fn each_pump_gets_an_equal_share_of_the_slots_capped_by_the_batch() {
+    use super::run::pump_share;
+    // The task queue and two intake queues on 9 slots: 3 each.
+    assert_eq!(pump_share(10, 9, 3), 3);
+    // Two queues: half each, as before there was more than one intake queue.
+    assert_eq!(pump_share(10, 8, 2), 4);
+    // A receive never asks for more than a batch.
+    assert_eq!(pump_share(10, 100, 2), 10);
+    // Fewer slots than queues: each still reserves one (they take turns).
+    assert_eq!(pump_share(10, 2, 3), 1);
+}

@@ -170,8 +170,12 @@ pub(crate) enum InventoryCommand {
 /// Which queue's dead letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum QueueKind {
-    /// The intake queue's DLQ: requests and events that could not be read.
+    /// The intake queue's DLQ: export requests that could not be read (and events sent
+    /// there, where only export requests are accepted).
     Intake,
+    /// The events queue's DLQ: ACM events that could not be read. Listed only: nobody
+    /// but the EventBridge rules may send to the events queue, so they cannot be redriven.
+    Events,
     /// The task queue's DLQ: step tasks that could not be handled.
     Tasks,
 }
@@ -181,6 +185,7 @@ impl QueueKind {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             QueueKind::Intake => "intake",
+            QueueKind::Events => "events",
             QueueKind::Tasks => "tasks",
         }
     }
@@ -319,7 +324,7 @@ mod tests {
 
     #[test]
     fn queue_kinds_print_as_their_flag_values() {
-        for kind in [QueueKind::Intake, QueueKind::Tasks] {
+        for kind in [QueueKind::Intake, QueueKind::Events, QueueKind::Tasks] {
             let value = kind.to_possible_value().map(|v| v.get_name().to_string());
             assert_eq!(value.as_deref(), Some(kind.as_str()));
         }

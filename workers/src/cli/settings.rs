@@ -26,10 +26,19 @@ pub(crate) struct Names {
     #[arg(
         long,
         env = "CERTFLOW_INTAKE_QUEUE",
-        default_value = "certflow-intake",
+        default_value = engine::schema::DEFAULT_INTAKE_QUEUE,
         global = true
     )]
     pub(crate) intake_queue: String,
+    /// SQS queue the EventBridge rules send ACM's events to, and nobody else (its DLQ is
+    /// this name + `-dlq`).
+    #[arg(
+        long,
+        env = "CERTFLOW_EVENTS_QUEUE",
+        default_value = engine::schema::DEFAULT_EVENTS_QUEUE,
+        global = true
+    )]
+    pub(crate) events_queue: String,
     /// DynamoDB table recording which certificate is installed where.
     #[arg(long, env = "CERTFLOW_INVENTORY_TABLE", default_value = workflows::inventory::DEFAULT_TABLE, global = true)]
     pub(crate) inventory_table: String,
@@ -189,8 +198,9 @@ pub(crate) struct BootstrapArgs {
 /// Worker settings.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct WorkerArgs {
-    /// Messages handled at once: step tasks and intake requests together (2 or more, so
-    /// that each queue keeps a slot while the other is long-polled).
+    /// Messages handled at once: step tasks, export requests and ACM events together (3 or
+    /// more, so that each of the three queues keeps a slot while the others are
+    /// long-polled).
     #[arg(long, env = "CERTFLOW_CONCURRENCY", default_value_t = 32)]
     pub(crate) concurrency: usize,
     /// This worker's id on leases and history (default: host, pid and a random tag).

@@ -9,7 +9,12 @@ use serde_json::{json, Value};
 use super::{instances, started, ChildView};
 
 /// The labels shown as top-level fields (the jobs table's attribute names).
-const LABELS: [&str; 3] = ["CertificateArn", "CertName", "Target"];
+const LABELS: [&str; 4] = [
+    "CertificateArn",
+    "CertName",
+    "Target",
+    engine::schema::SENDER_ID_LABEL,
+];
 
 /// A job as JSON, with the attribute names of the jobs table.
 pub(crate) fn job_json(rec: &JobRecord) -> Value {

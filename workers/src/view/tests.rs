@@ -351,6 +351,7 @@ fn a_job_as_json_has_the_tables_attribute_names() {
             "LeaseOwner",
             "LeaseUntil",
             "NextWakeAt",
+            "SenderId",
             "Status",
             "Step",
             "Target",

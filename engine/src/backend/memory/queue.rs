@@ -196,6 +196,7 @@ impl TaskQueue for MemoryTaskQueue {
                                 body: m.body.clone(),
                                 receive_count: m.receive_count,
                                 attributes: m.attributes.clone(),
+                                sender_id: None,
                             });
                         }
                     }
