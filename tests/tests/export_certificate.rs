@@ -223,7 +223,11 @@ async fn happy_path_from_the_reference_payload() {
         .unwrap();
     let c = &cmd.commands()[0];
     let params = c.parameters().unwrap();
-    assert_eq!(params["SecretId"], std::slice::from_ref(&secret), "{params:?}");
+    assert_eq!(
+        params["SecretId"],
+        std::slice::from_ref(&secret),
+        "{params:?}"
+    );
     assert!(!params.contains_key("BundleSecretId"), "{params:?}");
     // Stop at the first failed server; a tenth of the servers at a time.
     assert_eq!(c.max_errors(), Some("0"));

@@ -107,7 +107,7 @@ async fn commands_of(env: &Env, id: &str) -> usize {
         .count()
 }
 
-/// An ACM renewal event for `arn`, sent to the intake queue; returns the parent's id.
+/// An ACM renewal event for `arn`, sent to the events queue; returns the parent's id.
 async fn renewal_event(env: &Env, arn: &str) -> JobId {
     let event_id = unique("event");
     let envelope = serde_json::json!({
@@ -116,7 +116,7 @@ async fn renewal_event(env: &Env, arn: &str) -> JobId {
         "region": "us-east-1", "resources": [arn],
         "detail": {"Action": "RENEWAL", "Exportable": "TRUE"}
     });
-    env.submit(&envelope.to_string()).await;
+    env.submit_event(&envelope.to_string()).await;
     JobId::from_key(renew_certificate::NAME, &event_id)
 }
 
@@ -340,7 +340,10 @@ async fn two_targets_of_one_name_get_a_secret_each_and_a_secret_of_another_targe
             .iter()
             .find(|c| c.comment() == Some(comment.as_str()))
             .unwrap();
-        assert_eq!(cmd.parameters().unwrap()["SecretId"], std::slice::from_ref(secret));
+        assert_eq!(
+            cmd.parameters().unwrap()["SecretId"],
+            std::slice::from_ref(secret)
+        );
     }
 
     // The export into the other target's secret is refused, naming it and its tags; the
