@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_acm::types::CertificateStatus;
-use engine::{JobId, JobStatus, Outcome, StepContext, StepError, StepPolicy, Workflow};
+use engine::{JobId, JobStatus, JobsError, Outcome, StepContext, StepError, StepPolicy, Workflow};
 use serde::{Deserialize, Serialize};
 
 use crate::export_certificate::{self, ExportRequest};
@@ -202,10 +202,15 @@ async fn fan_out(
         let target = request.target();
         let new = export_certificate::new_job(request, &key)
             .map_err(|e| StepError::abort(e.to_string()))?;
-        let created = jobs
-            .create(new)
-            .await
-            .map_err(|e| StepError::retry(format!("starting export job: {e}")))?;
+        let created = jobs.create(new).await.map_err(|e| match e {
+            // The child's key names the event, target and certificate, so a conflict
+            // means the table holds something certflow did not write: retrying
+            // cannot help.
+            JobsError::RequestConflict { .. } => {
+                StepError::abort(format!("starting export job: {e}"))
+            }
+            e => StepError::retry(format!("starting export job: {e}")),
+        })?;
         children.push(Child {
             job_id: created.record.job_id.to_string(),
             target,
