@@ -28,7 +28,8 @@ fn secrets_in(v: &Value, key: &str, out: &mut Vec<String>) {
 }
 
 /// The secret material the job stored: passphrases and PEM blocks in every secret its
-/// state names.
+/// state names (`secret`, or the `*_secret` fields of the layout before one secret per
+/// target).
 async fn secret_material(env: &Env, data: &Value) -> Vec<String> {
     let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
     let mut out = Vec::new();
@@ -36,7 +37,7 @@ async fn secret_material(env: &Env, data: &Value) -> Vec<String> {
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| k.ends_with("_secret"))
+        .filter(|(k, _)| *k == "secret" || k.ends_with("_secret"))
         .filter_map(|(_, v)| v.as_str())
         .collect();
     assert!(!names.is_empty(), "the job names its secrets: {data}");
@@ -55,6 +56,7 @@ async fn a_trace_level_worker_logs_no_passphrase_pem_or_key_line() {
     let tag = unique("logged");
     env.instances(1, "Tier", &tag);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Tier", &tag).await;
     let emulator = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (the emulator)");
     let logs = LogDir::new(env!("CARGO_TARGET_TMPDIR"), "intake-safety-trace");
     let mut worker = WorkerCommand::new(&env, &emulator)
@@ -126,6 +128,7 @@ async fn a_request_id_reused_for_another_request_is_refused_and_the_first_job_ke
     let tag = unique("first");
     env.instances(1, "Tier", &tag);
     let arn = env.certificate(true).await;
+    env.allow(&arn, "Tier", &tag).await;
     let worker = env.worker("w1");
     let request_id = unique("r");
     let name = unique("web");

@@ -225,25 +225,17 @@ async fn one_job_is_one_trace_across_two_workers_and_no_secret_is_exported() {
 
     // Nothing secret in any exported byte (spans, events, attributes, metrics).
     let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
-    let prefix = &env.deps.config.secret_prefix;
-    let pass = sm
+    let secret = sm
         .get_secret_value()
-        .secret_id(format!("{prefix}{name}/passphrase"))
+        .secret_id(env.secret_name(&name, "Tier", &tag))
         .send()
         .await
         .unwrap();
-    let pass: Value = serde_json::from_str(pass.secret_string().unwrap()).unwrap();
-    let bundle = sm
-        .get_secret_value()
-        .secret_id(format!("{prefix}{name}/bundle"))
-        .send()
-        .await
-        .unwrap();
-    let bundle: Value = serde_json::from_str(bundle.secret_string().unwrap()).unwrap();
+    let secret: Value = serde_json::from_str(secret.secret_string().unwrap()).unwrap();
     let exported = collector.everything();
     assert!(!exported.contains("BEGIN") && !exported.contains("PRIVATE KEY"));
-    assert!(!exported.contains(pass["passphrase"].as_str().unwrap()));
-    for line in bundle["private_key"]
+    assert!(!exported.contains(secret["passphrase"].as_str().unwrap()));
+    for line in secret["private_key"]
         .as_str()
         .unwrap()
         .lines()
