@@ -78,12 +78,20 @@ fn a_foreign_block_or_a_chain_of_another_certificate_installs_nothing() {
         (
             "foreign-chain",
             Material {
-                // Another certificate where the issuer should be. (Another CA of the
-                // same name would pass: the link is checked by name, see the script.)
+                // Another certificate where the issuer should be.
                 chain: other.certificate.clone(),
                 ..m.clone()
             },
-            "does not belong to the certificate",
+            "is not the issuer of the one before it",
+        ),
+        (
+            "same-name-ca",
+            Material {
+                // Another CA of the same name: the names match, the signature does not.
+                chain: other.chain.clone(),
+                ..m.clone()
+            },
+            "did not sign the one before it",
         ),
     ];
     for (label, bad, reason) in cases {
