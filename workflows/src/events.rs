@@ -110,11 +110,7 @@ pub async fn ensure_rules(
             .description("certflow: ACM certificate events to the events queue")
             .send()
             .await
-            .map_err(|e| {
-                RulesError::EventBridge(
-                    aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string(),
-                )
-            })?;
+            .map_err(eventbridge_error)?;
         let target = Target::builder()
             .id(TARGET_ID)
             .arn(&queue_arn)
@@ -126,11 +122,7 @@ pub async fn ensure_rules(
             .targets(target)
             .send()
             .await
-            .map_err(|e| {
-                RulesError::EventBridge(
-                    aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string(),
-                )
-            })?;
+            .map_err(eventbridge_error)?;
         // Before the events queue, the rules targeted the intake queue: a rule bootstrapped
         // then still has that target, which would now dead-letter every event it sends.
         let old = events
@@ -138,11 +130,7 @@ pub async fn ensure_rules(
             .rule(&name)
             .send()
             .await
-            .map_err(|e| {
-                RulesError::EventBridge(
-                    aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string(),
-                )
-            })?;
+            .map_err(eventbridge_error)?;
         if old.targets().iter().any(|t| t.id() == OLD_TARGET_ID) {
             events
                 .remove_targets()
@@ -150,11 +138,7 @@ pub async fn ensure_rules(
                 .ids(OLD_TARGET_ID)
                 .send()
                 .await
-                .map_err(|e| {
-                    RulesError::EventBridge(
-                        aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string(),
-                    )
-                })?;
+                .map_err(eventbridge_error)?;
         }
         arns.push(rule.rule_arn().unwrap_or_default().to_string());
     }
@@ -166,6 +150,11 @@ pub async fn ensure_rules(
         .await
         .map_err(|e| RulesError::Sqs(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
     Ok(arns)
+}
+
+/// An EventBridge call's error, with the service's whole context (code, message, cause).
+fn eventbridge_error(e: impl std::error::Error) -> RulesError {
+    RulesError::EventBridge(aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string())
 }
 
 #[cfg(test)]
