@@ -324,6 +324,24 @@ impl Env {
             .unwrap();
     }
 
+    /// The version ids of secret `name`, sorted (straight from the emulator).
+    pub async fn secret_version_ids(&self, name: &str) -> Vec<String> {
+        let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .list_secret_version_ids()
+            .secret_id(name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("versions of {name}: {e:?}"));
+        let mut ids: Vec<String> = out
+            .versions()
+            .iter()
+            .filter_map(|v| v.version_id())
+            .map(str::to_string)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The secret an export of `cert_name` to target `key=value` writes.
     pub fn secret_name(&self, cert_name: &str, key: &str, value: &str) -> String {
         workflows::export_certificate::trust::secret_name(

@@ -165,13 +165,8 @@ async fn happy_path_from_the_reference_payload() {
             ("certflow:managed".to_string(), "true".to_string())
         ]
     );
-    let versions = sm
-        .list_secret_version_ids()
-        .secret_id(&secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(versions.versions().len(), 1, "one version of {secret}");
+    let versions = env.secret_version_ids(&secret).await;
+    assert_eq!(versions.len(), 1, "one version of {secret}");
     let bundle: serde_json::Value = serde_json::from_str(
         sm.get_secret_value()
             .secret_id(&secret)
@@ -355,15 +350,12 @@ async fn the_same_request_twice_makes_one_job_one_secret_version_one_command() {
         .filter(|c| c.comment() == Some(format!("certflow job {id}").as_str()))
         .count();
     assert_eq!(ours, 1, "one SSM command");
-    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
     let s = env.secret_name(&name, "Tier", &tag_value);
-    let versions = sm
-        .list_secret_version_ids()
-        .secret_id(&s)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(versions.versions().len(), 1, "one version of {s}");
+    assert_eq!(
+        env.secret_version_ids(&s).await.len(),
+        1,
+        "one version of {s}"
+    );
     let listed = env.jobs.list(JobStatus::Succeeded, 50, None).await.unwrap();
     assert_eq!(listed.jobs.len(), 1, "one job");
 }
@@ -437,18 +429,8 @@ async fn a_version_already_stored_under_the_steps_token_is_the_one_used() {
     worker.stop().await;
     assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
 
-    let versions = sm
-        .list_secret_version_ids()
-        .secret_id(&secret)
-        .send()
-        .await
-        .unwrap();
-    let ids: Vec<_> = versions
-        .versions()
-        .iter()
-        .filter_map(|v| v.version_id())
-        .collect();
-    assert_eq!(ids, [token.as_str()], "only the stored version");
+    let ids = env.secret_version_ids(&secret).await;
+    assert_eq!(ids, vec![token.clone()], "only the stored version");
     let now: serde_json::Value = serde_json::from_str(
         sm.get_secret_value()
             .secret_id(&secret)

@@ -110,13 +110,8 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
 
         // One version of the target's secret.
         let secret = env.secret_name(&name, "Tier", &tag);
-        let versions = sm
-            .list_secret_version_ids()
-            .secret_id(&secret)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(versions.versions().len(), 1, "{step}: versions of {secret}");
+        let versions = env.secret_version_ids(&secret).await;
+        assert_eq!(versions.len(), 1, "{step}: versions of {secret}");
         // One inventory row for the (target, certificate, name).
         let rows = ddb
             .query()

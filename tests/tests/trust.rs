@@ -64,19 +64,7 @@ async fn secret_state(env: &Env, name: &str) -> (Vec<(String, String)>, Vec<Stri
         })
         .collect();
     tags.sort();
-    let versions = sm
-        .list_secret_version_ids()
-        .secret_id(name)
-        .send()
-        .await
-        .unwrap();
-    let mut ids: Vec<String> = versions
-        .versions()
-        .iter()
-        .filter_map(|v| v.version_id())
-        .map(str::to_string)
-        .collect();
-    ids.sort();
+    let ids = env.secret_version_ids(name).await;
     let value = sm
         .get_secret_value()
         .secret_id(name)

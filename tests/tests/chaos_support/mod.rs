@@ -205,14 +205,7 @@ pub fn duplicate_commands(by_comment: &BTreeMap<String, Vec<String>>) -> usize {
 
 /// Versions of one secret (straight from the emulator).
 pub async fn secret_versions(env: &Env, name: &str) -> usize {
-    aws_sdk_secretsmanager::Client::new(&env.sdk)
-        .list_secret_version_ids()
-        .secret_id(name)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("versions of {name}: {e:?}"))
-        .versions()
-        .len()
+    env.secret_version_ids(name).await.len()
 }
 
 /// `certflow worker` as the chaos tests run it: worker id `id`, on `env`'s resources and
