@@ -71,6 +71,9 @@ pub enum StoreError {
     /// The service answered with an error or could not be reached.
     #[error("job store: {0}")]
     Service(String),
+    /// The caller asked for something the store cannot hold (an entry's name or key).
+    #[error("job store: {0}")]
+    Invalid(String),
 }
 
 /// The outcome of a conditional write that lost its condition.

@@ -21,6 +21,8 @@
 //!   commits, sends the next task, heartbeats long steps, sweeps for lost wake-ups, drains
 //!   on shutdown; one file per mechanism.
 //! - **[Operations](ops)** — [`Jobs`]: create (idempotent), get, list, cancel, retry.
+//! - **[Entries](entries)** — a job's per-item results ([`Entry`]: one server, one child
+//!   job), kept beside its record so the record stays small whatever their number.
 //! - **[Request keys](request)** — [`RequestKey`]: a caller's idempotency key with the
 //!   digest of its request, so that a key reused for another request is refused.
 //! - **[Errors](error)** — [`StepError`]: abort, retry, or retry after a delay.
@@ -74,6 +76,7 @@
 
 pub mod backend;
 pub mod clock;
+pub mod entries;
 pub mod error;
 pub mod job;
 pub mod ops;
@@ -86,6 +89,7 @@ pub mod workflow;
 
 pub use backend::{Acquired, Delivery, JobStore, Task, TaskQueue};
 pub use clock::{Clock, SystemClock};
+pub use entries::{Entry, EntryPage, Groups};
 pub use error::{JobsError, QueueError, StepError, StoreError};
 pub use job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 pub use ops::{Created, Jobs, NewJob};

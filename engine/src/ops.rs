@@ -12,11 +12,15 @@ use serde::Serialize;
 
 use crate::backend::{JobStore, Page, Task, TaskQueue};
 use crate::clock::SharedClock;
+use crate::entries::{Entry, EntryPage, Groups};
 use crate::error::{CommitError, JobsError};
 use crate::job::{HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 use crate::request::{same_request, RequestKey};
 use crate::transition::{self, Creation, Refusal};
 use crate::workflow::Registry;
+
+/// Entries read per request by [`Jobs::all_entries`].
+const ALL_ENTRIES_PAGE: usize = 1000;
 
 /// A job to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +245,60 @@ impl Jobs {
     /// Reads a job's history, oldest first.
     pub async fn history(&self, id: &JobId) -> Result<Vec<HistoryEvent>, JobsError> {
         Ok(self.inner.store.history(id).await?)
+    }
+
+    /// Writes entries of job `id`'s `collection` ([`crate::entries`]), kept at least until
+    /// `keep_until` (the job's deadline) and then for the store's retention.
+    pub async fn put_entries(
+        &self,
+        id: &JobId,
+        collection: &str,
+        entries: &[Entry],
+        keep_until: Millis,
+    ) -> Result<(), JobsError> {
+        Ok(self
+            .inner
+            .store
+            .put_entries(id, collection, entries, keep_until)
+            .await?)
+    }
+
+    /// One page of job `id`'s entries of `collection`, in key order, after key `after`.
+    pub async fn entries(
+        &self,
+        id: &JobId,
+        collection: &str,
+        groups: &Groups,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<EntryPage, JobsError> {
+        Ok(self
+            .inner
+            .store
+            .entries(id, collection, groups, after, limit)
+            .await?)
+    }
+
+    /// Every entry of job `id`'s `collection` in `groups`, in key order, read a page at a
+    /// time.
+    pub async fn all_entries(
+        &self,
+        id: &JobId,
+        collection: &str,
+        groups: &Groups,
+    ) -> Result<Vec<Entry>, JobsError> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .entries(id, collection, groups, after.as_deref(), ALL_ENTRIES_PAGE)
+                .await?;
+            all.extend(page.entries);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Lists jobs in a status, most recently updated first.

@@ -33,6 +33,8 @@ pub const SK: &str = "Item";
 pub const RECORD_ITEM: &str = "JOB";
 /// Sort-key prefix of a job's history events.
 pub const HISTORY_PREFIX: &str = "H#";
+/// Sort-key prefix of a job's entries ([`crate::entries`]): `E#<collection>#<key>`.
+pub const ENTRY_PREFIX: &str = "E#";
 
 /// Global secondary index listing jobs by status, most recently updated first.
 pub const STATUS_INDEX: &str = "ByStatus";
@@ -53,6 +55,16 @@ pub fn label_index(label: &str) -> String {
 /// Name of a queue's dead-letter queue.
 pub fn dlq_name(queue: &str) -> String {
     format!("{queue}{DLQ_SUFFIX}")
+}
+
+/// Sort-key prefix of the entries of `collection`.
+pub fn entry_prefix(collection: &str) -> String {
+    format!("{ENTRY_PREFIX}{collection}#")
+}
+
+/// Sort key of entry `key` in `collection`.
+pub fn entry_item(collection: &str, key: &str) -> String {
+    format!("{ENTRY_PREFIX}{collection}#{key}")
 }
 
 /// Name of the history item of event `seq`.
@@ -118,6 +130,13 @@ pub const ERROR_ATTR: &str = "Error";
 pub const NOTE_ATTR: &str = "Note";
 /// History: the worker (or operator) that made the change.
 pub const WORKER_ATTR: &str = "Worker";
+
+// Entry attributes, on the items with sort key [`entry_item`] (besides [`DATA_ATTR`],
+// [`AT_ATTR`] and [`TTL_ATTR`]). Entries carry neither `Status` nor a label, so they never
+// appear in the indexes.
+
+/// Entry: the group a listing can filter on.
+pub const GROUP_ATTR: &str = "Group";
 
 /// Attribute names the engine owns on a record. A workflow's labels must not use them.
 /// (History attributes are not here: labels live on the record only.)

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::entries::{Entry, Groups};
 use crate::error::StepError;
 use crate::job::{JobId, Millis};
 use crate::ops::Jobs;
@@ -235,6 +236,37 @@ impl StepContext {
     /// The engine's job operations, for steps that start other jobs.
     pub fn jobs(&self) -> Option<&Jobs> {
         self.jobs.as_ref()
+    }
+
+    /// Writes entries of this job's `collection` ([`crate::entries`]): per-item results
+    /// kept beside the record. Idempotent per key, so a step that runs again may write
+    /// them again.
+    pub async fn put_entries(&self, collection: &str, entries: &[Entry]) -> Result<(), StepError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.jobs_or_abort()?
+            .put_entries(&self.job_id, collection, entries, self.deadline_at)
+            .await
+            .map_err(|e| StepError::retry(format!("writing {collection} entries: {e}")))
+    }
+
+    /// Every entry of this job's `collection` in `groups`, in key order.
+    pub async fn entries(
+        &self,
+        collection: &str,
+        groups: &Groups,
+    ) -> Result<Vec<Entry>, StepError> {
+        self.jobs_or_abort()?
+            .all_entries(&self.job_id, collection, groups)
+            .await
+            .map_err(|e| StepError::retry(format!("reading {collection} entries: {e}")))
+    }
+
+    fn jobs_or_abort(&self) -> Result<&Jobs, StepError> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| StepError::abort("this step needs the job store, and runs without one"))
     }
 
     /// A token that is the same for every attempt of this step of this job and different

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::entries::{Entry, EntryPage, Groups};
 use crate::error::{CommitError, QueueError, StoreError};
 use crate::job::{HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 
@@ -156,6 +157,28 @@ pub trait JobStore: Send + Sync + 'static {
     /// Active jobs whose step was due before `cutoff` and that no live lease covers: the
     /// candidates for a lost wake-up.
     async fn overdue(&self, cutoff: Millis, limit: usize) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Writes entries of a job's `collection`, each replacing the entry of its key
+    /// ([`crate::entries`]). `keep_until` is when they may expire at the earliest (the
+    /// job's deadline); the store adds its retention.
+    async fn put_entries(
+        &self,
+        job_id: &JobId,
+        collection: &str,
+        entries: &[Entry],
+        keep_until: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Lists a job's entries of `collection` in key order, after key `after`, in
+    /// `groups`, up to `limit` of them.
+    async fn entries(
+        &self,
+        job_id: &JobId,
+        collection: &str,
+        groups: &Groups,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<EntryPage, StoreError>;
 }
 
 /// The body of a task message: "advance job J, which is at version V".

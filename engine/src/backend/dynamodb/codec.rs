@@ -1,4 +1,4 @@
-//! The item codec: a [`JobRecord`] or a [`HistoryEvent`] to a DynamoDB item and back (the
+//! The item codec: a [`JobRecord`], a [`HistoryEvent`] or an [`Entry`] to a DynamoDB item and back (the
 //! layout is in the [parent module's docs](super)).
 //!
 //! Pure: no SDK client, no I/O, so that the layout is tested on its own. Every attribute
@@ -12,6 +12,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::clock::{parse_rfc3339, rfc3339};
+use crate::entries::Entry;
 use crate::error::StoreError;
 use crate::job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 use crate::schema;
@@ -127,6 +128,65 @@ pub(super) fn history_item(record: &JobRecord, e: &HistoryEvent, retention: Dura
         n(expires_at(record.deadline_at, retention)),
     );
     item
+}
+
+/// The item of entry `e` of `job_id`'s `collection`, written at `now`, expiring
+/// `retention` after `keep_until`.
+pub(super) fn entry_item(
+    job_id: &JobId,
+    collection: &str,
+    e: &Entry,
+    now: Millis,
+    keep_until: Millis,
+    retention: Duration,
+) -> Item {
+    HashMap::from([
+        (schema::PK.to_string(), s(job_id.as_str())),
+        (
+            schema::SK.to_string(),
+            s(schema::entry_item(collection, &e.key)),
+        ),
+        (schema::GROUP_ATTR.to_string(), s(&e.group)),
+        (schema::DATA_ATTR.to_string(), s(e.data.to_string())),
+        (schema::AT_ATTR.to_string(), s(rfc3339(now))),
+        (
+            schema::TTL_ATTR.to_string(),
+            n(expires_at(keep_until, retention)),
+        ),
+    ])
+}
+
+/// Reads an entry item of `job_id`'s `collection` back.
+pub(super) fn parse_entry(
+    job_id: &JobId,
+    collection: &str,
+    item: &Item,
+) -> Result<Entry, StoreError> {
+    let f = Fields {
+        item,
+        job_id: job_id.as_str(),
+    };
+    let prefix = schema::entry_prefix(collection);
+    let sk = f.s(schema::SK)?;
+    let key = sk.strip_prefix(&prefix).ok_or_else(|| {
+        f.malformed(format!(
+            "{} = {sk:?} is not an entry of {collection}",
+            schema::SK
+        ))
+    })?;
+    let data_text = f.s(schema::DATA_ATTR)?;
+    let data = serde_json::from_str(data_text).map_err(|e| {
+        f.malformed(format!(
+            "entry {key}: {} is not JSON: {e}",
+            schema::DATA_ATTR
+        ))
+    })?;
+    Ok(Entry {
+        key: key.to_string(),
+        group: f.s(schema::GROUP_ATTR)?.to_string(),
+        data,
+        at: f.time(schema::AT_ATTR)?,
+    })
 }
 
 /// Typed access to an item's attributes, every failure a [`StoreError::Malformed`].

@@ -1,18 +1,21 @@
 //! The in-memory [`JobStore`]: records and histories in one map behind a mutex.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use super::{lock, Faults};
 use crate::backend::{judge, take_lease, Acquired, Commit, JobStore, LeaseRequest, Page, Verdict};
+use crate::entries::{self, Entry, EntryPage, Groups};
 use crate::error::{CommitError, StoreError};
 use crate::job::{HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 
 #[derive(Default)]
 struct Jobs {
     jobs: HashMap<JobId, (JobRecord, Vec<HistoryEvent>)>,
+    /// Entries by job, collection and key.
+    entries: BTreeMap<(JobId, String, String), Entry>,
 }
 
 /// The in-memory [`JobStore`]. Clone it with [`MemoryJobStore::view`] to give each
@@ -264,5 +267,56 @@ impl JobStore for MemoryJobStore {
         jobs.sort_by(|a, b| a.job_id.cmp(&b.job_id));
         jobs.truncate(limit);
         Ok(jobs)
+    }
+
+    async fn put_entries(
+        &self,
+        job_id: &JobId,
+        collection: &str,
+        new: &[Entry],
+        _keep_until: Millis,
+    ) -> Result<(), StoreError> {
+        if let Some(why) = entries::invalid(collection, None).or_else(|| {
+            new.iter()
+                .find_map(|e| entries::invalid(collection, Some(e)))
+        }) {
+            return Err(StoreError::Invalid(why));
+        }
+        self.point("store.put_entries", false).await;
+        {
+            let mut d = lock(&self.data);
+            for e in new {
+                let key = (job_id.clone(), collection.to_string(), e.key.clone());
+                d.entries.insert(key, e.clone());
+            }
+        }
+        self.point("store.put_entries", true).await;
+        Ok(())
+    }
+
+    async fn entries(
+        &self,
+        job_id: &JobId,
+        collection: &str,
+        groups: &Groups,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<EntryPage, StoreError> {
+        let d = lock(&self.data);
+        let limit = limit.max(1);
+        let mut page = EntryPage::default();
+        for ((job, c, key), e) in d.entries.iter() {
+            if job != job_id || c != collection || after.is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            if groups.admits(&e.group) {
+                page.entries.push(e.clone());
+                if page.entries.len() >= limit {
+                    page.next = Some(key.clone());
+                    break;
+                }
+            }
+        }
+        Ok(page)
     }
 }

@@ -317,3 +317,24 @@ fn a_malformed_history_item_names_the_attribute() {
         assert_eq!(malformed_after(read, &good, name, value), expected);
     }
 }
+
+#[test]
+fn an_entry_round_trips_under_its_collection_and_expires_with_the_history() {
+    let id = JobId::new("j-1");
+    let e = Entry::new("i-0abc", "failed", serde_json::json!({"Status": "Failed"}));
+    let now = 1_700_000_000_123;
+    let item = entry_item(&id, "servers", &e, now, 1_700_086_400_000, RETENTION);
+    assert_eq!(item[schema::SK], s("E#servers#i-0abc"));
+    assert!(
+        !item.contains_key(schema::STATUS_ATTR),
+        "entries stay out of the status index"
+    );
+    assert_eq!(
+        item[schema::TTL_ATTR],
+        n(1_700_086_400 + RETENTION.as_secs() as i64)
+    );
+    let back = parse_entry(&id, "servers", &item).unwrap();
+    assert_eq!(back, Entry { at: now, ..e });
+    let err = parse_entry(&id, "children", &item).unwrap_err().to_string();
+    assert!(err.contains("not an entry of children"), "{err}");
+}
