@@ -12,7 +12,10 @@ fn registry() -> Registry {
     Registry::new().register(
         Workflow::new("entries")
             .deadline(Duration::from_secs(600))
-            .step("only", |_ctx, s: u32| async move { Ok(Outcome::succeed(s)) }),
+            .step(
+                "only",
+                |_ctx, s: u32| async move { Ok(Outcome::succeed(s)) },
+            ),
     )
 }
 
@@ -41,10 +44,14 @@ async fn entries_page_in_key_order_filter_by_group_and_stay_out_of_the_history()
         .rev()
         .map(|i| server(i, if i % 10 == 3 { "failed" } else { "ok" }))
         .collect();
-    jobs.put_entries(&id, "servers", &all, deadline).await.unwrap();
+    jobs.put_entries(&id, "servers", &all, deadline)
+        .await
+        .unwrap();
     // Written again, one replaced: still 120, the replacement wins.
     all[0] = server(119, "failed");
-    jobs.put_entries(&id, "servers", &all, deadline).await.unwrap();
+    jobs.put_entries(&id, "servers", &all, deadline)
+        .await
+        .unwrap();
 
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
@@ -62,7 +69,10 @@ async fn entries_page_in_key_order_filter_by_group_and_stay_out_of_the_history()
             None => break,
         }
     }
-    assert!(pages >= 3, "120 entries in pages of 50 take 3 pages, got {pages}");
+    assert!(
+        pages >= 3,
+        "120 entries in pages of 50 take 3 pages, got {pages}"
+    );
     let keys: Vec<&str> = seen.iter().map(|e| e.key.as_str()).collect();
     let mut sorted = keys.clone();
     sorted.sort();
@@ -85,7 +95,13 @@ async fn entries_page_in_key_order_filter_by_group_and_stay_out_of_the_history()
     assert_eq!(rest.len(), 107);
     // A filtered page still stops at its limit and says where to go on.
     let first = jobs
-        .entries(&id, "servers", &Groups::Only(vec!["failed".into()]), None, 5)
+        .entries(
+            &id,
+            "servers",
+            &Groups::Only(vec!["failed".into()]),
+            None,
+            5,
+        )
         .await
         .unwrap();
     assert_eq!(first.entries.len(), 5);
@@ -110,7 +126,12 @@ async fn entries_page_in_key_order_filter_by_group_and_stay_out_of_the_history()
         .to_string();
     assert!(err.contains("collection"), "{err}");
     let err = jobs
-        .put_entries(&id, "servers", &[Entry::new("a\nb", "ok", json!({}))], deadline)
+        .put_entries(
+            &id,
+            "servers",
+            &[Entry::new("a\nb", "ok", json!({}))],
+            deadline,
+        )
         .await
         .unwrap_err()
         .to_string();

@@ -79,6 +79,9 @@ pub(crate) fn export_deps(
     config.reload_service = e.reload_service.clone();
     config.install_max_concurrency = e.install_max_concurrency.clone();
     config.install_max_errors = e.install_max_errors.clone();
+    config.install_canary = e.install_canary;
+    config.verify_port = e.verify_port;
+    config.verify_name = e.verify_name.clone();
     workflows::export_certificate::Deps {
         clients: workflows::aws::Clients::new(sdk),
         config,

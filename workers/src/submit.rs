@@ -17,6 +17,9 @@ pub(crate) async fn run(ctx: &Ctx<'_>, args: &SubmitArgs) -> anyhow::Result<()> 
         target_tag_key: args.target.key.clone(),
         target_tag_value: args.target.value.clone(),
         request_id: args.request_id.clone(),
+        canary: args.canary,
+        max_concurrency: args.max_concurrency.clone(),
+        max_errors: args.max_errors.clone(),
     };
     request
         .validate()

@@ -197,7 +197,7 @@ async fn fan_out(
             cert_name: name.clone(),
             target_tag_key: row.target_tag_key,
             target_tag_value: row.target_tag_value,
-            request_id: None,
+            ..ExportRequest::default()
         };
         let target = request.target();
         let new = export_certificate::new_job(request, &key)

@@ -6,7 +6,9 @@ use std::fmt;
 
 use std::sync::Mutex;
 
-use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, DocumentHashType, Target};
+use aws_sdk_ssm::types::{
+    CommandFilter, CommandFilterKey, DocumentHashType, InstanceInformationStringFilter,
+};
 use engine::{Millis, StepError};
 use serde::{Deserialize, Serialize};
 
@@ -104,14 +106,16 @@ impl PartialEq<&str> for InstanceStatus {
     }
 }
 
-/// The install command to send: a document run on every server carrying a tag.
+/// Most instance ids SSM takes on one `SendCommand`: a batch of a rollout is at most this
+/// many servers, so that it is one command.
+pub(crate) const MAX_INSTANCE_IDS: usize = 50;
+
+/// The install command to send: a document run on a list of servers.
 pub(crate) struct Command<'a> {
     /// The document.
     pub(crate) document: &'a str,
-    /// The tag key selecting the servers.
-    pub(crate) tag_key: &'a str,
-    /// The tag value selecting the servers.
-    pub(crate) tag_value: &'a str,
+    /// The servers (at most [`MAX_INSTANCE_IDS`]).
+    pub(crate) instance_ids: &'a [String],
     /// The document's parameters (one value each).
     pub(crate) parameters: Vec<(&'static str, String)>,
     /// The command's comment: how a later attempt recognises it.
@@ -119,12 +123,70 @@ pub(crate) struct Command<'a> {
     /// How long SSM lets it run on a server.
     pub(crate) timeout_seconds: i32,
     /// SSM's `MaxErrors`.
-    pub(crate) max_errors: &'a str,
-    /// SSM's `MaxConcurrency`.
-    pub(crate) max_concurrency: &'a str,
+    pub(crate) max_errors: String,
     /// The SHA-256 hash of the document version described just before: SSM refuses the
     /// command if the document's content has changed since.
     pub(crate) document_hash: &'a str,
+}
+
+/// A managed server as `DescribeInstanceInformation` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ManagedServer {
+    /// `i-…` (EC2) or `mi-…` (on-premises).
+    pub(crate) id: String,
+    /// Its SSM agent answered its last ping (`PingStatus` `Online`).
+    pub(crate) online: bool,
+    /// `PingStatus` as SSM names it.
+    pub(crate) ping: String,
+}
+
+/// Page size of `DescribeInstanceInformation` (its maximum).
+const DESCRIBE_PAGE: i32 = 50;
+
+/// Every managed server carrying tag `key` = `value`, sorted by id: the rollout's order.
+pub(crate) async fn servers(
+    ssm: &aws_sdk_ssm::Client,
+    key: &str,
+    value: &str,
+) -> Result<Vec<ManagedServer>, StepError> {
+    let filter = InstanceInformationStringFilter::builder()
+        .key(format!("tag:{key}"))
+        .values(value)
+        .build()
+        .map_err(|e| StepError::abort(format!("DescribeInstanceInformation filter: {e}")))?;
+    let mut all = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ssm
+            .describe_instance_information()
+            .filters(filter.clone())
+            .max_results(DESCRIBE_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeInstanceInformation", &e))?;
+        for info in page.instance_information_list() {
+            let Some(id) = info.instance_id() else {
+                continue;
+            };
+            let ping = info.ping_status().map_or("", |p| p.as_str()).to_string();
+            all.push(ManagedServer {
+                id: id.to_string(),
+                online: ping == "Online",
+                ping,
+            });
+        }
+        token = page
+            .next_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all.dedup_by(|a, b| a.id == b.id);
+    Ok(all)
 }
 
 /// The install document's hash, described once per worker and document and kept until a
@@ -194,6 +256,24 @@ pub fn valid_max_concurrency(v: &str) -> bool {
     count_or_percent(v, 1)
 }
 
+/// What a valid `MaxConcurrency` or `MaxErrors` value comes to for `fleet` servers: a
+/// count as it is, a percentage of the fleet rounded down, or up when `round_up`.
+pub(crate) fn of_fleet(v: &str, fleet: u32, round_up: bool) -> u32 {
+    match v.strip_suffix('%') {
+        Some(p) => {
+            let p = u64::from(p.parse::<u32>().unwrap_or(0).min(100));
+            let share = u64::from(fleet) * p;
+            let n = if round_up {
+                share.div_ceil(100)
+            } else {
+                share / 100
+            };
+            n as u32
+        }
+        None => v.parse().unwrap_or(0),
+    }
+}
+
 fn count_or_percent(v: &str, min: u64) -> bool {
     let (digits, percent) = match v.strip_suffix('%') {
         Some(d) => (d, true),
@@ -215,8 +295,6 @@ pub(crate) struct CommandInfo {
     pub(crate) status: InstanceStatus,
     /// How many servers it targets.
     pub(crate) target_count: u32,
-    /// The servers it names; empty when SSM names none (tag targets on AWS).
-    pub(crate) instance_ids: Vec<String>,
 }
 
 /// How the command went on one server.
@@ -227,19 +305,8 @@ pub(crate) struct Invocation {
     pub(crate) detail: Option<String>,
     /// Standard output (all plugins' output, from ListCommandInvocations).
     pub(crate) stdout: String,
-    /// Standard error (empty from ListCommandInvocations).
+    /// Standard error (what AWS puts after its error separator in the plugins' output).
     pub(crate) stderr: String,
-}
-
-impl Invocation {
-    fn pending() -> Self {
-        Invocation {
-            status: InstanceStatus::Pending,
-            detail: None,
-            stdout: String::new(),
-            stderr: String::new(),
-        }
-    }
 }
 
 /// Sends `cmd`; returns the command id.
@@ -247,18 +314,14 @@ pub(crate) async fn send(ssm: &aws_sdk_ssm::Client, cmd: Command<'_>) -> Result<
     let mut send = ssm
         .send_command()
         .document_name(cmd.document)
-        .targets(
-            Target::builder()
-                .key(format!("tag:{}", cmd.tag_key))
-                .values(cmd.tag_value)
-                .build(),
-        )
+        .set_instance_ids(Some(cmd.instance_ids.to_vec()))
         .comment(cmd.comment)
         .document_hash(cmd.document_hash)
         .document_hash_type(DocumentHashType::Sha256)
         .timeout_seconds(cmd.timeout_seconds)
         .max_errors(cmd.max_errors)
-        .max_concurrency(cmd.max_concurrency);
+        // The batch is the unit of concurrency: every server of it at once.
+        .max_concurrency("100%");
     for (name, value) in cmd.parameters {
         send = send.parameters(name, vec![value]);
     }
@@ -333,79 +396,70 @@ pub(crate) async fn describe(
             .status()
             .map_or(InstanceStatus::Pending, |s| s.as_str().into()),
         target_count: cmd.target_count().max(0) as u32,
-        instance_ids: cmd.instance_ids().to_vec(),
     }))
 }
 
-/// How the command went on each server that has an invocation (ListCommandInvocations,
-/// with the plugins' output).
+/// Page size of `ListCommandInvocations` (its maximum).
+const INVOCATIONS_PAGE: i32 = 50;
+
+/// The line AWS puts between a plugin's standard output and its standard error in the
+/// `Output` of `ListCommandInvocations`.
+const ERROR_SEPARATOR: &str = "----------ERROR-------";
+
+/// Splits a plugin's `Output` into standard output and standard error.
+fn split_output(output: &str) -> (&str, &str) {
+    match output.split_once(ERROR_SEPARATOR) {
+        Some((out, err)) => (out, err),
+        None => (output, ""),
+    }
+}
+
+/// How the command went on each server that has an invocation, every page of
+/// `ListCommandInvocations` read (with the plugins' output).
 pub(crate) async fn invocations(
     ssm: &aws_sdk_ssm::Client,
     command_id: &str,
 ) -> Result<Vec<(String, Invocation)>, StepError> {
-    let out = ssm
-        .list_command_invocations()
-        .command_id(command_id)
-        .details(true)
-        .send()
-        .await
-        .map_err(|e| classify("ListCommandInvocations", &e))?;
-    Ok(out
-        .command_invocations()
-        .iter()
-        .filter_map(|inv| {
-            let id = inv.instance_id()?;
-            let stdout = inv
-                .command_plugins()
-                .iter()
-                .filter_map(|p| p.output())
-                .collect::<Vec<_>>()
-                .join("\n");
+    let mut all = Vec::new();
+    let mut token = None;
+    loop {
+        let out = ssm
+            .list_command_invocations()
+            .command_id(command_id)
+            .details(true)
+            .max_results(INVOCATIONS_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("ListCommandInvocations", &e))?;
+        for inv in out.command_invocations() {
+            let Some(id) = inv.instance_id() else {
+                continue;
+            };
+            let mut stdout = Vec::new();
+            let mut stderr = Vec::new();
+            for p in inv.command_plugins() {
+                let (o, e) = split_output(p.output().unwrap_or_default());
+                stdout.push(o);
+                stderr.push(e);
+            }
             let invocation = Invocation {
                 status: inv
                     .status()
                     .map_or(InstanceStatus::Pending, |x| x.as_str().into()),
                 detail: inv.status_details().map(str::to_string),
-                stdout,
-                stderr: String::new(),
+                stdout: stdout.join("\n"),
+                stderr: stderr.join("\n"),
             };
-            Some((id.to_string(), invocation))
-        })
-        .collect())
-}
-
-/// How the command went on server `instance_id` (GetCommandInvocation); pending while SSM
-/// has no invocation for it yet.
-pub(crate) async fn invocation(
-    ssm: &aws_sdk_ssm::Client,
-    command_id: &str,
-    instance_id: &str,
-) -> Result<Invocation, StepError> {
-    let got = ssm
-        .get_command_invocation()
-        .command_id(command_id)
-        .instance_id(instance_id)
-        .send()
-        .await;
-    match got {
-        Ok(inv) => Ok(Invocation {
-            status: inv
-                .status()
-                .map_or(InstanceStatus::Pending, |x| x.as_str().into()),
-            detail: inv.status_details().map(str::to_string),
-            stdout: inv
-                .standard_output_content()
-                .unwrap_or_default()
-                .to_string(),
-            stderr: inv.standard_error_content().unwrap_or_default().to_string(),
-        }),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_invocation_does_not_exist()) =>
-        {
-            Ok(Invocation::pending())
+            all.push((id.to_string(), invocation));
         }
-        Err(e) => Err(classify("GetCommandInvocation", &e)),
+        token = out
+            .next_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if token.is_none() {
+            return Ok(all);
+        }
     }
 }
 
@@ -472,6 +526,25 @@ mod tests {
         }
         assert!(!valid_max_concurrency("0"));
         assert!(!valid_max_concurrency("0%"));
+    }
+
+    #[test]
+    fn plugin_output_splits_at_the_aws_error_separator() {
+        let out = "CERTFLOW_INSTALLED_SERIAL=0A\n\n----------ERROR-------\ncertflow-install: bad\n";
+        let (o, e) = split_output(out);
+        assert!(o.contains("CERTFLOW_INSTALLED_SERIAL=0A"));
+        assert_eq!(e.trim(), "certflow-install: bad");
+        assert_eq!(split_output("only out"), ("only out", ""));
+    }
+
+    #[test]
+    fn limits_resolve_against_the_fleet() {
+        assert_eq!(of_fleet("10%", 1000, true), 100);
+        assert_eq!(of_fleet("10%", 5, true), 1);
+        assert_eq!(of_fleet("10%", 5, false), 0);
+        assert_eq!(of_fleet("3", 1000, true), 3);
+        assert_eq!(of_fleet("0", 1000, false), 0);
+        assert_eq!(of_fleet("100%", 7, false), 7);
     }
 
     #[test]

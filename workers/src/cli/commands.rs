@@ -237,6 +237,18 @@ pub(crate) struct SubmitArgs {
     /// Idempotency key: the same id twice makes one job.
     #[arg(long)]
     pub(crate) request_id: Option<String>,
+    /// Servers that install first, alone, before any other is sent the command (default:
+    /// the deployment's CERTFLOW_INSTALL_CANARY, 1).
+    #[arg(long, value_name = "N")]
+    pub(crate) canary: Option<u32>,
+    /// Servers per batch after the canary: a count or a percentage of the servers (default:
+    /// the deployment's CERTFLOW_INSTALL_MAX_CONCURRENCY).
+    #[arg(long, value_name = "N|P%")]
+    pub(crate) max_concurrency: Option<String>,
+    /// Failed servers tolerated before the rollout stops: a count or a percentage (default:
+    /// the deployment's CERTFLOW_INSTALL_MAX_ERRORS, 0).
+    #[arg(long, value_name = "N|P%")]
+    pub(crate) max_errors: Option<String>,
     /// Follow the job, showing each step; exit 0 only if it SUCCEEDED.
     #[arg(long)]
     pub(crate) wait: bool,

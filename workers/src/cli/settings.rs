@@ -146,7 +146,18 @@ pub(crate) struct ExportArgs {
     /// Service to reload on the servers after installing (e.g. nginx).
     #[arg(long, env = "CERTFLOW_RELOAD_SERVICE", global = true)]
     pub(crate) reload_service: Option<String>,
-    /// Servers that install at once (SSM MaxConcurrency: a count, or a percentage).
+    /// Servers that install first, alone; every other server is sent the install only
+    /// once they all succeeded (0: no canary). A request's Canary overrides it.
+    #[arg(
+        long,
+        env = "CERTFLOW_INSTALL_CANARY",
+        default_value_t = workflows::export_certificate::DEFAULT_CANARY,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(workflows::export_certificate::request::MAX_CANARY)),
+        global = true
+    )]
+    pub(crate) install_canary: u32,
+    /// Servers per batch after the canary (a count, or a percentage of the servers; at
+    /// most 50, one SSM command). A request's MaxConcurrency overrides it.
     #[arg(
         long,
         env = "CERTFLOW_INSTALL_MAX_CONCURRENCY",
@@ -155,8 +166,8 @@ pub(crate) struct ExportArgs {
         global = true
     )]
     pub(crate) install_max_concurrency: String,
-    /// Failed servers after which SSM sends the install to no more servers (SSM
-    /// MaxErrors: a count, or a percentage; 0 stops at the first failure).
+    /// Failed servers tolerated before the rollout stops (a count, or a percentage of the
+    /// servers; 0 stops at the first failure). A request's MaxErrors overrides it.
     #[arg(
         long,
         env = "CERTFLOW_INSTALL_MAX_ERRORS",
@@ -165,6 +176,15 @@ pub(crate) struct ExportArgs {
         global = true
     )]
     pub(crate) install_max_errors: String,
+    /// After the reload, check that each server serves the new certificate on this local
+    /// port (install document's VerifyPort); a server still serving another serial is
+    /// rolled back and fails.
+    #[arg(long, env = "CERTFLOW_VERIFY_PORT", value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub(crate) verify_port: Option<u16>,
+    /// The name (SNI) the check asks the server for (default: the certificate's domain
+    /// name, without a leading `*.`).
+    #[arg(long, env = "CERTFLOW_VERIFY_NAME", global = true)]
+    pub(crate) verify_name: Option<String>,
 }
 
 /// A parser for an SSM limit (`MaxConcurrency`, `MaxErrors`) that `valid` accepts.

@@ -113,6 +113,7 @@ pub(super) async fn check(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState)
     )
     .map_err(StepError::abort)?;
     s.serial = cert.serial().map(str::to_string);
+    s.domain_name = cert.domain_name().map(str::to_string);
     s.not_after = cert
         .not_after()
         .and_then(|t| t.to_millis().ok())

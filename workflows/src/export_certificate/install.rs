@@ -1,15 +1,17 @@
-//! `install`: sends the install document to every server carrying the target tag, with the
-//! secret's *name* as parameter (the servers fetch the secret themselves). The command is
-//! pinned to the document's SHA-256 hash, and sent with `MaxErrors` and `MaxConcurrency`
-//! from the settings (default: stop at the first failed server, a tenth of the servers at
-//! a time). The command's comment names the job: a retry first looks for the command an
-//! earlier attempt sent and adopts it, so that a job sends at most one command.
+//! `install`: plans the staged rollout once (the servers carrying the target tag, resolved
+//! by the worker, in id order, canary first; see [`super::rollout`]), then sends the
+//! install document to the current batch, by instance id, with the secret's *name* as
+//! parameter (the servers fetch the secret themselves). The command is pinned to the
+//! document's SHA-256 hash. Its comment names the job and the batch: a retry first looks
+//! for the command an earlier attempt sent and adopts it, so that a batch is sent at most
+//! one command.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::{Outcome, StepContext};
+use engine::{Groups, Outcome, StepContext, StepError};
 
+use super::rollout::{self, ServerResult, PENDING, SERVERS};
 use super::{Deps, ExportState, StepResult};
 use crate::ssm::{self, DocumentHashes};
 
@@ -19,13 +21,15 @@ const COMMAND_TIMEOUT_SECONDS: i32 = 600;
 /// How far before the job's creation a retry looks for a command it sent (clock skew).
 const FIND_SLACK_MS: i64 = 60_000;
 
-/// The comment of the job's install command: how a retry recognises it.
-fn comment(ctx: &StepContext) -> String {
-    format!("certflow job {}", ctx.job_id())
+/// How long after a send the first look at the batch comes.
+pub(super) const FIRST_LOOK: Duration = Duration::from_secs(2);
+
+/// The comment of the install command of batch `batch`: how a retry recognises it.
+fn comment(ctx: &StepContext, batch: u32) -> String {
+    format!("certflow job {} batch {batch}", ctx.job_id())
 }
 
-/// `install`: send the install document to the tag target, secret names only. A retry
-/// first looks for the command an earlier attempt may have sent, and adopts it.
+/// `install`: plan the rollout if it is not planned yet, then send the current batch.
 pub(super) async fn install(
     deps: Arc<Deps>,
     hashes: Arc<DocumentHashes>,
@@ -35,32 +39,51 @@ pub(super) async fn install(
     if s.command_id.is_some() {
         return Ok(Outcome::next("wait", s));
     }
-    let comment = comment(&ctx);
-    let cfg = &deps.config;
-    if ctx.attempt() > 1 {
-        let since = ctx.created_at() - FIND_SLACK_MS;
-        if let Some(found) =
-            ssm::find(&deps.clients.ssm, &cfg.document_name, since, &comment).await?
-        {
-            s.command_id = Some(found.clone());
-            s.command_sent_at = Some(ctx.now());
-            return Ok(
-                Outcome::next_after("wait", s, Duration::from_secs(2)).with_note(format!(
-                    "adopted command {found} sent by an earlier attempt"
-                )),
-            );
-        }
-    }
-    let Some(secret) = &s.secret else {
+    let Some(secret) = s.secret.clone() else {
         // A job exported before one secret held passphrase and bundle (its state names the
         // two old secrets): export again, into the target's secret, then install that.
         return Ok(Outcome::next("export", s)
             .with_note("re-exporting into the one-secret-per-target layout"));
     };
-    let r = &s.request;
+    let cfg = &deps.config;
+    let mut notes = Vec::new();
+    if s.rollout.is_none() {
+        notes.push(plan(&deps, &ctx, &mut s).await?);
+    }
+    let Some(r) = s.rollout.as_mut() else {
+        return Err(StepError::abort("install: no rollout after planning"));
+    };
+    let batch = r.batch;
+    let comment = comment(&ctx, batch);
+    if ctx.attempt() > 1 {
+        let since = ctx.created_at() - FIND_SLACK_MS;
+        if let Some(found) =
+            ssm::find(&deps.clients.ssm, &cfg.document_name, since, &comment).await?
+        {
+            let members = batch_members(&ctx, batch).await?;
+            r.batch_servers = members.len() as u32;
+            s.command_id = Some(found.clone());
+            s.command_sent_at = Some(ctx.now());
+            return Ok(
+                Outcome::next_after("wait", s, FIRST_LOOK).with_note(format!(
+                    "adopted command {found} sent by an earlier attempt"
+                )),
+            );
+        }
+    }
+    let members = batch_members(&ctx, batch).await?;
+    r.batch_servers = members.len() as u32;
+    if members.is_empty() {
+        // Nothing left to send in this batch (its servers are all done): let `wait` move on.
+        s.wait_polls = 0;
+        return Ok(Outcome::next("wait", s));
+    }
+    let batch_name = r.batch_name(batch);
+    let budget = r.max_errors.saturating_sub(r.failed);
+    let req = &s.request;
     let mut parameters = vec![
-        ("CertName", r.cert_name.clone()),
-        ("SecretId", secret.clone()),
+        ("CertName", req.cert_name.clone()),
+        ("SecretId", secret),
         ("Region", cfg.region.clone()),
     ];
     for (name, v) in [
@@ -72,16 +95,20 @@ pub(super) async fn install(
             parameters.push((name, v.clone()));
         }
     }
+    if let Some(port) = cfg.verify_port {
+        parameters.push(("VerifyPort", port.to_string()));
+        if let Some(name) = s.verify_name(cfg) {
+            parameters.push(("VerifyName", name));
+        }
+    }
     let hash = hashes.get(&deps.clients.ssm, &cfg.document_name).await?;
     let command = ssm::Command {
         document: &cfg.document_name,
-        tag_key: &r.target_tag_key,
-        tag_value: &r.target_tag_value,
+        instance_ids: &members,
         parameters,
         comment: &comment,
         timeout_seconds: COMMAND_TIMEOUT_SECONDS,
-        max_errors: &cfg.install_max_errors,
-        max_concurrency: &cfg.install_max_concurrency,
+        max_errors: budget.to_string(),
         document_hash: &hash,
     };
     let id = match ssm::send(&deps.clients.ssm, command).await {
@@ -92,14 +119,88 @@ pub(super) async fn install(
             return Err(e);
         }
     };
-    let note = format!(
-        "sent command {id} to tag {} (document hash {}, MaxConcurrency {}, MaxErrors {})",
-        r.target(),
+    notes.push(format!(
+        "sent command {id} to {batch_name}: {} server(s), {} (document hash {})",
+        members.len(),
+        shown(&members),
         hash.get(..12).unwrap_or(&hash),
-        cfg.install_max_concurrency,
-        cfg.install_max_errors
-    );
+    ));
     s.command_id = Some(id);
     s.command_sent_at = Some(ctx.now());
-    Ok(Outcome::next_after("wait", s, Duration::from_secs(2)).with_note(note))
+    s.wait_polls = 0;
+    Ok(Outcome::next_after("wait", s, FIRST_LOOK).with_note(notes.join("; ")))
+}
+
+/// Resolves the servers carrying the target tag and writes the plan: one entry per server.
+async fn plan(deps: &Deps, ctx: &StepContext, s: &mut ExportState) -> Result<String, StepError> {
+    let req = &s.request;
+    let servers = ssm::servers(
+        &deps.clients.ssm,
+        &req.target_tag_key,
+        &req.target_tag_value,
+    )
+    .await?;
+    if servers.is_empty() {
+        return Err(StepError::abort(format!(
+            "no managed instance carries tag {} (SSM DescribeInstanceInformation lists none)",
+            req.target()
+        )));
+    }
+    let staging = s.staging(&deps.config);
+    let (rollout, entries) = rollout::plan(&servers, &staging);
+    if rollout.servers == 0 {
+        let down: Vec<String> = servers
+            .iter()
+            .map(|x| format!("{} {}", x.id, x.ping))
+            .collect();
+        return Err(StepError::abort(format!(
+            "none of the {} managed instance(s) carrying tag {} is online: {}",
+            servers.len(),
+            req.target(),
+            shown(&down)
+        )));
+    }
+    ctx.put_entries(SERVERS, &entries).await?;
+    let note = format!(
+        "planned {} server(s) carrying {}: canary {}, then {} batch(es) of up to {}, MaxErrors {}{}",
+        rollout.servers,
+        req.target(),
+        rollout.canary,
+        rollout.batches - u32::from(rollout.canary > 0),
+        rollout.batch_size,
+        rollout.max_errors,
+        if rollout.offline > 0 {
+            format!("; {} offline, not sent", rollout.offline)
+        } else {
+            String::new()
+        }
+    );
+    s.rollout = Some(rollout);
+    Ok(note)
+}
+
+/// The servers of batch `batch` that have not finished.
+async fn batch_members(ctx: &StepContext, batch: u32) -> Result<Vec<String>, StepError> {
+    Ok(ctx
+        .entries(SERVERS, &Groups::Only(vec![PENDING.to_string()]))
+        .await?
+        .iter()
+        .filter(|e| ServerResult::of(e).batch == batch)
+        .map(|e| e.key.clone())
+        .collect())
+}
+
+/// The first few of `items`, and how many more.
+pub(super) fn shown(items: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    text
 }

@@ -6,8 +6,10 @@
 //!    allows the target (pending validation: poll);
 //! 2. `export` — passphrase and bundle into the target's secret in Secrets Manager;
 //! 3. `inventory` — the inventory row of this target and certificate;
-//! 4. `install` — the install command to the servers carrying the tag;
-//! 5. `wait` — each server's result, and the outcome on the inventory row.
+//! 4. `install` — plans the staged rollout (the servers carrying the tag, canary first,
+//!    then batches; see [`rollout`]) and sends the install command to the next batch;
+//! 5. `wait` — each server's result of that batch, kept as an entry beside the record;
+//!    then the next batch, or the outcome on the inventory row.
 //!
 //! Secret material lives only in Secrets Manager: the job's state holds secret *names*,
 //! the SSM command carries secret names, and the servers fetch the secrets themselves.
@@ -17,6 +19,7 @@ mod export;
 mod install;
 mod inventory;
 pub mod request;
+pub mod rollout;
 mod state;
 pub mod trust;
 mod wait;
@@ -28,6 +31,7 @@ use engine::{JobId, Outcome, StepError, StepPolicy, Workflow};
 
 pub use crate::ssm::{valid_max_concurrency, valid_max_errors, InstanceStatus};
 pub use request::{ExportRequest, InvalidRequest};
+pub use rollout::{Rollout, ServerResult, Staging};
 pub use state::{ExportState, InstanceResult};
 
 use crate::aws::Clients;
@@ -61,21 +65,30 @@ pub struct ExportConfig {
     pub key_dir: Option<String>,
     /// Service the install document reloads after writing the files.
     pub reload_service: Option<String>,
-    /// The install command's `MaxConcurrency`: how many servers install at once.
+    /// Servers per batch after the canary: a count, or a percentage of the servers (at
+    /// most [`crate::ssm::MAX_INSTANCE_IDS`], one command per batch).
     pub install_max_concurrency: String,
-    /// The install command's `MaxErrors`: failed servers after which SSM stops sending it.
+    /// Failed servers tolerated before the rollout stops: a count, or a percentage.
     pub install_max_errors: String,
+    /// Servers that install first, alone (0: no canary).
+    pub install_canary: u32,
+    /// When set, the install document checks that each server serves the new certificate
+    /// on this local port after the reload (`VerifyPort`).
+    pub verify_port: Option<u16>,
+    /// The name (SNI) asked for by that check (default: the certificate's domain name,
+    /// without a leading `*.`).
+    pub verify_name: Option<String>,
 }
 
-/// Default `MaxConcurrency` of the install command: a tenth of the servers at a time (at
-/// least one), so that with [`DEFAULT_INSTALL_MAX_ERRORS`] a bad certificate or document
-/// reaches about a tenth of a fleet before SSM stops, while a fleet of 100 still installs
-/// in ten rounds of a few seconds each.
+/// Default batch size after the canary: a tenth of the servers (at least one, at most
+/// 50), so that a fleet of 100 installs in ten batches of a few seconds each, and a
+/// failure that the canary did not show reaches at most a tenth of the fleet.
 pub const DEFAULT_INSTALL_MAX_CONCURRENCY: &str = "10%";
 
-/// Default `MaxErrors` of the install command: the first failed server stops the command
-/// from being sent to more servers (those already running finish).
+/// Default failures tolerated: none; the first failed server stops the rollout.
 pub const DEFAULT_INSTALL_MAX_ERRORS: &str = "0";
+
+pub use rollout::DEFAULT_CANARY;
 
 impl ExportConfig {
     /// Defaults for `region`.
@@ -93,6 +106,9 @@ impl ExportConfig {
             reload_service: None,
             install_max_concurrency: DEFAULT_INSTALL_MAX_CONCURRENCY.into(),
             install_max_errors: DEFAULT_INSTALL_MAX_ERRORS.into(),
+            install_canary: DEFAULT_CANARY,
+            verify_port: None,
+            verify_name: None,
         }
     }
 }
@@ -201,6 +217,7 @@ mod tests {
             target_tag_key: "Environment".into(),
             target_tag_value: "prod".into(),
             request_id: request_id.map(str::to_string),
+            ..ExportRequest::default()
         }
     }
 

@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The reference solution's payload, unchanged, plus an optional idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The reference solution's payload, unchanged, plus an optional idempotency key and
+/// optional overrides of the deployment's staged rollout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportRequest {
     /// `arn:<partition>:acm:<region>:<account>:certificate/<id>`.
     #[serde(rename = "CertificateArn")]
@@ -21,7 +22,23 @@ pub struct ExportRequest {
     /// Idempotency key: the same RequestId twice makes one job.
     #[serde(rename = "RequestId", default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Overrides the deployment's canary: how many servers install first, alone.
+    #[serde(rename = "Canary", default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<u32>,
+    /// Overrides the deployment's batch size: a count, or a percentage of the servers.
+    #[serde(
+        rename = "MaxConcurrency",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_concurrency: Option<String>,
+    /// Overrides the deployment's failures tolerated: a count, or a percentage.
+    #[serde(rename = "MaxErrors", default, skip_serializing_if = "Option::is_none")]
+    pub max_errors: Option<String>,
 }
+
+/// The largest canary a request may ask for (one SSM command's worth of servers).
+pub const MAX_CANARY: u32 = crate::ssm::MAX_INSTANCE_IDS as u32;
 
 /// A field of the request that is not acceptable, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,6 +208,28 @@ impl ExportRequest {
                 return Err(invalid("RequestId", "must be 1–128 printable characters"));
             }
         }
+        if self.canary.is_some_and(|c| c > MAX_CANARY) {
+            return Err(invalid(
+                "Canary",
+                format!("must be 0 to {MAX_CANARY} servers"),
+            ));
+        }
+        if let Some(v) = &self.max_concurrency {
+            if !crate::ssm::valid_max_concurrency(v) {
+                return Err(invalid(
+                    "MaxConcurrency",
+                    format!("{v:?} is not a count from 1 or a percentage 1%–100%"),
+                ));
+            }
+        }
+        if let Some(v) = &self.max_errors {
+            if !crate::ssm::valid_max_errors(v) {
+                return Err(invalid(
+                    "MaxErrors",
+                    format!("{v:?} is not a count from 0 or a percentage 0%–100%"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -210,8 +249,47 @@ mod tests {
             cert_name: name.into(),
             target_tag_key: key.into(),
             target_tag_value: value.into(),
-            request_id: None,
+            ..ExportRequest::default()
         }
+    }
+
+    #[test]
+    fn rollout_overrides_are_checked_and_absent_ones_leave_the_request_as_it_was() {
+        let mut r = req(ARN, "web", "k", "v");
+        let plain = serde_json::to_value(&r).unwrap();
+        assert!(
+            plain.get("Canary").is_none(),
+            "digests of older requests stay"
+        );
+        r.canary = Some(2);
+        r.max_concurrency = Some("25%".into());
+        r.max_errors = Some("1".into());
+        assert_eq!(r.validate(), Ok(()));
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""Canary":2"#) && text.contains(r#""MaxConcurrency":"25%""#));
+        for (field, bad) in [
+            (
+                "MaxConcurrency",
+                req_with(|r| r.max_concurrency = Some("0".into())),
+            ),
+            (
+                "MaxConcurrency",
+                req_with(|r| r.max_concurrency = Some("10 %".into())),
+            ),
+            (
+                "MaxErrors",
+                req_with(|r| r.max_errors = Some("101%".into())),
+            ),
+            ("Canary", req_with(|r| r.canary = Some(MAX_CANARY + 1))),
+        ] {
+            assert_eq!(bad.validate().unwrap_err().field, field);
+        }
+    }
+
+    fn req_with(f: impl FnOnce(&mut ExportRequest)) -> ExportRequest {
+        let mut r = req(ARN, "web", "k", "v");
+        f(&mut r);
+        r
     }
 
     const ARN: &str =

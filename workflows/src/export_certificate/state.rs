@@ -1,11 +1,13 @@
-//! The durable state of an export job (the job's `Data`) and the per-server install
-//! results it carries. What is serialized here is what `certflow jobs show` prints and what
+//! The durable state of an export job (the job's `Data`): the request, what `check` and
+//! `export` learnt, and where the rollout stands (counts; each server's result is an
+//! entry beside the record). What is serialized here is what `certflow jobs show` prints and what
 //! older jobs hold, so every field name and status string is part of the contract.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::rollout::{Rollout, Staging};
 use super::ExportRequest;
 use crate::ssm::InstanceStatus;
 
@@ -57,9 +59,16 @@ pub struct ExportState {
     /// Servers the command targeted, as SSM counted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_count: Option<u32>,
-    /// Per-server results.
-    #[serde(default)]
+    /// Per-server results of jobs from before staged rollouts (read only: results are
+    /// now entries beside the record, see [`super::rollout`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub instances: BTreeMap<String, InstanceResult>,
+    /// The certificate's domain name (the default name a verification asks for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_name: Option<String>,
+    /// Where the staged rollout stands: counts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 impl ExportState {
@@ -78,7 +87,35 @@ impl ExportState {
             wait_polls: 0,
             target_count: None,
             instances: BTreeMap::new(),
+            domain_name: None,
+            rollout: None,
         }
+    }
+
+    /// How this job's rollout is staged: the request's overrides, else the deployment's.
+    pub fn staging(&self, config: &super::ExportConfig) -> Staging {
+        let r = &self.request;
+        Staging {
+            canary: r.canary.unwrap_or(config.install_canary),
+            max_concurrency: r
+                .max_concurrency
+                .clone()
+                .unwrap_or_else(|| config.install_max_concurrency.clone()),
+            max_errors: r
+                .max_errors
+                .clone()
+                .unwrap_or_else(|| config.install_max_errors.clone()),
+        }
+    }
+
+    /// The name a verification asks the server for: the deployment's, else the
+    /// certificate's domain name without a leading `*.`.
+    pub fn verify_name(&self, config: &super::ExportConfig) -> Option<String> {
+        config.verify_name.clone().or_else(|| {
+            self.domain_name
+                .as_deref()
+                .map(|d| d.strip_prefix("*.").unwrap_or(d).to_string())
+        })
     }
 }
 

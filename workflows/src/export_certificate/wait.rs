@@ -1,126 +1,236 @@
-//! `wait`, the last step of an export: polls the install command until every server has
-//! answered, records each server's result (and the serial it reports installing) in the
-//! job's state, and the outcome on the inventory row. Zero matching servers, any failure,
-//! or the install timeout fails the job with the servers named; on a timeout, and when the
-//! job is cancelled or runs past its deadline during this step, the command is cancelled.
+//! `wait`, after each batch's send: reads how the batch went on each server
+//! (`ListCommandInvocations`, every page) until all have answered, and writes each
+//! server's result (with the serial it installed and, when verification is on, the serial
+//! it serves) as an entry beside the record. Then, by [`super::rollout`]'s rules: the job
+//! fails when more servers failed than `MaxErrors` allows, naming them; else the next
+//! batch is sent; after the last one, servers that joined the tag meanwhile get one more
+//! batch; and the outcome goes on the inventory row. A batch not done within the install
+//! timeout is cancelled and fails the job, and so does a cancel or the deadline during
+//! this step.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::clock::rfc3339;
-use engine::{Outcome, StepContext, StepError, StopReason};
+use engine::{Groups, Outcome, StepContext, StepError, StopReason};
 
+use super::install::shown;
+use super::rollout::{Rollout, ServerResult, MAX_SWEEPS, OFFLINE, SERVERS};
 use super::{Deps, ExportState, StepResult};
 use crate::inventory::{self, InstallEnd};
 use crate::ssm::{self, InstanceStatus, Invocation};
 
-/// The line the install document prints for the engine.
+/// The line the install document prints with the serial it installed.
 const SERIAL_MARKER: &str = "CERTFLOW_INSTALLED_SERIAL=";
 
-/// How long a command may report no target before the job fails (SSM resolves tag
-/// targets a little after the send).
-const NO_TARGET_GRACE: Duration = Duration::from_secs(120);
+/// The line the install document prints with the serial the server serves (verification).
+const SERVED_MARKER: &str = "CERTFLOW_SERVED_SERIAL=";
 
-/// `wait`: poll the command until every server answered; zero targets, any failure, or the
-/// install timeout fails the job with the servers named.
+/// How long a command may report fewer invocations than servers before the missing ones
+/// count as lost (SSM lists invocations a little after the send).
+const LISTING_GRACE: Duration = Duration::from_secs(120);
+
+/// `wait`: the current batch's results, then the next batch or the end.
 pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) -> StepResult {
-    let Some(command_id) = s.command_id.clone() else {
+    let mut r = match s.rollout.clone() {
+        Some(r) => r,
+        None => legacy_rollout(&deps, &s).await?,
+    };
+    let client = &deps.clients.ssm;
+    if let Some(command_id) = s.command_id.clone() {
+        let sent_at = s.command_sent_at.unwrap_or(ctx.now());
+        let elapsed = Duration::from_millis((ctx.now() - sent_at).max(0) as u64);
+        let invocations = ssm::invocations(client, &command_id).await?;
+        let finished = invocations
+            .iter()
+            .filter(|(_, inv)| inv.status.is_final())
+            .count();
+        let expected = (r.batch_servers as usize).max(1);
+        if finished < expected {
+            if elapsed >= deps.config.install_timeout {
+                return timed_out(&deps, &ctx, s, r, &command_id, invocations).await;
+            }
+            if invocations.is_empty() && r.batch_servers == 0 && elapsed > LISTING_GRACE {
+                return Err(StepError::abort(format!(
+                    "no managed instance matches tag {}",
+                    s.request.target()
+                )));
+            }
+            let delay =
+                Duration::from_millis((2_000.0 * 1.5f64.powi(s.wait_polls.min(10) as i32)) as u64)
+                    .min(Duration::from_secs(15));
+            s.wait_polls += 1;
+            return Ok(Outcome::poll(s, delay));
+        }
+        let mut entries = Vec::with_capacity(invocations.len());
+        for (id, inv) in invocations {
+            let result = result(r.batch, &command_id, inv);
+            r.count(&id, &result);
+            entries.push(result.entry(&id));
+        }
+        ctx.put_entries(SERVERS, &entries).await?;
+        s.command_id = None;
+        s.command_sent_at = None;
+        s.wait_polls = 0;
+    }
+    let batch_name = r.batch_name(r.batch);
+    if r.stopped() {
+        let reason = format!(
+            "rollout stopped at {batch_name}: {} server(s) failed, MaxErrors {}: {}; {} server(s) not reached keep their certificate",
+            r.failed,
+            r.max_errors,
+            r.first_failures.join("; "),
+            r.not_reached()
+        );
+        s.rollout = Some(r);
+        // The job fails either way; the row only says so when the table lets it.
+        let _ = set_row(&deps, &s, InstallEnd::Failed).await;
+        return Ok(Outcome::fail(s, reason));
+    }
+    if !r.is_last_batch() {
+        let note = format!(
+            "{batch_name} done: {} of {} server(s) installed so far",
+            r.succeeded, r.servers
+        );
+        r.batch += 1;
+        s.rollout = Some(r);
+        return Ok(Outcome::next("install", s).with_note(note));
+    }
+    if r.sweeps < MAX_SWEEPS && s.rollout.is_some() {
+        r.sweeps += 1;
+        let joined = late_joiners(&deps, &ctx, &s, &mut r).await?;
+        if !joined.is_empty() {
+            let ids: Vec<String> = joined.iter().map(|j| j.id.clone()).collect();
+            let entries = r.add_late(&joined);
+            ctx.put_entries(SERVERS, &entries).await?;
+            let note = format!(
+                "{} server(s) joined {} during the rollout: {}; sending them batch {}",
+                ids.len(),
+                s.request.target(),
+                shown(&ids),
+                r.batches
+            );
+            r.batch += 1;
+            s.rollout = Some(r);
+            return Ok(Outcome::next("install", s).with_note(note));
+        }
+    }
+    let end = InstallEnd::Installed {
+        date: rfc3339(ctx.now()),
+        instances: u64::from(r.succeeded),
+        verified: u64::from(r.verified),
+    };
+    set_row(&deps, &s, end).await?;
+    let mut note = format!(
+        "installed on {} server(s) in {} batch(es)",
+        r.succeeded, r.batches
+    );
+    if deps.config.verify_port.is_some() {
+        note.push_str(&format!("; {} verified serving the new serial", r.verified));
+    }
+    if r.offline > 0 {
+        note.push_str(&format!(
+            "; {} server(s) offline when planned were not sent the install (`certflow jobs show {} --servers offline`)",
+            r.offline,
+            ctx.job_id()
+        ));
+    }
+    s.rollout = Some(r);
+    Ok(Outcome::succeed(s).with_note(note))
+}
+
+/// The servers carrying the tag now that are online and not in the plan (or were
+/// offline when planned); the plan's offline count is brought up to date.
+async fn late_joiners(
+    deps: &Deps,
+    ctx: &StepContext,
+    s: &ExportState,
+    r: &mut Rollout,
+) -> Result<Vec<ssm::ManagedServer>, StepError> {
+    let req = &s.request;
+    let now = ssm::servers(
+        &deps.clients.ssm,
+        &req.target_tag_key,
+        &req.target_tag_value,
+    )
+    .await?;
+    let known: HashMap<String, String> = ctx
+        .entries(SERVERS, &Groups::All)
+        .await?
+        .into_iter()
+        .map(|e| (e.key, e.group))
+        .collect();
+    let joined: Vec<ssm::ManagedServer> = now
+        .into_iter()
+        .filter(|x| x.online && known.get(&x.id).is_none_or(|g| g == OFFLINE))
+        .collect();
+    let back_online = joined.iter().filter(|j| known.contains_key(&j.id)).count() as u32;
+    r.offline = r.offline.saturating_sub(back_online);
+    Ok(joined)
+}
+
+/// The batch did not finish in time: cancel it, record what is known, fail naming the
+/// servers still running.
+async fn timed_out(
+    deps: &Deps,
+    ctx: &StepContext,
+    mut s: ExportState,
+    mut r: Rollout,
+    command_id: &str,
+    invocations: Vec<(String, Invocation)>,
+) -> StepResult {
+    let note = ssm::cancel(&deps.clients.ssm, command_id).await;
+    let mut pending = Vec::new();
+    let mut entries = Vec::new();
+    for (id, inv) in invocations {
+        if !inv.status.is_final() {
+            pending.push(format!("{id} {}", inv.status));
+        }
+        let result = result(r.batch, command_id, inv);
+        r.count(&id, &result);
+        entries.push(result.entry(&id));
+    }
+    // The job fails either way; the entries only help the operator.
+    let _ = ctx.put_entries(SERVERS, &entries).await;
+    let reason = format!(
+        "install did not finish within {}s ({}); {note}",
+        deps.config.install_timeout.as_secs(),
+        if pending.is_empty() {
+            "no instance reported".to_string()
+        } else {
+            shown(&pending)
+        }
+    );
+    s.rollout = Some(r);
+    let _ = set_row(deps, &s, InstallEnd::Failed).await;
+    Ok(Outcome::fail(s, reason))
+}
+
+/// A job from before staged rollouts, waiting on a command sent to the whole tag: one
+/// batch of as many servers as SSM says the command targets.
+async fn legacy_rollout(deps: &Deps, s: &ExportState) -> Result<Rollout, StepError> {
+    let Some(command_id) = &s.command_id else {
         return Err(StepError::abort("wait reached without a command"));
     };
-    let sent_at = s.command_sent_at.unwrap_or(ctx.now());
-    let elapsed = Duration::from_millis((ctx.now() - sent_at).max(0) as u64);
-    let client = &deps.clients.ssm;
-    let Some(cmd) = ssm::describe(client, &command_id).await? else {
+    let Some(cmd) = ssm::describe(&deps.clients.ssm, command_id).await? else {
         return Err(StepError::retry(format!(
             "command {command_id} not listed yet"
         )));
     };
-    let targets = cmd.target_count;
-    s.target_count = Some(targets);
-    if targets == 0 && (cmd.status.is_final() || elapsed > NO_TARGET_GRACE) {
+    if cmd.target_count == 0 && cmd.status.is_final() {
         return Err(StepError::abort(format!(
             "no managed instance matches tag {}",
             s.request.target()
         )));
     }
-
-    // Per-server results: GetCommandInvocation for each instance the command names (the
-    // emulator names them); where it names none (tag targets on AWS), ListCommandInvocations.
-    if cmd.instance_ids.is_empty() {
-        for (id, inv) in ssm::invocations(client, &command_id).await? {
-            record(&mut s, &id, inv);
-        }
-    } else {
-        for id in cmd.instance_ids {
-            if s.instances.get(&id).is_some_and(|r| r.status.is_final()) {
-                continue;
-            }
-            let inv = ssm::invocation(client, &command_id, &id).await?;
-            record(&mut s, &id, inv);
-        }
-    }
-
-    let failed: Vec<String> = s
-        .instances
-        .iter()
-        .filter(|(_, r)| r.status.is_final() && r.status != InstanceStatus::Success)
-        .map(|(id, r)| match &r.detail {
-            Some(d) if d != r.status.as_str() => format!("{id} {} ({d})", r.status),
-            _ => format!("{id} {}", r.status),
-        })
-        .collect();
-    if !failed.is_empty() {
-        let done = s.instances.len();
-        let reason = format!(
-            "install failed on {} of {} instances: {}",
-            failed.len(),
-            done.max(targets as usize),
-            failed.join("; ")
-        );
-        // The job fails either way; the row only says so when the table lets it.
-        let _ = set_row(&deps, &s, InstallEnd::Failed).await;
-        return Ok(Outcome::fail(s, reason));
-    }
-    let succeeded = s
-        .instances
-        .values()
-        .filter(|r| r.status == InstanceStatus::Success)
-        .count();
-    if targets > 0 && succeeded >= targets as usize {
-        let end = InstallEnd::Installed {
-            date: rfc3339(ctx.now()),
-            instances: succeeded as u64,
-        };
-        set_row(&deps, &s, end).await?;
-        let note = format!(
-            "installed on {succeeded} instance(s): {}",
-            s.instances.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
-        return Ok(Outcome::succeed(s).with_note(note));
-    }
-    if elapsed >= deps.config.install_timeout {
-        let note = ssm::cancel(client, &command_id).await;
-        let pending: Vec<String> = s
-            .instances
-            .iter()
-            .filter(|(_, r)| !r.status.is_final())
-            .map(|(id, r)| format!("{id} {}", r.status))
-            .collect();
-        let reason = format!(
-            "install did not finish within {}s ({}); {note}",
-            deps.config.install_timeout.as_secs(),
-            if pending.is_empty() {
-                "no instance reported".to_string()
-            } else {
-                pending.join("; ")
-            }
-        );
-        return Ok(Outcome::fail(s, reason));
-    }
-    let delay = Duration::from_millis((2_000.0 * 1.5f64.powi(s.wait_polls.min(10) as i32)) as u64)
-        .min(Duration::from_secs(15));
-    s.wait_polls += 1;
-    Ok(Outcome::poll(s, delay))
+    Ok(Rollout {
+        servers: cmd.target_count,
+        batches: 1,
+        batch_servers: cmd.target_count,
+        sweeps: MAX_SWEEPS,
+        ..Rollout::default()
+    })
 }
 
 /// Sets how the install ended on the job's inventory row.
@@ -142,30 +252,37 @@ async fn set_row(deps: &Deps, s: &ExportState, end: InstallEnd) -> Result<(), St
     .await
 }
 
-/// Records what server `id` reported: its status, a detail (the first line of its error
-/// output when it did not succeed), and the serial it says it installed.
-fn record(s: &mut ExportState, id: &str, inv: Invocation) {
-    let serial = inv
-        .stdout
+/// A marker line's value: a serial as the document prints it (hex digits and colons).
+fn marker(stdout: &str, prefix: &str) -> Option<String> {
+    stdout
         .lines()
-        .find_map(|l| l.trim().strip_prefix(SERIAL_MARKER))
+        .find_map(|l| l.trim().strip_prefix(prefix))
         .map(|v| v.trim().to_string())
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 128
                 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == ':')
-        });
+        })
+}
+
+/// What server reported for batch `batch` of command `command_id`: its status, a detail
+/// (the first line of its error output when it did not succeed), and the serials it says
+/// it installed and serves.
+fn result(batch: u32, command_id: &str, inv: Invocation) -> ServerResult {
     let detail = match inv.stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
         Some(line) if inv.status != InstanceStatus::Success => {
-            Some(line.chars().take(200).collect())
+            Some(line.chars().take(300).collect())
         }
         _ => inv.detail,
     };
-    let entry = s.instances.entry(id.to_string()).or_default();
-    entry.status = inv.status;
-    entry.detail = detail;
-    if serial.is_some() {
-        entry.serial = serial;
+    ServerResult {
+        batch,
+        serial: marker(&inv.stdout, SERIAL_MARKER),
+        served_serial: marker(&inv.stdout, SERVED_MARKER),
+        status: Some(inv.status),
+        detail,
+        command_id: Some(command_id.to_string()),
+        ping: None,
     }
 }
 
@@ -186,17 +303,6 @@ pub(super) async fn stop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export_certificate::ExportRequest;
-
-    fn state() -> ExportState {
-        ExportState::new(ExportRequest {
-            certificate_arn: "arn:aws:acm:us-east-1:123456789012:certificate/abc".into(),
-            cert_name: "web".into(),
-            target_tag_key: "Environment".into(),
-            target_tag_value: "prod".into(),
-            request_id: None,
-        })
-    }
 
     fn inv(status: InstanceStatus, stdout: &str, stderr: &str) -> Invocation {
         Invocation {
@@ -208,45 +314,34 @@ mod tests {
     }
 
     #[test]
-    fn a_success_records_the_serial_the_server_reports() {
-        let mut s = state();
-        let out = "installed\n  CERTFLOW_INSTALLED_SERIAL=0a:1b:2c \n";
-        record(
-            &mut s,
-            "i-1",
-            inv(InstanceStatus::Success, out, "warning\n"),
-        );
-        let r = &s.instances["i-1"];
-        assert_eq!(r.status, InstanceStatus::Success);
-        assert_eq!(r.serial.as_deref(), Some("0a:1b:2c"));
+    fn a_success_records_the_serials_the_server_reports() {
+        let out = "installed\n  CERTFLOW_INSTALLED_SERIAL=0A1B2C \nCERTFLOW_SERVED_SERIAL=0A1B2C\n";
+        let r = result(3, "c-1", inv(InstanceStatus::Success, out, "warning\n"));
+        assert_eq!(r.status, Some(InstanceStatus::Success));
+        assert_eq!(r.serial.as_deref(), Some("0A1B2C"));
+        assert_eq!(r.served_serial.as_deref(), Some("0A1B2C"));
         assert_eq!(r.detail.as_deref(), Some("details"));
+        assert_eq!((r.batch, r.command_id.as_deref()), (3, Some("c-1")));
     }
 
     #[test]
-    fn a_failure_records_the_first_error_line_and_keeps_an_earlier_serial() {
-        let mut s = state();
-        record(
-            &mut s,
-            "i-1",
-            inv(
-                InstanceStatus::InProgress,
-                "CERTFLOW_INSTALLED_SERIAL=01",
-                "",
-            ),
-        );
-        let err = "\n  openssl: bad decrypt  \nmore\n";
-        record(
-            &mut s,
-            "i-1",
+    fn a_failure_records_the_first_error_line_and_refuses_odd_serials() {
+        let err = "\n  certflow-install: verify failed: serves 01, not 02  \nmore\n";
+        let r = result(
+            0,
+            "c-1",
             inv(
                 InstanceStatus::Failed,
-                "CERTFLOW_INSTALLED_SERIAL=$(x)",
+                "CERTFLOW_INSTALLED_SERIAL=$(x)\nCERTFLOW_SERVED_SERIAL=01",
                 err,
             ),
         );
-        let r = &s.instances["i-1"];
-        assert_eq!(r.status, InstanceStatus::Failed);
-        assert_eq!(r.detail.as_deref(), Some("openssl: bad decrypt"));
-        assert_eq!(r.serial.as_deref(), Some("01"));
+        assert_eq!(r.status, Some(InstanceStatus::Failed));
+        assert_eq!(
+            r.detail.as_deref(),
+            Some("certflow-install: verify failed: serves 01, not 02")
+        );
+        assert_eq!(r.serial, None);
+        assert_eq!(r.served_serial.as_deref(), Some("01"));
     }
 }

@@ -66,6 +66,9 @@ pub mod attr {
     pub const LAST_INSTALLED_DATE: &str = "LastInstalledDate";
     /// How many servers the last successful install reached (a number attribute).
     pub const INSTALLED_INSTANCES: &str = "InstalledInstances";
+    /// How many of them were verified serving the installed serial after the reload
+    /// (0 when verification is off; a number attribute).
+    pub const VERIFIED_INSTANCES: &str = "VerifiedInstances";
 }
 
 /// The row key of a (target, certificate, name).

@@ -286,6 +286,8 @@ pub enum InstallEnd {
         date: String,
         /// How many servers.
         instances: u64,
+        /// How many of them were verified serving the installed serial.
+        verified: u64,
     },
     /// At least one server failed.
     Failed,
@@ -295,7 +297,11 @@ impl InstallEnd {
     /// The attributes to set.
     pub fn attributes(&self) -> Vec<(&'static str, AttributeValue)> {
         match self {
-            InstallEnd::Installed { date, instances } => vec![
+            InstallEnd::Installed {
+                date,
+                instances,
+                verified,
+            } => vec![
                 (
                     attr::LAST_STATUS,
                     AttributeValue::S(LastStatus::Installed.as_str().into()),
@@ -304,6 +310,10 @@ impl InstallEnd {
                 (
                     attr::INSTALLED_INSTANCES,
                     AttributeValue::N(instances.to_string()),
+                ),
+                (
+                    attr::VERIFIED_INSTANCES,
+                    AttributeValue::N(verified.to_string()),
                 ),
             ],
             InstallEnd::Failed => vec![(

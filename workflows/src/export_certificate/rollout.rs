@@ -1,0 +1,391 @@
+//! The staged rollout of an install: which servers, in what order, in which batch, and
+//! when it stops. Pure: the `install` and `wait` steps do the calls.
+//!
+//! 1. **The plan.** The worker resolves the servers carrying the target tag
+//!    (`DescribeInstanceInformation`, every page), sorts them by id, and writes one entry
+//!    per server (collection [`SERVERS`], group [`PENDING`], its batch in the data). The
+//!    record keeps only counts. Servers whose SSM agent is not online are entered as
+//!    [`OFFLINE`] and not sent anything; the job names them when it ends.
+//! 2. **The canary.** Batch 0 is the first `Canary` servers (default 1). It must succeed
+//!    before any other server is sent the command.
+//! 3. **The batches.** Then batches of `MaxConcurrency` servers (a count, or a percentage
+//!    of the fleet; at most [`MAX_INSTANCE_IDS`], one SSM command per batch), one after
+//!    the other, each waited for to the end.
+//! 4. **The stop.** When more servers have failed than `MaxErrors` allows (a count, or a
+//!    percentage of the fleet; default 0), no further batch is sent and the job fails,
+//!    naming the first failed servers and their reasons. Servers not reached keep the
+//!    certificate they have.
+//! 5. **Late joiners.** After the last batch the servers are resolved again; servers that
+//!    joined the tag meanwhile are added as one more batch (at most [`MAX_SWEEPS`] times),
+//!    so a server added mid-rollout is installed too, not silently skipped. One that joins
+//!    after that is left to the next run.
+
+use engine::Entry;
+use serde::{Deserialize, Serialize};
+
+use crate::ssm::{of_fleet, InstanceStatus, ManagedServer, MAX_INSTANCE_IDS};
+
+/// The entry collection of an export job's servers.
+pub const SERVERS: &str = "servers";
+/// Group of a server planned and not finished yet (for a finished job: not reached).
+pub const PENDING: &str = "pending";
+/// Group of a server that installed the certificate.
+pub const OK: &str = "ok";
+/// Group of a server whose install failed (any final status but `Success`).
+pub const FAILED: &str = "failed";
+/// Group of a server whose SSM agent was not online when the rollout was planned.
+pub const OFFLINE: &str = "offline";
+
+/// How many times the servers are resolved again after the last batch.
+pub const MAX_SWEEPS: u32 = 2;
+
+/// How many failures the record names (the rest are in the entries).
+pub const FIRST_FAILURES: usize = 5;
+
+/// Default canary: one server.
+pub const DEFAULT_CANARY: u32 = 1;
+
+/// How the rollout is staged: the deployment's settings, or a request's overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staging {
+    /// Servers in the canary batch (0: no canary).
+    pub canary: u32,
+    /// Batch size: a count, or a percentage of the fleet.
+    pub max_concurrency: String,
+    /// Failures tolerated: a count, or a percentage of the fleet.
+    pub max_errors: String,
+}
+
+/// Where a rollout stands: only counts and the first failures, so that the record stays
+/// small whatever the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Rollout {
+    /// Servers planned (online when planned, or added later), in entries.
+    pub servers: u32,
+    /// Servers found offline when planned (not sent anything).
+    #[serde(default)]
+    pub offline: u32,
+    /// Servers in the canary batch.
+    pub canary: u32,
+    /// Servers per batch after the canary.
+    pub batch_size: u32,
+    /// Failed servers tolerated.
+    pub max_errors: u32,
+    /// Batches planned (the canary is batch 0).
+    pub batches: u32,
+    /// The batch being sent or waited for.
+    pub batch: u32,
+    /// Servers in the current batch.
+    #[serde(default)]
+    pub batch_servers: u32,
+    /// Servers that installed the certificate.
+    #[serde(default)]
+    pub succeeded: u32,
+    /// Servers that failed.
+    #[serde(default)]
+    pub failed: u32,
+    /// Servers proven to serve the installed serial (when verification is on).
+    #[serde(default)]
+    pub verified: u32,
+    /// The first failures, `<server> <status> (<reason>)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_failures: Vec<String>,
+    /// Times the servers were resolved again after the last batch.
+    #[serde(default)]
+    pub sweeps: u32,
+}
+
+/// What the job records about one server (an entry's data).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServerResult {
+    /// The batch it is in (0: the canary).
+    pub batch: u32,
+    /// SSM's invocation status, once sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<InstanceStatus>,
+    /// SSM's status details, or the first line of its error output when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The serial it reported installing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The serial it was found serving after the reload (verification on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_serial: Option<String>,
+    /// The command it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// Its SSM agent's `PingStatus` when planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping: Option<String>,
+}
+
+impl ServerResult {
+    /// The entry of server `id`.
+    pub fn entry(&self, id: &str) -> Entry {
+        let group = match &self.status {
+            Some(InstanceStatus::Success) => OK,
+            Some(s) if s.is_final() => FAILED,
+            _ if self.ping.as_deref().is_some_and(|p| p != "Online")
+                && self.command_id.is_none() =>
+            {
+                OFFLINE
+            }
+            _ => PENDING,
+        };
+        Entry::new(
+            id,
+            group,
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Reads an entry's data back (a malformed one reads as an empty result).
+    pub fn of(entry: &Entry) -> ServerResult {
+        serde_json::from_value(entry.data.clone()).unwrap_or_default()
+    }
+}
+
+/// The plan for `servers` (sorted by id) staged as `staging`: the rollout and one entry
+/// per server.
+pub(crate) fn plan(servers: &[ManagedServer], staging: &Staging) -> (Rollout, Vec<Entry>) {
+    let online: Vec<&ManagedServer> = servers.iter().filter(|s| s.online).collect();
+    let n = online.len() as u32;
+    let canary = staging.canary.min(n);
+    let batch_size = of_fleet(&staging.max_concurrency, n, true).clamp(1, MAX_INSTANCE_IDS as u32);
+    let max_errors = of_fleet(&staging.max_errors, n, false);
+    let rest = n - canary;
+    let batches = u32::from(canary > 0) + rest.div_ceil(batch_size);
+    let batch_of = |p: u32| {
+        if p < canary {
+            0
+        } else {
+            u32::from(canary > 0) + (p - canary) / batch_size
+        }
+    };
+    let mut entries = Vec::with_capacity(servers.len());
+    for (p, s) in online.iter().enumerate() {
+        let r = ServerResult {
+            batch: batch_of(p as u32),
+            ping: Some(s.ping.clone()),
+            ..ServerResult::default()
+        };
+        entries.push(r.entry(&s.id));
+    }
+    for s in servers.iter().filter(|s| !s.online) {
+        let r = ServerResult {
+            batch: batches,
+            ping: Some(s.ping.clone()),
+            ..ServerResult::default()
+        };
+        entries.push(r.entry(&s.id));
+    }
+    let rollout = Rollout {
+        servers: n,
+        offline: servers.len() as u32 - n,
+        canary,
+        batch_size,
+        max_errors,
+        batches,
+        ..Rollout::default()
+    };
+    (rollout, entries)
+}
+
+impl Rollout {
+    /// Whether the failures so far stop the rollout.
+    pub fn stopped(&self) -> bool {
+        self.failed > self.max_errors
+    }
+
+    /// Whether batch `batch` is the last one planned.
+    pub fn is_last_batch(&self) -> bool {
+        self.batch + 1 >= self.batches
+    }
+
+    /// What batch `b` is called in notes and errors.
+    pub fn batch_name(&self, b: u32) -> String {
+        if b == 0 && self.canary > 0 {
+            format!("canary batch ({} of {} servers)", self.canary, self.servers)
+        } else {
+            format!("batch {} of {}", b + 1, self.batches)
+        }
+    }
+
+    /// Adds `joined` servers (sorted, online) as one more batch; their entries.
+    pub(crate) fn add_late(&mut self, joined: &[ManagedServer]) -> Vec<Entry> {
+        let batch = self.batches;
+        self.batches += 1;
+        self.servers += joined.len() as u32;
+        joined
+            .iter()
+            .map(|s| {
+                ServerResult {
+                    batch,
+                    ping: Some(s.ping.clone()),
+                    ..ServerResult::default()
+                }
+                .entry(&s.id)
+            })
+            .collect()
+    }
+
+    /// Counts the end of one server's install.
+    pub fn count(&mut self, id: &str, r: &ServerResult) {
+        match &r.status {
+            Some(InstanceStatus::Success) => {
+                self.succeeded += 1;
+                if r.served_serial.is_some() {
+                    self.verified += 1;
+                }
+            }
+            Some(status) => {
+                self.failed += 1;
+                if self.first_failures.len() < FIRST_FAILURES {
+                    let line = match &r.detail {
+                        Some(d) if d != status.as_str() => format!("{id} {status} ({d})"),
+                        _ => format!("{id} {status}"),
+                    };
+                    self.first_failures.push(line);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Servers never sent the command (once the current batch has finished).
+    pub fn not_reached(&self) -> u32 {
+        self.servers.saturating_sub(self.succeeded + self.failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(n: usize) -> Vec<ManagedServer> {
+        (0..n)
+            .map(|i| ManagedServer {
+                id: format!("i-{i:017x}"),
+                online: true,
+                ping: "Online".into(),
+            })
+            .collect()
+    }
+
+    fn staging(canary: u32, conc: &str, errors: &str) -> Staging {
+        Staging {
+            canary,
+            max_concurrency: conc.into(),
+            max_errors: errors.into(),
+        }
+    }
+
+    fn batches(entries: &[Entry]) -> Vec<u32> {
+        entries.iter().map(|e| ServerResult::of(e).batch).collect()
+    }
+
+    #[test]
+    fn a_canary_then_batches_of_max_concurrency() {
+        let (r, e) = plan(&fleet(7), &staging(1, "3", "0"));
+        assert_eq!((r.servers, r.canary, r.batch_size, r.batches), (7, 1, 3, 3));
+        assert_eq!(batches(&e), [0, 1, 1, 1, 2, 2, 2]);
+        assert!(e.iter().all(|e| e.group == PENDING));
+    }
+
+    #[test]
+    fn a_percentage_is_of_the_fleet_and_a_batch_is_at_most_one_command() {
+        let (r, _) = plan(&fleet(1000), &staging(1, "10%", "0"));
+        assert_eq!(
+            r.batch_size, 50,
+            "10% of 1,000 is 100, capped at SSM's 50 ids"
+        );
+        assert_eq!(r.batches, 1 + 20);
+        let (r, _) = plan(&fleet(60), &staging(1, "10%", "5%"));
+        assert_eq!((r.batch_size, r.batches, r.max_errors), (6, 11, 3));
+    }
+
+    #[test]
+    fn no_canary_and_a_canary_larger_than_the_fleet() {
+        let (r, e) = plan(&fleet(4), &staging(0, "2", "0"));
+        assert_eq!(batches(&e), [0, 0, 1, 1]);
+        assert_eq!(r.batches, 2);
+        let (r, e) = plan(&fleet(2), &staging(5, "2", "0"));
+        assert_eq!((r.canary, r.batches), (2, 1));
+        assert_eq!(batches(&e), [0, 0]);
+    }
+
+    #[test]
+    fn offline_servers_are_entered_but_not_planned() {
+        let mut servers = fleet(3);
+        servers[1].online = false;
+        servers[1].ping = "ConnectionLost".into();
+        let (r, e) = plan(&servers, &staging(1, "1", "0"));
+        assert_eq!((r.servers, r.offline, r.batches), (2, 1, 2));
+        let off: Vec<&Entry> = e.iter().filter(|e| e.group == OFFLINE).collect();
+        assert_eq!(off.len(), 1);
+        assert_eq!(off[0].key, servers[1].id);
+    }
+
+    #[test]
+    fn the_first_failure_beyond_max_errors_stops_and_is_named() {
+        let (mut r, _) = plan(&fleet(5), &staging(1, "2", "0"));
+        let ok = ServerResult {
+            status: Some(InstanceStatus::Success),
+            served_serial: Some("0A".into()),
+            ..ServerResult::default()
+        };
+        r.count("i-1", &ok);
+        assert!(!r.stopped());
+        let bad = ServerResult {
+            status: Some(InstanceStatus::Failed),
+            detail: Some("verify failed: serves 01, not 02".into()),
+            ..ServerResult::default()
+        };
+        r.count("i-2", &bad);
+        assert!(r.stopped());
+        assert_eq!(r.verified, 1);
+        assert_eq!(
+            r.first_failures,
+            ["i-2 Failed (verify failed: serves 01, not 02)"]
+        );
+        for i in 0..10 {
+            r.count(&format!("i-x{i}"), &bad);
+        }
+        assert_eq!(r.first_failures.len(), FIRST_FAILURES);
+    }
+
+    #[test]
+    fn late_joiners_make_one_more_batch() {
+        let (mut r, _) = plan(&fleet(3), &staging(1, "2", "0"));
+        assert_eq!(r.batches, 2);
+        let joined = vec![ManagedServer {
+            id: "i-new".into(),
+            online: true,
+            ping: "Online".into(),
+        }];
+        let e = r.add_late(&joined);
+        assert_eq!((r.batches, r.servers), (3, 4));
+        assert_eq!(batches(&e), [2]);
+    }
+
+    #[test]
+    fn server_results_read_and_write_by_name() {
+        let r = ServerResult {
+            batch: 2,
+            status: Some(InstanceStatus::Failed),
+            detail: Some("bad".into()),
+            serial: Some("0A".into()),
+            served_serial: Some("01".into()),
+            command_id: Some("c-1".into()),
+            ping: Some("Online".into()),
+        };
+        let e = r.entry("i-1");
+        assert_eq!(e.group, FAILED);
+        assert_eq!(e.data["ServedSerial"], "01");
+        assert_eq!(e.data["Status"], "Failed");
+        assert_eq!(ServerResult::of(&e), r);
+    }
+}
