@@ -465,7 +465,10 @@ fn verify_name_is_sent_as_sni() {
         Path::new("v2.example.test"),
     ]);
     assert_eq!(service.served_serial(dir, None), hex(&v1));
-    assert_eq!(service.served_serial(dir, Some("v2.example.test")), hex(&v2));
+    assert_eq!(
+        service.served_serial(dir, Some("v2.example.test")),
+        hex(&v2)
+    );
 
     let port = service.port.to_string();
     let env = [
@@ -600,11 +603,31 @@ fn bad_verify_tries_or_interval_in_the_environment_stop_the_script_before_any_aw
     let log = dir.join("aws-calls.log");
     let path = recording_aws(dir, &log);
     for (var, value, reason) in [
-        ("CERTFLOW_VERIFY_TRIES", "0", "CERTFLOW_VERIFY_TRIES must be"),
-        ("CERTFLOW_VERIFY_TRIES", "1000", "CERTFLOW_VERIFY_TRIES must be"),
-        ("CERTFLOW_VERIFY_TRIES", "$(id)", "CERTFLOW_VERIFY_TRIES must be"),
-        ("CERTFLOW_VERIFY_INTERVAL", "-1", "CERTFLOW_VERIFY_INTERVAL must be"),
-        ("CERTFLOW_VERIFY_INTERVAL", "1e9", "CERTFLOW_VERIFY_INTERVAL must be"),
+        (
+            "CERTFLOW_VERIFY_TRIES",
+            "0",
+            "CERTFLOW_VERIFY_TRIES must be",
+        ),
+        (
+            "CERTFLOW_VERIFY_TRIES",
+            "1000",
+            "CERTFLOW_VERIFY_TRIES must be",
+        ),
+        (
+            "CERTFLOW_VERIFY_TRIES",
+            "$(id)",
+            "CERTFLOW_VERIFY_TRIES must be",
+        ),
+        (
+            "CERTFLOW_VERIFY_INTERVAL",
+            "-1",
+            "CERTFLOW_VERIFY_INTERVAL must be",
+        ),
+        (
+            "CERTFLOW_VERIFY_INTERVAL",
+            "1e9",
+            "CERTFLOW_VERIFY_INTERVAL must be",
+        ),
     ] {
         let run = run_script(dir, &script, &[("PATH", &path), (var, value)]);
         assert!(!run.success, "{var}={value}:\n{}", run.all());
