@@ -29,3 +29,5 @@ mod refusals;
 mod static_checks;
 #[path = "install_document/switch.rs"]
 mod switch;
+#[path = "install_document/verify.rs"]
+mod verify;

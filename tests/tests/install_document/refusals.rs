@@ -12,7 +12,7 @@ use crate::harness::*;
 
 /// Renders without the `allowedPattern` check (the script's own check is under test),
 /// runs with the recording `aws`, and returns the run and the call log.
-fn run_recorded(
+pub(crate) fn run_recorded(
     doc: &Document,
     dir: &Path,
     target: &Target,
@@ -35,7 +35,7 @@ fn run_recorded(
 
 /// The run failed with a refusal naming `parameter` and `reason`, and the AWS CLI was
 /// never called.
-fn assert_refused(run: &Run, log: &Path, parameter: &str, reason: &str) {
+pub(crate) fn assert_refused(run: &Run, log: &Path, parameter: &str, reason: &str) {
     assert!(!run.success, "must be refused:\n{}", run.all());
     let wanted = format!("refusing {parameter}: ");
     assert!(
