@@ -157,8 +157,7 @@ fn event_job(config: &IntakeConfig, e: &Envelope) -> Result<NewJob, String> {
                 certificate_arn: arn.to_string(),
                 event_id: e.id.clone(),
                 event_time: e.time.clone(),
-                children: Vec::new(),
-                polls: 0,
+                ..RenewState::default()
             })
             .map_err(|err| err.to_string()),
             other => Err(format!(

@@ -7,7 +7,9 @@
 //! target the certificate's `certflow:targets` tag no longer lists fails there.
 //!
 //! Child job ids are derived from the event id and the row key, so the same event
-//! delivered twice starts each child once. The parent records its children and succeeds
+//! delivered twice starts each child once. Each child is an entry of the parent
+//! ([`CHILDREN`]), so that the parent's record stays small however many rows the
+//! certificate has; the record keeps counts and the first failures. The parent succeeds
 //! when all of them are terminal, saying how many succeeded and failed.
 
 use std::fmt;
@@ -23,6 +25,29 @@ use crate::inventory::{self, InventoryRow};
 
 /// The workflow's name.
 pub const NAME: &str = "renew-certificate";
+
+/// The entry collection of a renewal's child export jobs: key the child's job id, group
+/// [`RUNNING`] or the child's final status in lowercase, data a [`Child`].
+pub const CHILDREN: &str = "children";
+/// Group of a child that has not finished.
+pub const RUNNING: &str = "running";
+
+/// How many unsuccessful children the record names (the rest are entries).
+const FIRST_FAILURES: usize = 5;
+
+impl Child {
+    /// Its entry.
+    fn entry(&self) -> engine::Entry {
+        let group = self
+            .status
+            .map_or(RUNNING.to_string(), |s| s.as_str().to_ascii_lowercase());
+        engine::Entry::new(
+            self.job_id.clone(),
+            group,
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
 
 /// What the parent needs.
 #[derive(Debug, Clone)]
@@ -94,7 +119,7 @@ impl fmt::Display for ChildStatus {
 }
 
 /// State of a renewal job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenewState {
     /// The renewed certificate.
     pub certificate_arn: String,
@@ -103,9 +128,22 @@ pub struct RenewState {
     /// When ACM sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<String>,
-    /// The export jobs started.
-    #[serde(default)]
+    /// The export jobs started by renewals from before children were entries (read only;
+    /// see [`CHILDREN`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Child>,
+    /// How many export jobs were started (each one an entry in [`CHILDREN`]).
+    #[serde(default)]
+    pub started: u32,
+    /// How many of them succeeded.
+    #[serde(default)]
+    pub succeeded: u32,
+    /// How many of them failed or were cancelled.
+    #[serde(default)]
+    pub unsuccessful: u32,
+    /// The first children that did not succeed, `<target> <status> (<job id>)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_failures: Vec<String>,
 
     /// Status polls so far.
     #[serde(default)]
@@ -224,8 +262,10 @@ async fn fan_out(
             "; skipped {skipped} row(s) already at serial {serial} (ACM reports no new certificate for them)"
         ));
     }
-    st.children = children;
-    if st.children.is_empty() {
+    let entries: Vec<engine::Entry> = children.iter().map(Child::entry).collect();
+    ctx.put_entries(CHILDREN, &entries).await?;
+    st.started = children.len() as u32;
+    if st.started == 0 {
         return Ok(Outcome::succeed(st).with_note(note));
     }
     Ok(Outcome::next_after("collect", st, Duration::from_secs(5)).with_note(note))
@@ -241,40 +281,77 @@ async fn collect(
             "renewal needs the engine's job operations",
         ));
     };
-    for child in st.children.iter_mut().filter(|c| c.status.is_none()) {
+    if !st.children.is_empty() {
+        // A renewal from before children were entries: move them out of the record.
+        let entries: Vec<engine::Entry> = st.children.iter().map(Child::entry).collect();
+        ctx.put_entries(CHILDREN, &entries).await?;
+        st.started = st.children.len() as u32;
+        st.children.clear();
+    }
+    let running = ctx
+        .entries(CHILDREN, &engine::Groups::Only(vec![RUNNING.to_string()]))
+        .await?;
+    let mut finished = Vec::new();
+    let mut still_running = 0usize;
+    for entry in running {
+        let Ok(mut child) = serde_json::from_value::<Child>(entry.data.clone()) else {
+            continue;
+        };
         let rec = jobs
             .get(&JobId::new(child.job_id.clone()))
             .await
             .map_err(|e| StepError::retry(format!("reading child job: {e}")))?;
         child.status = ChildStatus::of(rec.status);
+        match child.status {
+            Some(_) => finished.push(child),
+            None => still_running += 1,
+        }
     }
-    if st.children.iter().any(|c| c.status.is_none()) {
+    // Counted from the entries, so that a step that runs again counts nothing twice.
+    let entries: Vec<engine::Entry> = finished.iter().map(Child::entry).collect();
+    ctx.put_entries(CHILDREN, &entries).await?;
+    if still_running > 0 {
         let delay =
             Duration::from_secs(5u64 * 2u64.pow(st.polls.min(4))).min(Duration::from_secs(60));
         st.polls += 1;
-        return Ok(Outcome::poll(st, delay));
+        let note = format!("{still_running} of {} export job(s) running", st.started);
+        return Ok(Outcome::poll(st, delay).with_note(note));
     }
-    let ok = st
-        .children
-        .iter()
-        .filter(|c| c.status == Some(ChildStatus::Succeeded))
-        .count();
-    let failed: Vec<String> = st
-        .children
-        .iter()
-        .filter(|c| c.status != Some(ChildStatus::Succeeded))
-        .map(|c| {
-            format!(
+    let all = ctx.entries(CHILDREN, &engine::Groups::All).await?;
+    st.started = all.len() as u32;
+    st.succeeded = 0;
+    st.unsuccessful = 0;
+    st.first_failures.clear();
+    for entry in &all {
+        let Ok(child) = serde_json::from_value::<Child>(entry.data.clone()) else {
+            continue;
+        };
+        if child.status == Some(ChildStatus::Succeeded) {
+            st.succeeded += 1;
+            continue;
+        }
+        st.unsuccessful += 1;
+        if st.first_failures.len() < FIRST_FAILURES {
+            st.first_failures.push(format!(
                 "{} {} ({})",
-                c.target,
-                c.status.map_or("?", ChildStatus::as_str),
-                c.job_id
-            )
-        })
-        .collect();
-    let mut note = format!("{ok} of {} export job(s) succeeded", st.children.len());
-    if !failed.is_empty() {
-        note.push_str(&format!("; failed: {}", failed.join(", ")));
+                child.target,
+                child.status.map_or("?", ChildStatus::as_str),
+                child.job_id
+            ));
+        }
+    }
+    let mut note = format!("{} of {} export job(s) succeeded", st.succeeded, st.started);
+    if st.unsuccessful > 0 {
+        note.push_str(&format!(
+            "; {} did not: {}{}",
+            st.unsuccessful,
+            st.first_failures.join(", "),
+            if st.unsuccessful as usize > st.first_failures.len() {
+                " …"
+            } else {
+                ""
+            }
+        ));
     }
     Ok(Outcome::succeed(st).with_note(note))
 }
