@@ -8,7 +8,8 @@ use engine::{Clock, JobId, JobRecord, JobStatus, JobStore, Jobs, SystemClock};
 use crate::cli::{Global, JobsCommand, ListArgs, Output, StatusFilter};
 use crate::follow::{self, Sink};
 use crate::paging;
-use crate::view::{self, ChildView};
+use crate::servers;
+use crate::view;
 
 /// What a jobs command needs: the table always, the task queue only to change a job.
 pub(crate) struct Ctx<'a> {
@@ -28,7 +29,19 @@ impl Ctx<'_> {
 /// Runs one of the `certflow jobs` commands.
 pub(crate) async fn run(ctx: &Ctx<'_>, cmd: JobsCommand) -> anyhow::Result<()> {
     match cmd {
-        JobsCommand::Show { job_id } => show(ctx, &JobId::new(job_id)).await,
+        JobsCommand::Show {
+            job_id,
+            servers,
+            limit,
+            after,
+        } => {
+            let page = ShowPage {
+                which: servers,
+                limit: limit as usize,
+                after,
+            };
+            show(ctx, &JobId::new(job_id), &page).await
+        }
         JobsCommand::List(args) => list(ctx, &args).await,
         JobsCommand::Watch { job_id, timeout } => {
             let id = JobId::new(job_id);
@@ -151,37 +164,75 @@ pub(crate) async fn read(store: &Arc<dyn JobStore>, id: &JobId) -> anyhow::Resul
     }
 }
 
-/// A renewal's children with their current status.
-pub(crate) async fn children(
-    store: &Arc<dyn JobStore>,
-    rec: &JobRecord,
-) -> anyhow::Result<Vec<ChildView>> {
-    let mut out = Vec::new();
-    for c in view::children_of(rec) {
-        let now = store.get(&JobId::new(c.job_id.clone())).await?;
-        out.push(ChildView {
-            job_id: c.job_id,
-            target: c.target,
-            cert_name: c.cert_name,
-            status: now
-                .as_ref()
-                .map_or_else(|| "NOT FOUND".to_string(), |r| r.status.to_string()),
-            step: now.as_ref().map(|r| r.step.clone()),
-            last_error: now.and_then(|r| r.last_error),
-        });
-    }
-    Ok(out)
+/// Which page of a job's servers `jobs show` prints.
+pub(crate) struct ShowPage {
+    pub(crate) which: servers::Which,
+    pub(crate) limit: usize,
+    pub(crate) after: Option<String>,
 }
 
-async fn show(ctx: &Ctx<'_>, id: &JobId) -> anyhow::Result<()> {
+async fn show(ctx: &Ctx<'_>, id: &JobId, p: &ShowPage) -> anyhow::Result<()> {
     let rec = read(&ctx.store, id).await?;
     let history = ctx.store.history(id).await?;
-    let kids = children(&ctx.store, &rec).await?;
+    let (kids, total_kids) = servers::children(&ctx.store, &rec, p.limit).await?;
+    let page = servers::page(&ctx.store, &rec, p.which, p.after.as_deref(), p.limit).await?;
+    let rollout = servers::rollout_of(&rec);
+    let finished = rec.status.is_terminal();
     match ctx.output {
-        Output::Json => println!("{}", pretty(&view::job_detail_json(&rec, &history, &kids))?),
-        Output::Table => print!("{}", view::job_text(&rec, &history, &kids)),
+        Output::Json => {
+            let mut v = view::job_detail_json(&rec, &history, &kids);
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("Servers".into(), servers::json(&page.rows));
+                obj.insert("ServersNext".into(), page.next.clone().into());
+                obj.insert(
+                    "Rollout".into(),
+                    rollout
+                        .as_ref()
+                        .and_then(|r| serde_json::to_value(r).ok())
+                        .unwrap_or_default(),
+                );
+                obj.insert("ChildCount".into(), total_kids.into());
+            }
+            println!("{}", pretty(&v)?);
+        }
+        Output::Table => {
+            print!("{}", view::job_text(&rec, &history, &kids));
+            if total_kids > kids.len() {
+                println!(
+                    "({} of {total_kids} child jobs shown, failures first)",
+                    kids.len()
+                );
+            }
+            if let Some(r) = &rollout {
+                println!(
+                    "\nRollout\n{}",
+                    view::one_line(&servers::rollout_line(r, finished))
+                );
+            }
+            if !page.rows.is_empty() {
+                println!("\nServers ({})", p.which_name());
+                print!("{}", servers::table(&page.rows, finished));
+            }
+            if let Some(next) = &page.next {
+                println!("{}", servers::next_hint(id, p.which, p.limit, next));
+            }
+        }
     }
     Ok(())
+}
+
+impl ShowPage {
+    fn which_name(&self) -> &'static str {
+        match self.which {
+            servers::Which::FailedFirst => "failed first",
+            servers::Which::Failed => "failed",
+            servers::Which::Ok => "installed",
+            servers::Which::Pending => "pending or not reached",
+            servers::Which::Offline => "offline",
+            servers::Which::All => "all",
+            servers::Which::None => "none",
+        }
+    }
 }
 
 /// Follows a job to its end; exit status from how it ended.
@@ -195,10 +246,13 @@ pub(crate) async fn watch(
     follow::require_success(&rec)
 }
 
+/// Failed servers and children printed when a followed job ends (`jobs show` pages the rest).
+const FINISH_PAGE: usize = 20;
+
 /// What is printed when a followed job has ended: a summary line and the install results
 /// (table), or the whole job (JSON).
 pub(crate) async fn finish_output(ctx: &Ctx<'_>, rec: &JobRecord) -> anyhow::Result<()> {
-    let kids = children(&ctx.store, rec).await?;
+    let (kids, _) = servers::children(&ctx.store, rec, FINISH_PAGE).await?;
     match ctx.output {
         Output::Json => {
             let history = ctx.store.history(&rec.job_id).await?;
@@ -216,6 +270,15 @@ pub(crate) async fn finish_output(ctx: &Ctx<'_>, rec: &JobRecord) -> anyhow::Res
             );
             if let Some(t) = view::instances_table(rec) {
                 print!("{t}");
+            }
+            if let Some(r) = servers::rollout_of(rec) {
+                println!("{}", view::one_line(&servers::rollout_line(&r, true)));
+                let failed =
+                    servers::page(&ctx.store, rec, servers::Which::Failed, None, FINISH_PAGE)
+                        .await?;
+                if !failed.rows.is_empty() {
+                    print!("{}", servers::table(&failed.rows, true));
+                }
             }
             if !kids.is_empty() {
                 for c in &kids {

@@ -39,6 +39,7 @@ mod follow;
 mod inventory;
 mod jobs;
 mod paging;
+mod servers;
 mod service;
 mod submit;
 mod telemetry;

@@ -64,13 +64,25 @@ pub(crate) enum JobsCommand {
   certflow jobs list --certificate-arn arn:aws:acm:us-east-1:111122223333:certificate/…
   certflow jobs list --status all --since 1h -o json | jq '.Jobs[].JobId'")]
     List(ListArgs),
-    /// Show one job: record, history as a timeline, per-server install results, child jobs.
+    /// Show one job: record, history as a timeline, its servers (a page, failures first),
+    /// child jobs.
     #[command(after_help = "Examples:
   certflow jobs show 3f6c1e2a-…
+  certflow jobs show 3f6c1e2a-… --servers failed
+  certflow jobs show 3f6c1e2a-… --servers all --limit 200 --after 'i-0abc…'
   certflow jobs show 3f6c1e2a-… -o json | jq '.History[] | select(.Error)'")]
     Show {
         /// The job id.
         job_id: String,
+        /// Which of an export job's servers to list.
+        #[arg(long, value_enum, default_value = "failed-first")]
+        servers: crate::servers::Which,
+        /// Servers (and child jobs) per page.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Go on after this cursor (printed under the previous page).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Follow a job until it finishes, showing each step; exit 0 only if it SUCCEEDED.
     #[command(after_help = "Examples:
