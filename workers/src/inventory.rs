@@ -35,6 +35,8 @@ pub(crate) struct Row {
     pub(crate) last_status: Option<String>,
     pub(crate) last_installed_date: Option<String>,
     pub(crate) installed_instances: Option<u64>,
+    /// Of those, how many were verified serving the serial after the reload.
+    pub(crate) verified_instances: Option<u64>,
     pub(crate) last_exported_date: Option<String>,
     pub(crate) last_job_id: Option<String>,
     pub(crate) serial: Option<String>,
@@ -76,6 +78,10 @@ impl Row {
             last_installed_date: s(attr::LAST_INSTALLED_DATE),
             installed_instances: item
                 .get(attr::INSTALLED_INSTANCES)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok()),
+            verified_instances: item
+                .get(attr::VERIFIED_INSTANCES)
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse().ok()),
             last_exported_date: s(attr::LAST_EXPORTED_DATE),
@@ -183,6 +189,16 @@ async fn rows_of_certificate(
     }
 }
 
+/// How many servers installed the serial, and how many of them were verified serving it:
+/// `12`, or `12 (12 verified)` when the deployment verifies.
+fn servers_cell(r: &Row) -> String {
+    match (r.installed_instances, r.verified_instances) {
+        (Some(n), Some(v)) if v > 0 => format!("{n} ({v} verified serving)"),
+        (Some(n), _) => n.to_string(),
+        (None, _) => "-".into(),
+    }
+}
+
 fn rows_table(rows: &[Row]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -195,9 +211,7 @@ fn rows_table(rows: &[Row]) -> String {
                     .map(|d| d.to_string())
                     .unwrap_or_else(|| "-".into()),
                 r.last_status.clone().unwrap_or_else(|| "-".into()),
-                r.installed_instances
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                servers_cell(r),
                 r.last_installed_date.clone().unwrap_or_else(|| "-".into()),
                 r.certificate_arn.clone(),
             ]
@@ -323,7 +337,7 @@ fn show_text(arn: &str, rows: &[Row], jobs: &[engine::JobRecord]) -> String {
         });
         line("Expires", expires.as_deref());
         line("Last status", r.last_status.as_deref());
-        let installed = r.installed_instances.map(|n| n.to_string());
+        let installed = r.installed_instances.map(|_| servers_cell(r));
         line("Servers", installed.as_deref());
         line("Last installed", r.last_installed_date.as_deref());
         line("Last exported", r.last_exported_date.as_deref());
