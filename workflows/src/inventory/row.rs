@@ -412,6 +412,7 @@ mod tests {
         let installed = InstallEnd::Installed {
             date: "t".into(),
             instances: 2,
+            verified: 1,
         };
         assert_eq!(
             installed.attributes(),
@@ -419,6 +420,7 @@ mod tests {
                 ("LastStatus", s("INSTALLED")),
                 ("LastInstalledDate", s("t")),
                 ("InstalledInstances", AttributeValue::N("2".into())),
+                ("VerifiedInstances", AttributeValue::N("1".into())),
             ]
         );
         assert_eq!(
