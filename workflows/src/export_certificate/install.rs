@@ -9,9 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::{Groups, Outcome, StepContext, StepError};
+use std::collections::HashSet;
 
-use super::rollout::{self, ServerResult, PENDING, SERVERS};
+use engine::{Entry, Groups, Outcome, StepContext, StepError};
+
+use super::rollout::{self, ServerResult, LEFT, PENDING, SERVERS};
 use super::{Deps, ExportState, StepResult};
 use crate::ssm::{self, DocumentHashes};
 
@@ -160,7 +162,21 @@ async fn plan(deps: &Deps, ctx: &StepContext, s: &mut ExportState) -> Result<Str
             shown(&down)
         )));
     }
+    // A plan made again (an attempt that died before its commit) may find that a server of
+    // the first plan has left the tag since: it must not stay pending in a batch.
+    let planned: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+    let left: Vec<Entry> = ctx
+        .entries(SERVERS, &Groups::All)
+        .await?
+        .into_iter()
+        .filter(|e| !planned.contains(e.key.as_str()))
+        .map(|mut e| {
+            e.group = LEFT.to_string();
+            e
+        })
+        .collect();
     ctx.put_entries(SERVERS, &entries).await?;
+    ctx.put_entries(SERVERS, &left).await?;
     let note = format!(
         "planned {} server(s) carrying {}: canary {}, then {} batch(es) of up to {}, MaxErrors {}{}",
         rollout.servers,

@@ -36,6 +36,10 @@ pub const FAILED: &str = "failed";
 /// Group of a server whose SSM agent was not online when the rollout was planned.
 pub const OFFLINE: &str = "offline";
 
+/// Group of a server of an earlier plan that no longer carried the tag when the rollout
+/// was planned again (never sent anything by this job).
+pub const LEFT: &str = "left";
+
 /// How many times the servers are resolved again after the last batch.
 pub const MAX_SWEEPS: u32 = 2;
 
