@@ -7,6 +7,7 @@
 //! helpers refuse to run without it rather than reach for a real AWS account.
 
 pub mod certflow;
+pub mod fleet;
 pub mod proxy;
 pub mod worker_process;
 

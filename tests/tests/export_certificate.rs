@@ -41,9 +41,8 @@ async fn visible_text(env: &Env) -> String {
         let items = ddb.scan().table_name(table).send().await.unwrap();
         all.push_str(&format!("{:?}\n", items.items()));
     }
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let cmds = ssm.list_commands().send().await.unwrap();
-    all.push_str(&format!("{:?}\n", cmds.commands()));
+    let cmds = env.ssm_commands().await;
+    all.push_str(&format!("{cmds:?}\n"));
     all
 }
 
@@ -209,8 +208,8 @@ async fn happy_path_from_the_reference_payload() {
     );
 
     // The SSM command carried secret names only.
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let cmd = ssm
+    let cmd = env
+        .ssm()
         .list_commands()
         .command_id(state.command_id.as_deref().unwrap())
         .send()
@@ -342,10 +341,8 @@ async fn the_same_request_twice_makes_one_job_one_secret_version_one_command() {
         rec,
         "duplicates changed the job"
     );
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let cmds = ssm.list_commands().send().await.unwrap();
+    let cmds = env.ssm_commands().await;
     let ours = cmds
-        .commands()
         .iter()
         .filter(|c| c.comment() == Some(format!("certflow job {id}").as_str()))
         .count();

@@ -71,7 +71,7 @@ mod answers;
 mod faults;
 mod route;
 mod server;
-mod ssm;
+pub(crate) mod ssm;
 mod transactions;
 
 use std::net::SocketAddr;

@@ -65,25 +65,9 @@ pub async fn issued_certificates(env: &Env, n: usize) -> Vec<String> {
     arns
 }
 
-/// Ids of the instances tagged `key=value`.
-pub fn instance_ids(key: &str, value: &str) -> Vec<String> {
-    let answer = certflow_tests::aws_cli(&[
-        "ec2",
-        "describe-instances",
-        "--filters",
-        &format!("Name=tag:{key},Values={value}"),
-        "--query",
-        "Reservations[].Instances[].InstanceId",
-    ]);
-    let mut ids: Vec<String> = serde_json::from_value(answer).expect("instance ids");
-    ids.sort();
-    ids
-}
-
-/// Starts `n` instances tagged `key=value` and returns their ids.
+/// Registers `n` servers tagged `key=value` in the simulated fleet and returns their ids.
 pub fn tagged_instances(env: &Env, n: u32, key: &str, value: &str) -> Vec<String> {
-    env.instances(n, key, value);
-    let ids = instance_ids(key, value);
+    let ids = env.instances(n, key, value);
     assert_eq!(ids.len(), n as usize, "instances tagged {key}={value}");
     ids
 }
