@@ -65,7 +65,7 @@ fn assert_no_secrets(text: &str, passphrase: &str, key_pem: &str) {
 async fn happy_path_from_the_reference_payload() {
     let env = Env::new().await;
     let tag_value = unique("web");
-    env.instances(2, "Environment", &tag_value);
+    let servers = env.instances(2, "Environment", &tag_value);
     let arn = env.certificate(true).await;
     env.allow(&arn, "Environment", &tag_value).await;
     let worker = env.worker("w1");
@@ -86,6 +86,28 @@ async fn happy_path_from_the_reference_payload() {
     let state: export_certificate::ExportState = serde_json::from_value(rec.data.clone()).unwrap();
     assert_eq!(state.instances.len(), 2, "{:?}", state.instances);
     assert!(state.instances.values().all(|r| r.status == "Success"));
+    // Each server reported the serial it installed (openssl's format: ACM's in hex), and
+    // got one command, naming the secret.
+    for server in &servers {
+        let installed = env.fleet().installed_serial(server).expect("installed");
+        assert_eq!(state.instances[server].serial.as_ref(), Some(&installed));
+        let acm = state
+            .serial
+            .as_deref()
+            .and_then(certflow_tests::fleet::openssl_serial);
+        assert_eq!(
+            acm.as_ref(),
+            Some(&installed),
+            "ACM's serial {:?}",
+            state.serial
+        );
+        let received = env.fleet().received(server);
+        assert_eq!(received.len(), 1, "{received:?}");
+        assert_eq!(
+            received[0].parameters["SecretId"],
+            [state.secret.clone().unwrap()]
+        );
+    }
 
     // The inventory row, in the reference schema and more.
     let ddb = aws_sdk_dynamodb::Client::new(&env.sdk);

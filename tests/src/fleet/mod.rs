@@ -38,10 +38,11 @@
 //! is sent.
 //!
 //! **Output** is the install document's (`deploy/ssm/Install-ACMCertificate.yaml`): on
-//! success `CERTFLOW_INSTALLED_SERIAL=<serial>`, the serial of the secret the command's
-//! `SecretId` names (read once per command from the emulator's Secrets Manager with the
-//! SendCommand request's credentials), in openssl's format (uppercase hex, no colons;
-//! the emulator's decimal serials are converted). With a non-empty `VerifyPort`
+//! success `CERTFLOW_INSTALLED_SERIAL=<serial>`, the serial of the certificate in the
+//! secret the command's `SecretId` names (read once per command from the emulator's
+//! Secrets Manager with the SendCommand request's credentials), in openssl's format
+//! (uppercase hex, no colons): its `certificate` PEM's, else its `serial` field (ACM's
+//! `0a:1b:…`, or the emulator's decimal, converted). With a non-empty `VerifyPort`
 //! parameter a success also prints `CERTFLOW_SERVED_SERIAL=<serial>`. A command without
 //! a `SecretId` parameter (any other document) succeeds with empty output.
 //!
@@ -329,6 +330,56 @@ pub fn openssl_serial(serial: &str) -> Option<String> {
     None
 }
 
+/// The serial of the first certificate in `pem`, in openssl's format; `None` if it is not
+/// a PEM certificate.
+pub fn pem_serial(pem: &str) -> Option<String> {
+    use base64::Engine;
+    let body = pem
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)?
+        .split("-----END CERTIFICATE-----")
+        .next()?;
+    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
+    // serialNumber INTEGER, … } … }
+    let (tag, cert, _) = der_item(&der)?;
+    (tag == 0x30).then_some(())?;
+    let (tag, tbs, _) = der_item(cert)?;
+    (tag == 0x30).then_some(())?;
+    let (mut tag, mut value, rest) = der_item(tbs)?;
+    if tag == 0xa0 {
+        (tag, value, _) = der_item(rest)?;
+    }
+    (tag == 0x02).then_some(())?;
+    let digits: Vec<u8> = value.iter().copied().skip_while(|b| *b == 0).collect();
+    if digits.is_empty() {
+        return Some("00".into());
+    }
+    Some(digits.iter().map(|b| format!("{b:02X}")).collect())
+}
+
+/// One DER item: its tag, its value and what follows it.
+fn der_item(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *der.first()?;
+    let first = *der.get(1)?;
+    let (len, start) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for b in der.get(2..2 + n)? {
+            len = (len << 8) | usize::from(*b);
+        }
+        (len, 2 + n)
+    };
+    let value = der.get(start..start.checked_add(len)?)?;
+    Some((tag, value, &der[start + len..]))
+}
+
 fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit())
 }
@@ -379,6 +430,17 @@ mod tests {
             Some("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF")
         );
         assert_eq!(openssl_serial("$(x)"), None);
+        // What `openssl x509 -serial` prints for it (the DER has a leading zero byte).
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIBfDCCASKgAwIBAgIRAI8KGyw9Tl9gcYKTpLXG1+gwCgYIKoZIzj0EAwIwFTET\nMBEGA1UEAwwKZmxlZXQtdGVzdDAeFw0yNjEyMDUwNzQzMTJaFw0yNjEyMDYwNzQz\nMTJaMBUxEzARBgNVBAMMCmZsZWV0LXRlc3QwWTATBgcqhkjOPQIBBggqhkjOPQMB\nBwNCAAR3v2PPrJ65v9oeuRXpIdd0SoSxMt1PQw7lOqH9CT3PlR5oU7TKA3+xCNd0\n5xjBs023Ziuakym71SITcRQV2Nsyo1MwUTAdBgNVHQ4EFgQU1wg71Epj/Ust0Soj\nP6FRDp66qNAwHwYDVR0jBBgwFoAU1wg71Epj/Ust0SojP6FRDp66qNAwDwYDVR0T\nAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEAxLcggHKT0fB5EMq4O6qFiA8/\nA1gRz7dicsonwXvMTOoCID+pcXJqUnw+1p6mxa2LVgwPlM+vaZvufCVxeMf6/2Ao\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            pem_serial(pem).as_deref(),
+            Some("8F0A1B2C3D4E5F60718293A4B5C6D7E8")
+        );
+        assert_eq!(
+            pem_serial("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"),
+            None
+        );
+        assert_eq!(pem_serial("x"), None);
         assert_eq!(openssl_serial(""), None);
     }
 }

@@ -68,14 +68,23 @@ pub fn secret_id_of(body: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The serial (openssl's format) in a `GetSecretValue` answer's `SecretString` JSON.
+/// The serial (openssl's format) of the certificate in a `GetSecretValue` answer's
+/// `SecretString` JSON, as the install document reports it: the serial of its
+/// `certificate` PEM (what `openssl x509 -serial` prints), else its `serial` field.
 pub fn serial_of_secret(secret_string: &str) -> std::result::Result<String, String> {
     let v: Value =
         serde_json::from_str(secret_string).map_err(|e| format!("the secret is not JSON: {e}"))?;
+    if let Some(serial) = v
+        .get("certificate")
+        .and_then(Value::as_str)
+        .and_then(super::pem_serial)
+    {
+        return Ok(serial);
+    }
     let serial = v
         .get("serial")
         .and_then(Value::as_str)
-        .ok_or("the secret has no serial")?;
+        .ok_or("the secret has neither a certificate nor a serial")?;
     openssl_serial(serial).ok_or_else(|| format!("the secret's serial {serial:?} is not a serial"))
 }
 
