@@ -125,8 +125,8 @@ fn assert_refused(rec: &JobRecord, arn: &str, target: &str) {
 async fn a_target_the_certificate_does_not_list_fails_naming_the_tag_and_writes_nothing() {
     let env = Env::new().await;
     let (prod, dev) = (unique("Production"), unique("dev"));
-    env.instances(1, "Environment", &prod);
-    env.instances(1, "Environment", &dev);
+    let mut servers = env.instances(1, "Environment", &prod);
+    servers.extend(env.instances(1, "Environment", &dev));
     let listed = env.certificate(true).await;
     env.allow(&listed, "Environment", &prod).await;
     let untagged = env.certificate(true).await;
@@ -174,6 +174,13 @@ async fn a_target_the_certificate_does_not_list_fails_naming_the_tag_and_writes_
         BTreeSet::new(),
         "no secret created"
     );
+    for server in &servers {
+        assert_eq!(
+            env.fleet().received(server),
+            [],
+            "{server} received a command"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
