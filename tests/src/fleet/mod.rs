@@ -276,6 +276,19 @@ impl Fleet {
             .collect()
     }
 
+    /// The commands of document `name`, in the order sent.
+    pub fn commands_of_document(&self, name: &str) -> Vec<CommandSummary> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        inner.settle(now);
+        inner
+            .commands
+            .iter()
+            .filter(|c| c.document_name == name)
+            .map(|c| c.summary(now))
+            .collect()
+    }
+
     /// The command `command_id`, if the fleet has it.
     pub fn command(&self, command_id: &str) -> Option<CommandSummary> {
         let mut inner = self.lock();

@@ -148,38 +148,17 @@ pub fn not_succeeded(ids: &[JobId], records: &BTreeMap<JobId, JobRecord>) -> Vec
 }
 
 /// SSM commands of this certflow's install document, by comment (`certflow job <id>`),
-/// as the emulator lists them: the side effects that actually happened.
+/// as the simulated fleet holds them: the side effects that actually happened.
 pub async fn commands_by_comment(env: &Env) -> BTreeMap<String, Vec<String>> {
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let filter = aws_sdk_ssm::types::CommandFilter::builder()
-        .key(aws_sdk_ssm::types::CommandFilterKey::DocumentName)
-        .value(&env.deps.config.document_name)
-        .build()
-        .unwrap();
+    // Straight from the simulated fleet: the test's proxy may be injecting faults.
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut token = None;
-    loop {
-        let page = ssm
-            .list_commands()
-            .filters(filter.clone())
-            .set_next_token(token)
-            .send()
-            .await
-            .expect("list commands");
-        // The emulator ignores the filter (and answers every command of the account).
-        let ours = |c: &&aws_sdk_ssm::types::Command| {
-            c.document_name() == Some(env.deps.config.document_name.as_str())
-        };
-        for c in page.commands().iter().filter(ours) {
-            out.entry(c.comment().unwrap_or_default().to_string())
-                .or_default()
-                .push(c.command_id().unwrap_or_default().to_string());
-        }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return out;
-        }
+    for c in env
+        .fleet()
+        .commands_of_document(&env.deps.config.document_name)
+    {
+        out.entry(c.comment).or_default().push(c.command_id);
     }
+    out
 }
 
 /// Commands beyond the first, summed over jobs.
