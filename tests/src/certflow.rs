@@ -13,6 +13,7 @@ use engine::schema::{self, JobTableSpec};
 use engine::{Intake, JobId, JobRecord, Jobs, SystemClock, Worker, WorkerConfig};
 use workflows::export_certificate::{self, Deps, ExportConfig};
 
+use crate::fleet::{Fleet, Kind};
 use crate::{emulator, unique, RunningWorker};
 
 /// One test's certflow.
@@ -33,6 +34,12 @@ pub struct Env {
     pub source: String,
     /// The task queue's name.
     pub tasks_queue: String,
+    /// The endpoint the workflows' and workers' clients talk to: always a fault proxy in
+    /// front of the emulator (the test's, or [`Env`]'s own), so that SSM is answered by
+    /// the simulated fleet ([`crate::fleet`]).
+    pub endpoint: String,
+    /// The proxy started when the test gave no endpoint; lives as long as the `Env`.
+    own_proxy: Option<crate::proxy::FaultProxy>,
 }
 
 /// The names of a certflow's resources, as `certflow worker` reads them from its
@@ -145,10 +152,16 @@ impl Env {
         endpoint: Option<&str>,
         configure: impl FnOnce(&mut ExportConfig),
     ) -> Env {
-        let client_sdk = match endpoint {
-            Some(url) => via_endpoint(&sdk, url),
-            None => sdk.clone(),
+        // The workers' clients always go through a proxy: SSM is the simulated fleet's.
+        let (endpoint, own_proxy) = match endpoint {
+            Some(url) => (url.to_string(), None),
+            None => {
+                let upstream = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+                let proxy = crate::proxy::FaultProxy::start(&upstream, 0).await;
+                (proxy.url(), Some(proxy))
+            }
         };
+        let client_sdk = via_endpoint(&sdk, &endpoint);
         let ddb = aws_sdk_dynamodb::Client::new(&client_sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let mut config = ExportConfig::new("us-east-1");
@@ -190,6 +203,52 @@ impl Env {
             table: names.jobs_table.clone(),
             source: names.source.clone(),
             tasks_queue: names.tasks_queue.clone(),
+            endpoint,
+            own_proxy,
+        }
+    }
+
+    /// The proxy [`Env`] started itself (when the test gave no endpoint).
+    pub fn own_proxy(&self) -> Option<&crate::proxy::FaultProxy> {
+        self.own_proxy.as_ref()
+    }
+
+    /// The simulated fleet the workers' SSM calls reach ([`Fleet::global`]).
+    pub fn fleet(&self) -> &'static Fleet {
+        Fleet::global()
+    }
+
+    /// An SSM client through [`Env::endpoint`]: Run Command answered by the fleet, as the
+    /// workers see it.
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        self.deps.clients.ssm.clone()
+    }
+
+    /// Every SSM command of this certflow's install document, newest first (ListCommands
+    /// through [`Env::endpoint`], every page).
+    pub async fn ssm_commands(&self) -> Vec<aws_sdk_ssm::types::Command> {
+        use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
+        let filter = CommandFilter::builder()
+            .key(CommandFilterKey::DocumentName)
+            .value(&self.deps.config.document_name)
+            .build()
+            .expect("a ListCommands filter");
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .ssm()
+                .list_commands()
+                .filters(filter.clone())
+                .set_next_token(token)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("ListCommands: {e:?}"));
+            out.extend(page.commands().iter().cloned());
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return out;
+            }
         }
     }
 
@@ -384,18 +443,16 @@ impl Env {
         }
     }
 
-    /// Starts `n` EC2 instances tagged `key=value` (the emulator registers them with SSM).
-    pub fn instances(&self, n: u32, key: &str, value: &str) {
-        crate::aws_cli(&[
-            "ec2",
-            "run-instances",
-            "--image-id",
-            "ami-12345678",
-            "--count",
-            &n.to_string(),
-            "--tag-specifications",
-            &format!("ResourceType=instance,Tags=[{{Key={key},Value={value}}}]"),
-        ]);
+    /// Registers `n` EC2 instances tagged `key=value` in the simulated fleet; returns
+    /// their ids, sorted.
+    pub fn instances(&self, n: u32, key: &str, value: &str) -> Vec<String> {
+        Fleet::global().add(n as usize, &[(key, value)], Kind::Ec2)
+    }
+
+    /// Registers `n` on-premises managed instances (`mi-…`) tagged `key=value` in the
+    /// simulated fleet; returns their ids, sorted.
+    pub fn on_prem_instances(&self, n: u32, key: &str, value: &str) -> Vec<String> {
+        Fleet::global().add(n as usize, &[(key, value)], Kind::OnPrem)
     }
 }
 
@@ -426,10 +483,17 @@ pub fn certflow_bin() -> PathBuf {
 impl Env {
     /// A `certflow` command on this certflow's resources (jobs table, task, intake and
     /// events queues, inventory table, document, secret prefix), its AWS calls going to
-    /// `endpoint`: the emulator, or a fault proxy in front of it. Whatever `CERTFLOW_*`,
-    /// `OTEL_*` or SDK retry setting the test itself runs with is removed first; stdin is
-    /// closed.
+    /// `endpoint`: a fault proxy in front of the emulator. Given the emulator's own URL,
+    /// the command talks to [`Env::endpoint`] instead, so that its SSM calls reach the
+    /// simulated fleet. Whatever `CERTFLOW_*`, `OTEL_*` or SDK retry setting the test
+    /// itself runs with is removed first; stdin is closed.
     pub fn certflow_command(&self, endpoint: &str) -> Command {
+        let emulator = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+        let endpoint = if endpoint.trim_end_matches('/') == emulator.trim_end_matches('/') {
+            self.endpoint.as_str()
+        } else {
+            endpoint
+        };
         let mut cmd = Command::new(certflow_bin());
         for (k, _) in std::env::vars() {
             if k.starts_with("CERTFLOW_")

@@ -1,12 +1,14 @@
 //! Shared set-up for certflow's end-to-end tests: the emulator's SDK configuration, fresh
 //! uniquely named resources per test, helpers to run workers (in this process, or as
 //! `certflow worker` processes: [`worker_process`]) and wait for jobs, the venv's AWS CLI,
-//! and the fault proxy ([`proxy`]).
+//! the fault proxy ([`proxy`]) and the simulated SSM fleet it answers Run Command from
+//! ([`fleet`]).
 //!
 //! The README's test command starts the emulator and exports `AWS_ENDPOINT_URL`; these
 //! helpers refuse to run without it rather than reach for a real AWS account.
 
 pub mod certflow;
+pub mod fleet;
 pub mod proxy;
 pub mod worker_process;
 

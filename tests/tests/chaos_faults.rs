@@ -503,7 +503,7 @@ async fn the_serial_each_server_reports_is_recorded_per_instance() {
     for (i, serial) in serials.iter().enumerate() {
         t.proxy.add_rule(Rule::new(
             "ssm",
-            Some("GetCommandInvocation"),
+            None,
             Trigger::Always,
             Action::SetStdout {
                 instance: Some(t.instances[i].clone()),

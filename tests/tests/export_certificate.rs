@@ -41,9 +41,8 @@ async fn visible_text(env: &Env) -> String {
         let items = ddb.scan().table_name(table).send().await.unwrap();
         all.push_str(&format!("{:?}\n", items.items()));
     }
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let cmds = ssm.list_commands().send().await.unwrap();
-    all.push_str(&format!("{:?}\n", cmds.commands()));
+    let cmds = env.ssm_commands().await;
+    all.push_str(&format!("{cmds:?}\n"));
     all
 }
 
@@ -66,7 +65,7 @@ fn assert_no_secrets(text: &str, passphrase: &str, key_pem: &str) {
 async fn happy_path_from_the_reference_payload() {
     let env = Env::new().await;
     let tag_value = unique("web");
-    env.instances(2, "Environment", &tag_value);
+    let servers = env.instances(2, "Environment", &tag_value);
     let arn = env.certificate(true).await;
     env.allow(&arn, "Environment", &tag_value).await;
     let worker = env.worker("w1");
@@ -87,6 +86,28 @@ async fn happy_path_from_the_reference_payload() {
     let state: export_certificate::ExportState = serde_json::from_value(rec.data.clone()).unwrap();
     assert_eq!(state.instances.len(), 2, "{:?}", state.instances);
     assert!(state.instances.values().all(|r| r.status == "Success"));
+    // Each server reported the serial it installed (openssl's format: ACM's in hex), and
+    // got one command, naming the secret.
+    for server in &servers {
+        let installed = env.fleet().installed_serial(server).expect("installed");
+        assert_eq!(state.instances[server].serial.as_ref(), Some(&installed));
+        let acm = state
+            .serial
+            .as_deref()
+            .and_then(certflow_tests::fleet::openssl_serial);
+        assert_eq!(
+            acm.as_ref(),
+            Some(&installed),
+            "ACM's serial {:?}",
+            state.serial
+        );
+        let received = env.fleet().received(server);
+        assert_eq!(received.len(), 1, "{received:?}");
+        assert_eq!(
+            received[0].parameters["SecretId"],
+            [state.secret.clone().unwrap()]
+        );
+    }
 
     // The inventory row, in the reference schema and more.
     let ddb = aws_sdk_dynamodb::Client::new(&env.sdk);
@@ -209,8 +230,8 @@ async fn happy_path_from_the_reference_payload() {
     );
 
     // The SSM command carried secret names only.
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let cmd = ssm
+    let cmd = env
+        .ssm()
         .list_commands()
         .command_id(state.command_id.as_deref().unwrap())
         .send()
@@ -342,10 +363,8 @@ async fn the_same_request_twice_makes_one_job_one_secret_version_one_command() {
         rec,
         "duplicates changed the job"
     );
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let cmds = ssm.list_commands().send().await.unwrap();
+    let cmds = env.ssm_commands().await;
     let ours = cmds
-        .commands()
         .iter()
         .filter(|c| c.comment() == Some(format!("certflow job {id}").as_str()))
         .count();

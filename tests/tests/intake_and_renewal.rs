@@ -207,12 +207,10 @@ async fn duplicate_events_and_requests_start_nothing_twice() {
     );
     let state: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
     assert_eq!(state.children.len(), 1);
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let commands = ssm.list_commands().send().await.unwrap();
+    let commands = env.ssm_commands().await;
     for job in [export_id.to_string(), state.children[0].job_id.clone()] {
         let comment = format!("certflow job {job}");
         let n = commands
-            .commands()
             .iter()
             .filter(|c| c.comment() == Some(comment.as_str()))
             .count();

@@ -83,13 +83,9 @@ fn pair(k: &str, v: &str) -> (String, String) {
 
 /// How many SSM commands were sent for job `id`.
 async fn commands_of(env: &Env, id: &str) -> usize {
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
     let comment = format!("certflow job {id}");
-    ssm.list_commands()
-        .send()
+    env.ssm_commands()
         .await
-        .unwrap()
-        .commands()
         .iter()
         .filter(|c| c.comment() == Some(comment.as_str()))
         .count()
@@ -129,8 +125,8 @@ fn assert_refused(rec: &JobRecord, arn: &str, target: &str) {
 async fn a_target_the_certificate_does_not_list_fails_naming_the_tag_and_writes_nothing() {
     let env = Env::new().await;
     let (prod, dev) = (unique("Production"), unique("dev"));
-    env.instances(1, "Environment", &prod);
-    env.instances(1, "Environment", &dev);
+    let mut servers = env.instances(1, "Environment", &prod);
+    servers.extend(env.instances(1, "Environment", &dev));
     let listed = env.certificate(true).await;
     env.allow(&listed, "Environment", &prod).await;
     let untagged = env.certificate(true).await;
@@ -178,6 +174,13 @@ async fn a_target_the_certificate_does_not_list_fails_naming_the_tag_and_writes_
         BTreeSet::new(),
         "no secret created"
     );
+    for server in &servers {
+        assert_eq!(
+            env.fleet().received(server),
+            [],
+            "{server} received a command"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,11 +323,9 @@ async fn two_targets_of_one_name_get_a_secret_each_and_a_secret_of_another_targe
         assert!(v["private_key"]
             .as_str()
             .is_some_and(|k| k.contains("ENCRYPTED PRIVATE KEY")));
-        let ssm = aws_sdk_ssm::Client::new(&env.sdk);
         let comment = format!("certflow job {id}");
-        let listed = ssm.list_commands().send().await.unwrap();
+        let listed = env.ssm_commands().await;
         let cmd = listed
-            .commands()
             .iter()
             .find(|c| c.comment() == Some(comment.as_str()))
             .unwrap();
@@ -391,10 +392,8 @@ async fn a_renewal_event_for_an_unchanged_serial_starts_no_child() {
         .filter(|j| j.workflow == workflows::export_certificate::NAME)
         .count();
     assert_eq!(exports, 1, "only the first export");
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let all = ssm.list_commands().send().await.unwrap();
+    let all = env.ssm_commands().await;
     let ours = all
-        .commands()
         .iter()
         .filter(|c| c.comment().is_some_and(|x| x.starts_with("certflow job ")))
         .filter(|c| {

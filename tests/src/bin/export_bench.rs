@@ -4,9 +4,13 @@
 //! enqueue to SUCCEEDED, and the same service calls made directly in the same run — the
 //! engine's overhead ratio.
 //!
+//! The install goes to `--servers N` (default 1) servers of the simulated SSM fleet
+//! ([`certflow_tests::fleet`]) tagged for the job; the fleet's SSM calls per job are
+//! printed beside the per-service figures.
+//!
 //! ```text
 //! deploy/local/emulator.sh start && source .local/emulator.env
-//! cargo build -p certflow && cargo run -p certflow-tests --bin export_bench -- 10
+//! cargo build -p certflow && cargo run -p certflow-tests --bin export_bench -- 10 --servers 50
 //! ```
 
 use std::collections::BTreeMap;
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use certflow_tests::certflow::Env;
+use certflow_tests::fleet::Fleet;
 use certflow_tests::proxy::FaultProxy;
 use certflow_tests::unique;
 use certflow_tests::worker_process::WorkerCommand;
@@ -22,10 +27,7 @@ use engine::{EventKind, JobStatus};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let jobs: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10);
+    let (jobs, servers) = args();
     let env = Env::new().await;
     let proxy = FaultProxy::start(
         &std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL"),
@@ -42,7 +44,7 @@ async fn main() {
     .await
     .expect("task queue");
     let tag = unique("bench");
-    env.instances(2, "Tier", &tag);
+    env.instances(servers, "Tier", &tag);
     let arn = env.certificate(true).await;
     env.allow(&arn, "Tier", &tag).await;
     tokio::time::sleep(Duration::from_secs(4)).await; // past validation: no polling in `check`
@@ -54,6 +56,7 @@ async fn main() {
         .spawn();
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.clear_calls();
+    let fleet_before = Fleet::global().call_counts();
 
     let mut wall = Duration::ZERO;
     let mut timers = Duration::ZERO;
@@ -77,6 +80,7 @@ async fn main() {
         }
     }
     let calls = proxy.calls();
+    let fleet_calls = Fleet::global().call_counts();
     worker.kill();
 
     let mut by_op: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -90,7 +94,9 @@ async fn main() {
         .copied()
         .unwrap_or(0);
     let total: usize = by_op.values().sum();
-    println!("export-bench: {jobs} jobs, one at a time, 2 tagged instances, moto on loopback");
+    println!(
+        "export-bench: {jobs} jobs, one at a time, {servers} tagged server(s) of the simulated fleet, moto on loopback"
+    );
     println!("\nAWS calls per successful job, by service and operation:");
     for ((svc, op), n) in &by_op {
         println!("  {svc:<16} {op:<24} {:>6.2}", *n as f64 / jobs as f64);
@@ -100,6 +106,17 @@ async fn main() {
         total as f64 / jobs as f64,
         (total - receives) as f64 / jobs as f64
     );
+
+    println!("\nSSM calls the simulated fleet answered, per job:");
+    for (op, n) in &fleet_calls {
+        let n = n - fleet_before.get(op).copied().unwrap_or(0);
+        if n > 0 {
+            println!(
+                "  ssm (fleet)      {op:<24} {:>6.2}",
+                n as f64 / jobs as f64
+            );
+        }
+    }
 
     // The same service calls, made directly, once per job's worth.
     let clients = &env.deps.clients;
@@ -167,19 +184,15 @@ async fn main() {
             .ok()
             .and_then(|s| s.command().and_then(|c| c.command_id().map(str::to_string)))
         {
-            let listed = ssm.list_commands().command_id(&id).send().await;
-            for inst in listed
-                .ok()
-                .and_then(|l| l.commands().first().map(|c| c.instance_ids().to_vec()))
-                .unwrap_or_default()
-            {
-                let _ = ssm
-                    .get_command_invocation()
-                    .command_id(&id)
-                    .instance_id(inst)
-                    .send()
-                    .await;
-            }
+            // As the wait step: the command, then its invocations (tag targets name no
+            // instances).
+            let _ = ssm.list_commands().command_id(&id).send().await;
+            let _ = ssm
+                .list_command_invocations()
+                .command_id(&id)
+                .details(true)
+                .send()
+                .await;
         }
         let _ = clients
             .dynamodb
@@ -218,4 +231,25 @@ async fn main() {
         "Engine overhead ratio (active / direct):  {:>8.2}   (target ≤ 1.2; the engine's own calls — jobs table, task queue — are the difference)",
         per_job_active.as_secs_f64() / direct.as_secs_f64()
     );
+}
+
+/// The number of jobs (first plain argument, default 10) and `--servers N` (default 1).
+fn args() -> (usize, u32) {
+    let mut jobs = 10;
+    let mut servers = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--servers" {
+            servers = args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n >= 1)
+                .expect("--servers N (N >= 1)");
+        } else if let Some(n) = a.strip_prefix("--servers=") {
+            servers = n.parse().expect("--servers=N");
+        } else {
+            jobs = a.parse().expect("the number of jobs");
+        }
+    }
+    (jobs, servers)
 }

@@ -56,7 +56,8 @@ pub enum Action {
     /// Rewrite an SSM `GetCommandInvocation`, `ListCommandInvocations` or `ListCommands`
     /// answer so that the invocation of `instance` (or of every instance when `None`) has
     /// this status (`Failed`, `TimedOut`, `InProgress`, `Cancelled`, `Success`, …);
-    /// `ListCommands` gets a consistent command `Status`, `CompletedCount` and `ErrorCount`.
+    /// `ListCommands` gets a consistent command `Status`, `CompletedCount` and `ErrorCount`
+    /// (the fleet recomputes them from its rewritten invocations).
     RewriteSsm {
         /// The instance whose invocation changes; `None` for all.
         instance: Option<String>,

@@ -52,6 +52,15 @@
 //! *any* operation, idempotent or not. So one [`Action::ResetAfterForward`] on `SendMessage`
 //! or `SendCommand` leaves two messages or two commands behind, and the caller saw success.
 //!
+//! **The SSM fleet.** The Run Command operations (`DescribeInstanceInformation`,
+//! `SendCommand`, `ListCommands`, `ListCommandInvocations`, `GetCommandInvocation`,
+//! `CancelCommand`) are not forwarded: the process-wide simulated fleet
+//! ([`crate::fleet::Fleet::global`]) answers them, the way AWS does, after the rules ran
+//! (a throttle or a reset still applies; [`Action::RewriteSsm`] and [`Action::SetStdout`]
+//! rewrite its answers). For `SendCommand` the proxy reads the secret the command names
+//! from the upstream's Secrets Manager first, with the caller's credentials. In the call
+//! log such a call counts as forwarded: its side effect happened.
+//!
 //! **Forwarding.** Method, path, query, headers and body go upstream unchanged (the `Host`
 //! header too: the emulator builds queue URLs from it and does not check signatures); only
 //! hop-by-hop headers are dropped. Connections are kept alive on both sides; bodies are
@@ -63,15 +72,15 @@
 //!
 //! **Layout.** `route` recognises the service, operation and protocol of a request;
 //! `faults` holds the rules and decides which fire; `server` accepts connections, answers
-//! or forwards each request as the rules decide; `answers` shapes the errors the proxy
-//! gives in a service's place; `ssm` rewrites SSM answers; `transactions` is the DynamoDB
-//! transaction isolator.
+//! or forwards each request as the rules decide (or has the fleet answer it); `answers`
+//! shapes the errors the proxy gives in a service's place; `ssm` rewrites SSM answers;
+//! `transactions` is the DynamoDB transaction isolator.
 
 mod answers;
 mod faults;
 mod route;
 mod server;
-mod ssm;
+pub(crate) mod ssm;
 mod transactions;
 
 use std::net::SocketAddr;
@@ -100,7 +109,8 @@ pub struct Call {
     pub operation: String,
     /// The actions of the rules that fired, in rule order.
     pub injected: Vec<Action>,
-    /// Whether the upstream answered the request (its side effect happened).
+    /// Whether the upstream (or, for the SSM operations it answers, the simulated fleet)
+    /// answered the request: its side effect happened.
     pub forwarded: bool,
     /// The status the client received; `None` while pending or when the connection was
     /// dropped instead.

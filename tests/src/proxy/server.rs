@@ -27,6 +27,7 @@ use tokio::sync::{watch, Notify};
 use super::answers::{plain, respond, status_error, throttle, Answer};
 use super::route::{self, Protocol};
 use super::{ssm, Action, State};
+use crate::fleet::{wire, Fleet};
 
 /// The server the proxy forwards to, and the pooled client it does so with.
 pub(super) struct Upstream {
@@ -178,6 +179,9 @@ async fn handle_request(state: Arc<State>, reset: Arc<Notify>, req: Request<Inco
     let (service, operation) = route::classify(&parts, &body);
     let proto = Protocol::of(&parts, &service);
     let (seq, plan) = state.plan(&service, &operation, &body);
+    // The SSM operations the simulated fleet answers in the emulator's place.
+    let fleet_op =
+        service == "ssm" && matches!(proto, Protocol::Json(_)) && wire::handles(&operation);
     if !plan.delay.is_zero() {
         // If the client gives up meanwhile, hyper drops this future: never forwarded.
         tokio::time::sleep(plan.delay).await;
@@ -195,6 +199,11 @@ async fn handle_request(state: Arc<State>, reset: Arc<Notify>, req: Request<Inco
             ))
         }
         Some(Action::ResetBeforeForward) => None,
+        Some(Action::ResetAfterForward) if fleet_op => {
+            let _ = fleet_answer(&state, &parts, &operation, &body, &proto, &plan.transforms).await;
+            state.mark_forwarded(seq);
+            None
+        }
         Some(Action::ResetAfterForward) => {
             if state
                 .isolator
@@ -207,6 +216,12 @@ async fn handle_request(state: Arc<State>, reset: Arc<Notify>, req: Request<Inco
             None
         }
         // Delays and rewrites are not terminal; nothing else is.
+        Some(_) | None if fleet_op => {
+            let answer =
+                fleet_answer(&state, &parts, &operation, &body, &proto, &plan.transforms).await;
+            state.mark_forwarded(seq);
+            Some(answer)
+        }
         Some(_) | None => match state
             .isolator
             .forward(&state.upstream, &service, &operation, &parts, body)
@@ -251,4 +266,76 @@ async fn drop_connection(reset: &Notify) -> Answer {
     reset.notify_one();
     std::future::pending::<()>().await;
     plain(StatusCode::INTERNAL_SERVER_ERROR, String::new())
+}
+
+/// The simulated fleet's answer to an SSM call (after reading the secret a `SendCommand`
+/// names from the upstream's Secrets Manager, with the caller's credentials).
+async fn fleet_answer(
+    state: &State,
+    parts: &Parts,
+    operation: &str,
+    body: &Bytes,
+    proto: &Protocol,
+    transforms: &[Action],
+) -> Answer {
+    let secret = match (operation, wire::secret_id_of(body)) {
+        ("SendCommand", Some(id)) => Some(read_secret(&state.upstream, parts, &id).await),
+        _ => None,
+    };
+    let ct = proto.error_content_type();
+    match wire::answer(Fleet::global(), operation, body, secret, transforms) {
+        Ok(v) => respond(StatusCode::OK, ct, v.to_string().into(), &[]),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            respond(status, ct, e.body().to_string().into(), &[])
+        }
+    }
+}
+
+/// The serial (openssl's format) in secret `id`, read with `GetSecretValue` from the
+/// upstream with the credentials of the request `parts` came with (the emulator keeps an
+/// account per access key), or why it could not be read.
+async fn read_secret(upstream: &Upstream, parts: &Parts, id: &str) -> Result<String, String> {
+    let mut req = Request::post("/")
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", "secretsmanager.GetSecretValue");
+    if let Some(host) = parts.headers.get("host") {
+        req = req.header("host", host.clone());
+    }
+    if let Some(auth) = parts
+        .headers
+        .get("authorization")
+        .and_then(|a| a.to_str().ok())
+    {
+        // The emulator picks the service from the credential scope.
+        req = req.header(
+            "authorization",
+            auth.replace("/ssm/aws4_request", "/secretsmanager/aws4_request"),
+        );
+    }
+    if let Some(date) = parts.headers.get("x-amz-date") {
+        req = req.header("x-amz-date", date.clone());
+    }
+    let (req_parts, ()) = req
+        .body(())
+        .map_err(|e| format!("GetSecretValue request: {e}"))?
+        .into_parts();
+    let body = serde_json::json!({ "SecretId": id }).to_string();
+    let res = upstream.forward(&req_parts, body.into()).await?;
+    let v: serde_json::Value = serde_json::from_slice(res.body())
+        .map_err(|e| format!("GetSecretValue answered {}: {e}", res.status()))?;
+    if res.status() != StatusCode::OK {
+        let code = v.get("__type").and_then(|t| t.as_str()).unwrap_or("error");
+        let msg = v
+            .get("message")
+            .or_else(|| v.get("Message"))
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
+        return Err(format!("{code}: {msg}"));
+    }
+    let secret = v
+        .get("SecretString")
+        .and_then(|s| s.as_str())
+        .ok_or("GetSecretValue: no SecretString")?;
+    wire::serial_of_secret(secret)
 }

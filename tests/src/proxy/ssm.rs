@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::Action;
 
 /// `Status`, `StatusDetails` and `ResponseCode` of an invocation in `status`.
-fn invocation_fields(status: &str) -> (&str, &str, i64) {
+pub(crate) fn invocation_fields(status: &str) -> (&str, &str, i64) {
     match status {
         "Success" => ("Success", "Success", 0),
         "Failed" => ("Failed", "Failed", 1),

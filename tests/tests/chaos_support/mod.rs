@@ -65,25 +65,9 @@ pub async fn issued_certificates(env: &Env, n: usize) -> Vec<String> {
     arns
 }
 
-/// Ids of the instances tagged `key=value`.
-pub fn instance_ids(key: &str, value: &str) -> Vec<String> {
-    let answer = certflow_tests::aws_cli(&[
-        "ec2",
-        "describe-instances",
-        "--filters",
-        &format!("Name=tag:{key},Values={value}"),
-        "--query",
-        "Reservations[].Instances[].InstanceId",
-    ]);
-    let mut ids: Vec<String> = serde_json::from_value(answer).expect("instance ids");
-    ids.sort();
-    ids
-}
-
-/// Starts `n` instances tagged `key=value` and returns their ids.
+/// Registers `n` servers tagged `key=value` in the simulated fleet and returns their ids.
 pub fn tagged_instances(env: &Env, n: u32, key: &str, value: &str) -> Vec<String> {
-    env.instances(n, key, value);
-    let ids = instance_ids(key, value);
+    let ids = env.instances(n, key, value);
     assert_eq!(ids.len(), n as usize, "instances tagged {key}={value}");
     ids
 }
@@ -164,38 +148,17 @@ pub fn not_succeeded(ids: &[JobId], records: &BTreeMap<JobId, JobRecord>) -> Vec
 }
 
 /// SSM commands of this certflow's install document, by comment (`certflow job <id>`),
-/// as the emulator lists them: the side effects that actually happened.
+/// as the simulated fleet holds them: the side effects that actually happened.
 pub async fn commands_by_comment(env: &Env) -> BTreeMap<String, Vec<String>> {
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk);
-    let filter = aws_sdk_ssm::types::CommandFilter::builder()
-        .key(aws_sdk_ssm::types::CommandFilterKey::DocumentName)
-        .value(&env.deps.config.document_name)
-        .build()
-        .unwrap();
+    // Straight from the simulated fleet: the test's proxy may be injecting faults.
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut token = None;
-    loop {
-        let page = ssm
-            .list_commands()
-            .filters(filter.clone())
-            .set_next_token(token)
-            .send()
-            .await
-            .expect("list commands");
-        // The emulator ignores the filter (and answers every command of the account).
-        let ours = |c: &&aws_sdk_ssm::types::Command| {
-            c.document_name() == Some(env.deps.config.document_name.as_str())
-        };
-        for c in page.commands().iter().filter(ours) {
-            out.entry(c.comment().unwrap_or_default().to_string())
-                .or_default()
-                .push(c.command_id().unwrap_or_default().to_string());
-        }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return out;
-        }
+    for c in env
+        .fleet()
+        .commands_of_document(&env.deps.config.document_name)
+    {
+        out.entry(c.comment).or_default().push(c.command_id);
     }
+    out
 }
 
 /// Commands beyond the first, summed over jobs.
