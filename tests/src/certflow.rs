@@ -11,7 +11,8 @@ use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
 use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
 use engine::schema::{self, JobTableSpec};
 use engine::{Intake, JobId, JobRecord, Jobs, SystemClock, Worker, WorkerConfig};
-use workflows::export_certificate::{self, Deps, ExportConfig};
+use workflows::export_certificate::rollout;
+use workflows::export_certificate::{self, Deps, ExportConfig, ServerResult};
 
 use crate::fleet::{Fleet, Kind};
 use crate::{emulator, unique, RunningWorker};
@@ -383,6 +384,17 @@ impl Env {
             .unwrap();
     }
 
+    /// Each server's install result for job `id`, from its entries beside the record.
+    pub async fn servers(&self, id: &JobId) -> std::collections::BTreeMap<String, ServerResult> {
+        self.jobs
+            .all_entries(id, rollout::SERVERS, &engine::Groups::All)
+            .await
+            .expect("the job's server entries")
+            .iter()
+            .map(|e| (e.key.clone(), ServerResult::of(e)))
+            .collect()
+    }
+
     /// The version ids of secret `name`, sorted (straight from the emulator).
     pub async fn secret_version_ids(&self, name: &str) -> Vec<String> {
         let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
@@ -533,4 +545,10 @@ impl Env {
             None => Vec::new(),
         }
     }
+}
+
+/// Whether `comment` is that of an install command of job `id` (one per batch:
+/// `certflow job <id> batch <n>`).
+pub fn is_install_comment(comment: Option<&str>, id: &JobId) -> bool {
+    comment.is_some_and(|c| c.starts_with(&format!("certflow job {id} batch ")))
 }

@@ -144,7 +144,7 @@ async fn plan(deps: &Deps, ctx: &StepContext, s: &mut ExportState) -> Result<Str
     .await?;
     if servers.is_empty() {
         return Err(StepError::abort(format!(
-            "no managed instance carries tag {} (SSM DescribeInstanceInformation lists none)",
+            "no managed instance matches tag {} (SSM DescribeInstanceInformation lists none carrying it)",
             req.target()
         )));
     }
