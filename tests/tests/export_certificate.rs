@@ -84,13 +84,42 @@ async fn happy_path_from_the_reference_payload() {
         assert!(steps.contains(&step), "{step} missing from {steps:?}");
     }
     let state: export_certificate::ExportState = serde_json::from_value(rec.data.clone()).unwrap();
-    assert_eq!(state.instances.len(), 2, "{:?}", state.instances);
-    assert!(state.instances.values().all(|r| r.status == "Success"));
+    // Per-server results are entries beside the record, which keeps only counts.
+    assert!(state.instances.is_empty(), "{:?}", state.instances);
+    assert_eq!(state.command_id, None, "no command in flight once done");
+    let rollout = state.rollout.clone().expect("the rollout");
+    assert_eq!(
+        (
+            rollout.servers,
+            rollout.canary,
+            rollout.batches,
+            rollout.succeeded,
+            rollout.failed
+        ),
+        (2, 1, 2, 2, 0),
+        "{rollout:?}"
+    );
+    assert!(rollout.first_failures.is_empty(), "{rollout:?}");
+    let results = env.servers(&id).await;
+    assert_eq!(
+        results.keys().collect::<Vec<_>>(),
+        servers.iter().collect::<Vec<_>>(),
+        "{results:?}"
+    );
+    // The canary is the first server by id, alone in batch 0; the other follows in batch 1.
+    assert_eq!(results[&servers[0]].batch, 0, "{results:?}");
+    assert_eq!(results[&servers[1]].batch, 1, "{results:?}");
+    assert!(
+        results
+            .values()
+            .all(|r| r.status == Some(export_certificate::InstanceStatus::Success)),
+        "{results:?}"
+    );
     // Each server reported the serial it installed (openssl's format: ACM's in hex), and
     // got one command, naming the secret.
     for server in &servers {
         let installed = env.fleet().installed_serial(server).expect("installed");
-        assert_eq!(state.instances[server].serial.as_ref(), Some(&installed));
+        assert_eq!(results[server].serial.as_ref(), Some(&installed));
         let acm = state
             .serial
             .as_deref()
@@ -107,7 +136,21 @@ async fn happy_path_from_the_reference_payload() {
             received[0].parameters["SecretId"],
             [state.secret.clone().unwrap()]
         );
+        assert_eq!(
+            results[server].command_id.as_deref(),
+            Some(received[0].command_id.as_str())
+        );
+        assert_eq!(
+            received[0].comment,
+            format!("certflow job {id} batch {}", results[server].batch)
+        );
     }
+    // The canary's command was sent, and finished, before the next batch's.
+    let (canary, next) = (
+        &env.fleet().received(&servers[0])[0],
+        &env.fleet().received(&servers[1])[0],
+    );
+    assert!(canary.at <= next.at, "{canary:?} {next:?}");
 
     // The inventory row, in the reference schema and more.
     let ddb = aws_sdk_dynamodb::Client::new(&env.sdk);
@@ -229,26 +272,33 @@ async fn happy_path_from_the_reference_payload() {
         "the key does not match the certificate"
     );
 
-    // The SSM command carried secret names only.
-    let cmd = env
-        .ssm()
-        .list_commands()
-        .command_id(state.command_id.as_deref().unwrap())
-        .send()
+    // One SSM command per batch, by instance id, carrying secret names only.
+    let mut cmds: Vec<_> = env
+        .ssm_commands()
         .await
-        .unwrap();
-    let c = &cmd.commands()[0];
-    let params = c.parameters().unwrap();
-    assert_eq!(
-        params["SecretId"],
-        std::slice::from_ref(&secret),
-        "{params:?}"
-    );
-    assert!(!params.contains_key("BundleSecretId"), "{params:?}");
-    // Stop at the first failed server; a tenth of the servers at a time.
-    assert_eq!(c.max_errors(), Some("0"));
-    assert_eq!(c.max_concurrency(), Some("10%"));
-    assert_eq!(c.comment(), Some(format!("certflow job {id}").as_str()));
+        .into_iter()
+        .filter(|c| certflow_tests::certflow::is_install_comment(c.comment(), &id))
+        .collect();
+    cmds.sort_by_key(|c| c.comment().unwrap_or_default().to_string());
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    for (batch, c) in cmds.iter().enumerate() {
+        assert_eq!(
+            c.comment(),
+            Some(format!("certflow job {id} batch {batch}").as_str())
+        );
+        assert_eq!(c.instance_ids(), [servers[batch].clone()], "{c:?}");
+        assert!(c.targets().is_empty(), "by instance id, not by tag: {c:?}");
+        let params = c.parameters().unwrap();
+        assert_eq!(
+            params["SecretId"],
+            std::slice::from_ref(&secret),
+            "{params:?}"
+        );
+        assert!(!params.contains_key("BundleSecretId"), "{params:?}");
+        // The batch is the unit (all of it at once); no failure is tolerated.
+        assert_eq!(c.max_errors(), Some("0"));
+        assert_eq!(c.max_concurrency(), Some("100%"));
+    }
 
     assert_no_secrets(&visible_text(&env).await, &passphrase, &key_pem);
 }
@@ -364,11 +414,16 @@ async fn the_same_request_twice_makes_one_job_one_secret_version_one_command() {
         "duplicates changed the job"
     );
     let cmds = env.ssm_commands().await;
-    let ours = cmds
+    // One server: the canary is the only batch, sent one command.
+    let ours: Vec<_> = cmds
         .iter()
-        .filter(|c| c.comment() == Some(format!("certflow job {id}").as_str()))
-        .count();
-    assert_eq!(ours, 1, "one SSM command");
+        .filter(|c| certflow_tests::certflow::is_install_comment(c.comment(), &id))
+        .collect();
+    assert_eq!(ours.len(), 1, "one SSM command: {ours:?}");
+    assert_eq!(
+        ours[0].comment(),
+        Some(format!("certflow job {id} batch 0").as_str())
+    );
     let s = env.secret_name(&name, "Tier", &tag_value);
     assert_eq!(
         env.secret_version_ids(&s).await.len(),
