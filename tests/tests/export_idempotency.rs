@@ -130,8 +130,8 @@ async fn every_step_survives_losing_its_commit_after_its_side_effect() {
             .filter(|i| i.get("CertName").and_then(|v| v.as_s().ok()) == Some(&name))
             .count();
         assert_eq!(ours, 1, "{step}: inventory rows");
-        // One SSM command, one export from ACM.
-        let comment = format!("certflow job {id}");
+        // One SSM command (one server: the canary is the only batch), one export from ACM.
+        let comment = format!("certflow job {id} batch 0\"");
         let sent = proxy
             .calls()
             .iter()
