@@ -116,6 +116,21 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
             return Ok(Outcome::next("install", s).with_note(note));
         }
     }
+    if r.failed > 0 {
+        // Tolerated failures let the rollout go on; they still fail the job, since those
+        // servers do not run the new certificate.
+        let reason = format!(
+            "installed on {} of {} server(s); {} failed, within MaxErrors {} so the rollout went on: {}",
+            r.succeeded,
+            r.servers,
+            r.failed,
+            r.max_errors,
+            r.first_failures.join("; ")
+        );
+        s.rollout = Some(r);
+        let _ = set_row(&deps, &s, InstallEnd::Failed).await;
+        return Ok(Outcome::fail(s, reason));
+    }
     let end = InstallEnd::Installed {
         date: rfc3339(ctx.now()),
         instances: u64::from(r.succeeded),
