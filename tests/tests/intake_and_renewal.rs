@@ -10,7 +10,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use certflow_tests::certflow::Env;
 use certflow_tests::unique;
 use engine::{JobId, JobStatus};
-use workflows::renew_certificate::{self, RenewState};
+use workflows::renew_certificate::{self, Child, ChildStatus, RenewState};
 
 fn payload(arn: &str, name: &str, key: &str, value: &str) -> String {
     format!(
@@ -57,6 +57,23 @@ async fn rules(env: &Env) {
     )
     .await
     .unwrap();
+}
+
+/// A renewal's child export jobs: entries beside its record (collection `children`),
+/// each with its group (`running`, or the child's final status in lowercase).
+async fn children(env: &Env, parent: &JobId) -> Vec<(String, Child)> {
+    env.jobs
+        .all_entries(parent, renew_certificate::CHILDREN, &engine::Groups::All)
+        .await
+        .expect("the renewal's child entries")
+        .into_iter()
+        .map(|e| {
+            let child: Child = serde_json::from_value(e.data.clone())
+                .unwrap_or_else(|err| panic!("child entry {e:?}: {err}"));
+            assert_eq!(e.key, child.job_id, "{e:?}");
+            (e.group, child)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,14 +130,24 @@ async fn renewal_events_fan_out_to_the_inventory_rows_of_that_certificate() {
             "{fixture}: {:?}",
             parent.last_error
         );
+        // The record keeps counts; the children are entries beside it.
         let state: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
-        assert_eq!(state.children.len(), 2, "{fixture}: {state:?}");
-        let mut targets: Vec<&str> = state.children.iter().map(|c| c.target.as_str()).collect();
+        assert!(state.children.is_empty(), "{fixture}: {state:?}");
+        assert_eq!(
+            (state.started, state.succeeded, state.unsuccessful),
+            (2, 2, 0),
+            "{fixture}: {state:?}"
+        );
+        let kids = children(&env, &parent_id).await;
+        assert_eq!(kids.len(), 2, "{fixture}: {kids:?}");
+        let mut targets: Vec<&str> = kids.iter().map(|(_, c)| c.target.as_str()).collect();
         targets.sort();
         let mut expected = vec![format!("Tier={web}"), format!("Tier={api}")];
         expected.sort();
         assert_eq!(targets, expected);
-        for child in &state.children {
+        for (group, child) in &kids {
+            assert_eq!(group, "succeeded", "{child:?}");
+            assert_eq!(child.status, Some(ChildStatus::Succeeded), "{child:?}");
             let rec = env
                 .jobs
                 .get(&JobId::new(child.job_id.clone()))
@@ -206,15 +233,23 @@ async fn duplicate_events_and_requests_start_nothing_twice() {
         "the request once, the renewal's child once"
     );
     let state: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
-    assert_eq!(state.children.len(), 1);
+    assert_eq!((state.started, state.succeeded), (1, 1), "{state:?}");
+    let kids = children(&env, &parent_id).await;
+    assert_eq!(kids.len(), 1, "{kids:?}");
     let commands = env.ssm_commands().await;
-    for job in [export_id.to_string(), state.children[0].job_id.clone()] {
-        let comment = format!("certflow job {job}");
-        let n = commands
+    for job in [export_id.to_string(), kids[0].1.job_id.clone()] {
+        // One server: the canary is the job's only batch, and it got one command.
+        let prefix = format!("certflow job {job} ");
+        let ours: Vec<_> = commands
             .iter()
-            .filter(|c| c.comment() == Some(comment.as_str()))
-            .count();
-        assert_eq!(n, 1, "one SSM command for job {job}");
+            .filter_map(|c| c.comment())
+            .filter(|c| c.starts_with(&prefix))
+            .collect();
+        assert_eq!(
+            ours,
+            [format!("certflow job {job} batch 0")],
+            "one SSM command for job {job}"
+        );
     }
 }
 
