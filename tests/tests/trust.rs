@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use aws_sdk_secretsmanager::types::Tag;
-use certflow_tests::certflow::Env;
+use certflow_tests::certflow::{is_install_comment, Env};
 use certflow_tests::proxy::FaultProxy;
 use certflow_tests::unique;
 use engine::{JobId, JobRecord, JobStatus};
@@ -81,13 +81,13 @@ fn pair(k: &str, v: &str) -> (String, String) {
     (k.to_string(), v.to_string())
 }
 
-/// How many SSM commands were sent for job `id`.
+/// How many SSM commands were sent for job `id` (one per batch).
 async fn commands_of(env: &Env, id: &str) -> usize {
-    let comment = format!("certflow job {id}");
+    let id = JobId::new(id.to_string());
     env.ssm_commands()
         .await
         .iter()
-        .filter(|c| c.comment() == Some(comment.as_str()))
+        .filter(|c| is_install_comment(c.comment(), &id))
         .count()
 }
 
@@ -223,10 +223,25 @@ async fn a_renewal_child_whose_target_is_no_longer_allowed_fails_and_changes_not
         parent.last_error
     );
     let state: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
-    assert_eq!(state.children.len(), 1, "{state:?}");
+    assert_eq!(
+        (state.started, state.succeeded, state.unsuccessful),
+        (1, 0, 1),
+        "{state:?}"
+    );
+    let children = env
+        .jobs
+        .all_entries(
+            &parent.job_id,
+            renew_certificate::CHILDREN,
+            &engine::Groups::All,
+        )
+        .await
+        .unwrap();
+    assert_eq!(children.len(), 1, "{children:?}");
+    assert_eq!(children[0].group, "failed", "{children:?}");
     let child = env
         .jobs
-        .get(&JobId::new(state.children[0].job_id.clone()))
+        .get(&JobId::new(children[0].key.clone()))
         .await
         .unwrap();
     assert_refused(&child, &arn, &format!("Environment={old}"));
@@ -237,10 +252,15 @@ async fn a_renewal_child_whose_target_is_no_longer_allowed_fails_and_changes_not
         .unwrap()
         .pop()
         .unwrap();
-    assert!(
-        last.note
-            .as_deref()
-            .is_some_and(|n| n.starts_with("0 of 1 export job(s) succeeded; failed:")),
+    assert_eq!(
+        last.note.as_deref(),
+        Some(
+            format!(
+                "0 of 1 export job(s) succeeded; 1 did not: Environment={old} FAILED ({})",
+                child.job_id
+            )
+            .as_str()
+        ),
         "{last:?}"
     );
     assert_eq!(
@@ -323,12 +343,14 @@ async fn two_targets_of_one_name_get_a_secret_each_and_a_secret_of_another_targe
         assert!(v["private_key"]
             .as_str()
             .is_some_and(|k| k.contains("ENCRYPTED PRIVATE KEY")));
-        let comment = format!("certflow job {id}");
+        // One server: one command, the canary's.
+        let comment = format!("certflow job {id} batch 0");
         let listed = env.ssm_commands().await;
         let cmd = listed
             .iter()
             .find(|c| c.comment() == Some(comment.as_str()))
             .unwrap();
+        assert_eq!(commands_of(&env, id.as_str()).await, 1, "{id}");
         assert_eq!(
             cmd.parameters().unwrap()["SecretId"],
             std::slice::from_ref(secret)
@@ -373,6 +395,17 @@ async fn a_renewal_event_for_an_unchanged_serial_starts_no_child() {
     );
     let state: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
     assert!(state.children.is_empty(), "{state:?}");
+    assert_eq!(state.started, 0, "{state:?}");
+    let children = env
+        .jobs
+        .all_entries(
+            &parent.job_id,
+            renew_certificate::CHILDREN,
+            &engine::Groups::All,
+        )
+        .await
+        .unwrap();
+    assert!(children.is_empty(), "{children:?}");
     let history = env.jobs.history(&parent.job_id).await.unwrap();
     let note = history
         .last()
@@ -406,7 +439,8 @@ async fn a_renewal_event_for_an_unchanged_serial_starts_no_child() {
 }
 
 /// The install command names the document's SHA-256 hash (from DescribeDocument) and
-/// carries the configured bounds. The emulator accepts `DocumentHash` but does not check
+/// carries the configured bounds: with MaxConcurrency 2, three servers get a canary of
+/// one, then one batch of two (each command is a whole batch: `100%` of its ids). The emulator accepts `DocumentHash` but does not check
 /// it, so what is asserted is what certflow sends, as the proxy saw it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_install_command_is_pinned_to_the_documents_hash_and_bounded() {
@@ -416,7 +450,7 @@ async fn the_install_command_is_pinned_to_the_documents_hash_and_bounded() {
     })
     .await;
     let tag = unique("pin");
-    env.instances(1, "Tier", &tag);
+    let servers = env.instances(3, "Tier", &tag);
     let arn = env.certificate(true).await;
     env.allow(&arn, "Tier", &tag).await;
     let worker = env.worker("w1");
@@ -442,12 +476,26 @@ async fn the_install_command_is_pinned_to_the_documents_hash_and_bounded() {
         .filter(|c| c.operation == "SendCommand" && c.forwarded)
         .map(|c| serde_json::from_str(&c.body).unwrap())
         .collect();
-    assert_eq!(sends.len(), 2);
-    for body in &sends {
+    assert_eq!(sends.len(), 4, "two batches per job: {sends:?}");
+    for (i, body) in sends.iter().enumerate() {
         assert_eq!(body["DocumentHash"], serde_json::json!(hash), "{body}");
         assert_eq!(body["DocumentHashType"], "Sha256", "{body}");
         assert_eq!(body["MaxErrors"], "0", "{body}");
-        assert_eq!(body["MaxConcurrency"], "2", "{body}");
+        assert_eq!(body["MaxConcurrency"], "100%", "{body}");
+        assert!(body.get("Targets").is_none(), "by instance id: {body}");
+        let batch = i % 2;
+        let expected: &[String] = if batch == 0 {
+            &servers[..1]
+        } else {
+            &servers[1..]
+        };
+        assert_eq!(body["InstanceIds"], serde_json::json!(expected), "{body}");
+        assert!(
+            body["Comment"]
+                .as_str()
+                .is_some_and(|c| c.ends_with(&format!(" batch {batch}"))),
+            "{body}"
+        );
     }
     // Described once for both jobs: the hash is cached by the worker.
     assert_eq!(proxy.count("ssm", "DescribeDocument"), 1);
