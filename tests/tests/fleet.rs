@@ -450,6 +450,26 @@ async fn a_renewal_over_300_inventory_rows_keeps_a_small_parent_record() {
             .await
             .unwrap();
     }
+    // The emulator issues a certificate a few seconds after the request.
+    let acm = aws_sdk_acm::Client::new(&env.sdk);
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = acm
+            .describe_certificate()
+            .certificate_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        let status = d
+            .certificate()
+            .and_then(|c| c.status())
+            .map(|s| s.as_str().to_string());
+        if status.as_deref() == Some("ISSUED") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "{arn} is {status:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let worker = env.worker_with(WorkerConfig {
         concurrency: 32,
         ..certflow_tests::Stack::worker_config("w1")
