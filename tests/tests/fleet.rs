@@ -516,3 +516,33 @@ async fn a_renewal_over_300_inventory_rows_keeps_a_small_parent_record() {
     println!("record of a renewal over 300 rows: {size} bytes");
     assert!(size < RECORD_LIMIT, "parent record is {size} bytes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_servers_are_named_not_sent_and_shown() {
+    let env = Env::new().await;
+    let tag = unique("offline");
+    let servers = env.instances(3, "Fleet", &tag);
+    env.fleet().set_behaviour(&servers[1], Behaviour::Offline);
+    let arn = env.certificate(true).await;
+    env.allow(&arn, "Fleet", &tag).await;
+    let worker = env.worker("w1");
+    let id = env
+        .submit(&payload(&arn, "offline", "Fleet", &tag, ""))
+        .await;
+    let rec = wait_long(&env, &id, 120).await;
+    worker.stop().await;
+    assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    assert!(env.fleet().received(&servers[1]).is_empty());
+    let r = state(&rec).rollout.unwrap();
+    assert_eq!((r.servers, r.offline, r.succeeded), (2, 1, 2));
+    let last = env.jobs.history(&id).await.unwrap().pop().unwrap();
+    let note = last.note.unwrap_or_default();
+    assert!(
+        note.contains("1 server(s) offline when planned were not sent the install"),
+        "{note}"
+    );
+    let v = show_json(&env, &id, &["--servers", "offline"]);
+    let rows = v["Servers"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["InstanceId"], servers[1].as_str());
+}
