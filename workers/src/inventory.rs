@@ -342,6 +342,12 @@ fn show_text(arn: &str, rows: &[Row], jobs: &[engine::JobRecord]) -> String {
         line("Last installed", r.last_installed_date.as_deref());
         line("Last exported", r.last_exported_date.as_deref());
         line("Last job", r.last_job_id.as_deref());
+        // Each server's installed and served serial is in the job that installed it.
+        let per_server = r
+            .last_job_id
+            .as_ref()
+            .map(|j| format!("certflow jobs show {} --servers all", view::printable(j)));
+        line("Per server", per_server.as_deref());
         line("Serial", r.serial.as_deref());
         line("Fingerprint", r.fingerprint.as_deref());
         line("Secret", r.secret_name.as_deref());
