@@ -158,6 +158,12 @@ async fn the_sdk_absorbs_hangs_and_throttling_and_the_engine_retries_what_it_giv
         .filter(|(comment, _)| comment.contains(first.as_str()))
         .collect();
     assert_eq!(mine.len(), 1, "one SSM command for the job: {commands:?}");
+    // One server: its only batch is the canary.
+    assert_eq!(
+        mine[0].0,
+        &format!("certflow job {first} batch 0"),
+        "{commands:?}"
+    );
     assert_eq!(mine[0].1.len(), 1, "{commands:?}");
     proxy.remove_rule(throttled);
 

@@ -147,8 +147,9 @@ pub fn not_succeeded(ids: &[JobId], records: &BTreeMap<JobId, JobRecord>) -> Vec
         .collect()
 }
 
-/// SSM commands of this certflow's install document, by comment (`certflow job <id>`),
-/// as the simulated fleet holds them: the side effects that actually happened.
+/// SSM commands of this certflow's install document, by comment (one per batch of a
+/// job: `certflow job <id> batch <n>`), as the simulated fleet holds them: the side
+/// effects that actually happened.
 pub async fn commands_by_comment(env: &Env) -> BTreeMap<String, Vec<String>> {
     // Straight from the simulated fleet: the test's proxy may be injecting faults.
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
