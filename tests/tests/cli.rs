@@ -226,7 +226,21 @@ async fn submit_wait_shows_every_step_and_exits_by_how_the_job_ended() {
         "no line for step wait:\n{out}"
     );
     assert!(out.stdout.contains("SUCCEEDED at step wait"), "{out}");
-    assert!(out.stdout.contains("Success"), "install results: {out}");
+    // Two servers: the canary's batch, back to install, then the second batch.
+    assert!(
+        out.stdout
+            .contains("to canary batch (1 of 2 servers): 1 server(s)"),
+        "{out}"
+    );
+    assert!(
+        step_line("wait", "done → install").is_match(&out.stdout),
+        "the canary's wait sends the next batch:\n{out}"
+    );
+    assert!(out.stdout.contains("to batch 2 of 2: 1 server(s)"), "{out}");
+    assert!(
+        out.stdout.contains("2 server(s): 2 installed, 0 failed"),
+        "install results: {out}"
+    );
 
     // A certificate that cannot be exported: non-zero, and the reason, in JSON mode
     // (the default in a pipe): progress on stderr, the job on stdout.
@@ -537,9 +551,12 @@ async fn retry_resumes_a_job_that_failed_at_install_and_it_succeeds() {
         "only install and wait ran after the retry: {events:?}"
     );
     assert_eq!(events.last().unwrap().0, "succeeded", "{events:?}");
-    let instances = show["Instances"].as_array().unwrap();
-    assert_eq!(instances.len(), 1, "{show}");
-    assert_eq!(instances[0]["Status"], "Success");
+    let servers = show["Servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 1, "{show}");
+    assert_eq!(servers[0]["Status"], "Success", "{show}");
+    assert_eq!(servers[0]["Group"], "ok", "{show}");
+    assert_eq!(show["Rollout"]["Succeeded"], 1, "{show}");
+    assert_eq!(show["Rollout"]["Failed"], 0, "{show}");
 
     // The table says it too, and a job that did not fail is not retried.
     let out = cf.run(&["jobs", "show", &id, "-o", "table"]).await;
