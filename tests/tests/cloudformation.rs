@@ -1290,7 +1290,7 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
     };
     let env = Env::from_names(sdk.clone(), &names).await;
     let tag_value = unique("stack");
-    env.instances(2, "Environment", &tag_value);
+    let servers = env.instances(2, "Environment", &tag_value);
     let arn = env.certificate(true).await;
     env.allow(&arn, "Environment", &tag_value).await;
     let worker = env.worker("w1");
@@ -1302,6 +1302,22 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         .await;
     let rec = env.wait(&id).await;
     assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    // Both servers installed it, the canary first, each in its own batch.
+    let results = env.servers(&id).await;
+    assert_eq!(
+        results.keys().collect::<Vec<_>>(),
+        servers.iter().collect::<Vec<_>>()
+    );
+    for (batch, server) in servers.iter().enumerate() {
+        let r = &results[server];
+        assert_eq!(r.batch, batch as u32, "{server}: {r:?}");
+        assert_eq!(
+            r.status,
+            Some(workflows::export_certificate::InstanceStatus::Success),
+            "{server}: {r:?}"
+        );
+        assert_eq!(r.serial, env.fleet().installed_serial(server), "{server}");
+    }
 
     // The row is in the stack's inventory table; the secrets are under the stack's prefix,
     // encrypted with the stack's key, tagged as managed.
