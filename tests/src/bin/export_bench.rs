@@ -60,6 +60,7 @@ async fn main() {
 
     let mut wall = Duration::ZERO;
     let mut timers = Duration::ZERO;
+    let mut last = None;
     for i in 0..jobs {
         let started = Instant::now();
         let id = env
@@ -70,6 +71,7 @@ async fn main() {
         let rec = env.wait(&id).await;
         wall += started.elapsed();
         assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+        last = Some(id.clone());
         // The durable timers the workflow asked for (the wait step's first poll after
         // ~2 s): time the job spent waiting by design, not engine overhead.
         let history = env.jobs.history(&id).await.expect("history");
@@ -118,6 +120,24 @@ async fn main() {
         }
     }
 
+    // The install's batches as the last job staged them (canary, then batches of
+    // MaxConcurrency): the direct calls send one command per batch, as the worker does.
+    let last = last.expect("at least one job");
+    let mut batches: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (server, r) in env.servers(&last).await {
+        batches.entry(r.batch).or_default().push(server);
+    }
+    println!(
+        "\nThe install went out in {} batch(es) of {:?} server(s)",
+        batches.len(),
+        batches.values().map(Vec::len).collect::<Vec<_>>()
+    );
+    let tag_filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+        .key("tag:Tier")
+        .values(&tag)
+        .build()
+        .expect("a DescribeInstanceInformation filter");
+
     // The same service calls, made directly, once per job's worth.
     let clients = &env.deps.clients;
     let ssm = &clients.ssm;
@@ -135,16 +155,20 @@ async fn main() {
             .certificate_arn(&arn)
             .send()
             .await;
-        // As the export step's first attempt: each secret created with its version.
-        let create_secret = |suffix: &str, value: &str| {
-            clients
-                .secrets
-                .create_secret()
-                .name(format!("{name}/{suffix}"))
-                .secret_string(value)
-                .send()
-        };
-        let _ = create_secret("p", "{\"passphrase\":\"x\"}").await;
+        let _ = clients
+            .acm
+            .list_tags_for_certificate()
+            .certificate_arn(&arn)
+            .send()
+            .await;
+        // As the export step's first attempt: the target's secret looked for, then
+        // created with its one version.
+        let _ = clients
+            .secrets
+            .describe_secret()
+            .secret_id(&name)
+            .send()
+            .await;
         let _ = clients
             .acm
             .export_certificate()
@@ -152,7 +176,13 @@ async fn main() {
             .passphrase(aws_sdk_acm::primitives::Blob::new("passphrase-passphrase"))
             .send()
             .await;
-        let _ = create_secret("b", "{}").await;
+        let _ = clients
+            .secrets
+            .create_secret()
+            .name(&name)
+            .secret_string("{\"passphrase\":\"x\"}")
+            .send()
+            .await;
         let _ = clients
             .dynamodb
             .update_item()
@@ -166,34 +196,41 @@ async fn main() {
             .expression_attribute_values(":s", AttributeValue::S("EXPORTED".into()))
             .send()
             .await;
-        let sent = ssm
-            .send_command()
-            .document_name(&env.deps.config.document_name)
-            .targets(
-                aws_sdk_ssm::types::Target::builder()
-                    .key("tag:Tier")
-                    .values(&tag)
-                    .build(),
-            )
-            .parameters("CertName", vec![format!("direct-{i}")])
-            .parameters("SecretId", vec!["x".into()])
-            .parameters("Region", vec!["us-east-1".into()])
+        // As the install step: the tag's servers resolved, then one command per batch by
+        // instance id, each waited for with its invocations (as the wait step); after the
+        // last batch the servers are resolved once more (late joiners).
+        let _ = ssm
+            .describe_instance_information()
+            .filters(tag_filter.clone())
             .send()
             .await;
-        if let Some(id) = sent
-            .ok()
-            .and_then(|s| s.command().and_then(|c| c.command_id().map(str::to_string)))
-        {
-            // As the wait step: the command, then its invocations (tag targets name no
-            // instances).
-            let _ = ssm.list_commands().command_id(&id).send().await;
-            let _ = ssm
-                .list_command_invocations()
-                .command_id(&id)
-                .details(true)
+        for ids in batches.values() {
+            let sent = ssm
+                .send_command()
+                .document_name(&env.deps.config.document_name)
+                .set_instance_ids(Some(ids.clone()))
+                .parameters("CertName", vec![format!("direct-{i}")])
+                .parameters("SecretId", vec!["x".into()])
+                .parameters("Region", vec!["us-east-1".into()])
                 .send()
                 .await;
+            if let Some(id) = sent
+                .ok()
+                .and_then(|s| s.command().and_then(|c| c.command_id().map(str::to_string)))
+            {
+                let _ = ssm
+                    .list_command_invocations()
+                    .command_id(&id)
+                    .details(true)
+                    .send()
+                    .await;
+            }
         }
+        let _ = ssm
+            .describe_instance_information()
+            .filters(tag_filter.clone())
+            .send()
+            .await;
         let _ = clients
             .dynamodb
             .update_item()
@@ -233,13 +270,26 @@ async fn main() {
     );
 }
 
+const USAGE: &str = "\
+usage: export_bench [JOBS] [--servers N]
+
+Runs JOBS export jobs (default 10), one at a time, through a `certflow worker` process
+whose AWS calls go through the fault proxy, each installing on N servers (default 1) of
+the simulated SSM fleet (a canary, then batches of MaxConcurrency); prints the AWS calls
+per job, the job wall time, and the same service calls made directly.
+Needs the emulator (deploy/local/emulator.sh start; source .local/emulator.env) and the
+certflow binary (cargo build -p certflow).";
+
 /// The number of jobs (first plain argument, default 10) and `--servers N` (default 1).
 fn args() -> (usize, u32) {
     let mut jobs = 10;
     let mut servers = 1;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--servers" {
+        if a == "--help" || a == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        } else if a == "--servers" {
             servers = args
                 .next()
                 .and_then(|n| n.parse().ok())
@@ -248,7 +298,11 @@ fn args() -> (usize, u32) {
         } else if let Some(n) = a.strip_prefix("--servers=") {
             servers = n.parse().expect("--servers=N");
         } else {
-            jobs = a.parse().expect("the number of jobs");
+            jobs = a
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .unwrap_or_else(|| panic!("the number of jobs (>= 1), not {a:?}\n{USAGE}"));
         }
     }
     (jobs, servers)
