@@ -8,10 +8,11 @@
 //!   job, a second secret version) are counted, printed, and bounded by the resets
 //!   injected on the operation that makes them; every job's record and inventory row is
 //!   checked.
-//! - SSM per-instance results rewritten by the proxy: failed and timed-out instances fail
-//!   the job naming each instance and its status; an instance still InProgress at the
-//!   install deadline makes the job cancel the command and fail; the serial each server
-//!   reports is recorded per instance.
+//! - SSM per-instance results rewritten by the proxy: failed and timed-out servers of a
+//!   batch stop the rollout there, naming each server and its status, and later batches
+//!   are never sent; a server still InProgress at the install deadline makes the job
+//!   cancel its batch's command and fail; the serial each server reports is recorded in
+//!   its entry.
 //!
 //! Run with the emulator: `deploy/local/emulator.sh start && source .local/emulator.env`,
 //! then `cargo test -p certflow-tests --test chaos_faults -- --nocapture`.
@@ -29,9 +30,10 @@ use certflow_tests::proxy::{Action, Call, FaultProxy, Rule, Trigger};
 use certflow_tests::{unique, Stack};
 use chaos_support::{
     commands_by_comment, duplicate_commands, issued_certificates, not_succeeded, payload,
-    secret_versions, state, tagged_instances, wait_all,
+    secret_versions, servers, state, tagged_instances, wait_all,
 };
 use engine::{EventKind, JobId, JobStatus, JobStore};
+use workflows::export_certificate::{ExportConfig, InstanceStatus};
 
 fn upstream() -> String {
     let url = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
@@ -257,7 +259,7 @@ async fn hundred_jobs_succeed_through_throttling_5xx_and_resets() {
         .filter(|c| c.operation == "SendMessage" && is_reset(c))
         .count();
     println!(
-        "[faults] duplicate SSM commands: {dup_commands} (jobs with more than one: {}; resets on SendCommand: {send_resets})",
+        "[faults] duplicate SSM commands: {dup_commands} (batches with more than one: {}; resets on SendCommand: {send_resets})",
         by_comment.values().filter(|v| v.len() > 1).count()
     );
     println!(
@@ -282,26 +284,48 @@ async fn hundred_jobs_succeed_through_throttling_5xx_and_resets() {
         let rec = &records[&r.id];
         let s = state(rec);
         let (value, instances) = &groups[r.group];
-        let comment = format!("certflow job {}", r.id);
-        let got: BTreeSet<&String> = s.instances.keys().collect();
+        // Every server of the group installed it, each by a command of its batch (the
+        // record keeps counts; the results are entries).
+        let results = servers(&env, &r.id).await;
+        let got: BTreeSet<&String> = results.keys().collect();
         let want: BTreeSet<&String> = instances.iter().collect();
-        assert_eq!(got, want, "{}: instances", r.id);
-        assert!(
-            s.instances.values().all(|i| i.status == "Success"),
-            "{}: {:?}",
-            r.id,
-            s.instances
+        assert_eq!(got, want, "{}: servers", r.id);
+        for (server, result) in &results {
+            assert_eq!(
+                result.status,
+                Some(InstanceStatus::Success),
+                "{}: {server} {result:?}",
+                r.id
+            );
+            let comment = format!("certflow job {} batch {}", r.id, result.batch);
+            let command = result.command_id.clone().expect("command id");
+            assert!(
+                by_comment
+                    .get(&comment)
+                    .is_some_and(|c| c.contains(&command)),
+                "{}: {server}'s command {command} is not one of its batch's {:?}",
+                r.id,
+                by_comment.get(&comment)
+            );
+        }
+        let rollout = s.rollout.clone().expect("rollout");
+        let n = instances.len() as u32;
+        assert_eq!(
+            (rollout.servers, rollout.succeeded, rollout.failed),
+            (n, n, 0),
+            "{}: {rollout:?}",
+            r.id
         );
-        assert_eq!(s.target_count, Some(instances.len() as u32), "{}", r.id);
-        let command = s.command_id.clone().expect("command id");
-        assert!(
-            by_comment
-                .get(&comment)
-                .is_some_and(|c| c.contains(&command)),
-            "{}: command {command} is not one of the job's commands {:?}",
-            r.id,
-            by_comment.get(&comment)
-        );
+        // Each batch planned got its command(s), and no other comment names the job.
+        let mine: BTreeSet<&String> = by_comment
+            .keys()
+            .filter(|c| c.starts_with(&format!("certflow job {} ", r.id)))
+            .collect();
+        let batches: BTreeSet<String> = (0..rollout.batches)
+            .map(|b| format!("certflow job {} batch {b}", r.id))
+            .collect();
+        assert_eq!(mine, batches.iter().collect(), "{}", r.id);
+        assert_eq!(s.command_id, None, "{}: no command in flight", r.id);
         assert_eq!(
             s.secret.as_deref(),
             Some(env.secret_name(&r.name, "Environment", value).as_str())
@@ -344,15 +368,10 @@ struct Install {
 }
 
 impl Install {
-    async fn new(servers: u32, install_timeout: Option<Duration>) -> Install {
+    async fn new(servers: u32, configure: impl FnOnce(&mut ExportConfig)) -> Install {
         let proxy = FaultProxy::start(&upstream(), 1).await;
         proxy.isolate_dynamodb_transactions(true);
-        let env = Env::with_config(Some(&proxy.url()), |c| {
-            if let Some(t) = install_timeout {
-                c.install_timeout = t;
-            }
-        })
-        .await;
+        let env = Env::with_config(Some(&proxy.url()), configure).await;
         let tag = unique("ssm");
         let instances = tagged_instances(&env, servers, "Role", &tag);
         Install {
@@ -400,23 +419,64 @@ impl Install {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_timed_out_instances_fail_the_job_by_name() {
-    let t = Install::new(3, None).await;
-    t.rewrite(0, "Failed");
-    t.rewrite(1, "TimedOut");
+    // A canary, then batches of two: the second batch fails, the third is never sent.
+    let t = Install::new(4, |c| c.install_max_concurrency = "2".into()).await;
+    t.rewrite(1, "Failed");
+    t.rewrite(2, "TimedOut");
     let rec = t.run().await;
-    let (failed, timed_out, ok) = (&t.instances[0], &t.instances[1], &t.instances[2]);
+    let (canary, failed, timed_out, unreached) = (
+        &t.instances[0],
+        &t.instances[1],
+        &t.instances[2],
+        &t.instances[3],
+    );
     assert_eq!(rec.status, JobStatus::Failed, "{rec:?}");
     assert_eq!(rec.step, "wait");
     let err = rec.last_error.clone().unwrap_or_default();
     println!("[ssm] failure reason: {err}");
-    assert!(err.contains("install failed on 2 of 3 instances"), "{err}");
+    assert!(
+        err.starts_with("rollout stopped at batch 2 of 3: 2 server(s) failed, MaxErrors 0: "),
+        "{err}"
+    );
     assert!(err.contains(&format!("{failed} Failed")), "{err}");
     assert!(err.contains(&format!("{timed_out} TimedOut")), "{err}");
-    assert!(!err.contains(ok.as_str()), "{err}");
+    assert!(
+        err.ends_with("; 1 server(s) not reached keep their certificate"),
+        "{err}"
+    );
+    assert!(!err.contains(canary.as_str()), "{err}");
+    assert!(!err.contains(unreached.as_str()), "{err}");
     let s = state(&rec);
-    assert_eq!(s.instances[failed].status, "Failed");
-    assert_eq!(s.instances[timed_out].status, "TimedOut");
-    assert_eq!(s.instances[ok].status, "Success");
+    let rollout = s.rollout.clone().expect("rollout");
+    assert_eq!(
+        (
+            rollout.succeeded,
+            rollout.failed,
+            rollout.batch,
+            rollout.batches
+        ),
+        (1, 2, 1, 3),
+        "{rollout:?}"
+    );
+    assert_eq!(rollout.first_failures.len(), 2, "{rollout:?}");
+    let results = servers(&t.env, &rec.job_id).await;
+    let status = |id: &String| results[id].status.clone();
+    assert_eq!(status(canary), Some(InstanceStatus::Success), "{results:?}");
+    assert_eq!(status(failed), Some(InstanceStatus::Failed), "{results:?}");
+    assert_eq!(
+        status(timed_out),
+        Some(InstanceStatus::TimedOut),
+        "{results:?}"
+    );
+    // The third batch was planned, never sent.
+    assert_eq!(results[unreached].batch, 2, "{results:?}");
+    assert_eq!(status(unreached), None, "{results:?}");
+    assert_eq!(results[unreached].command_id, None, "{results:?}");
+    assert_eq!(
+        t.env.fleet().received(unreached),
+        [],
+        "{unreached} was sent the install"
+    );
     // The inventory says so too.
     let r = &s.request;
     let row = aws_sdk_dynamodb::Client::new(&t.env.sdk)
@@ -449,8 +509,9 @@ async fn failed_and_timed_out_instances_fail_the_job_by_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_in_progress_past_the_deadline_cancels_the_command_and_fails() {
-    let t = Install::new(2, Some(Duration::from_secs(5))).await;
-    t.rewrite(0, "InProgress");
+    let t = Install::new(2, |c| c.install_timeout = Duration::from_secs(5)).await;
+    // The canary installs; the second batch's server never finishes.
+    t.rewrite(1, "InProgress");
     // The emulator does not implement CancelCommand (it answers 500): answer it as AWS does.
     t.proxy.add_rule(Rule::new(
         "ssm",
@@ -467,7 +528,7 @@ async fn an_instance_in_progress_past_the_deadline_cancels_the_command_and_fails
     println!("[ssm] timeout reason: {err}");
     let s = state(&rec);
     let command = s.command_id.clone().expect("command id");
-    let (stuck, ok) = (&t.instances[0], &t.instances[1]);
+    let (ok, stuck) = (&t.instances[0], &t.instances[1]);
     assert!(err.contains("install did not finish within 5s"), "{err}");
     assert!(err.contains(&format!("{stuck} InProgress")), "{err}");
     assert!(
@@ -475,8 +536,21 @@ async fn an_instance_in_progress_past_the_deadline_cancels_the_command_and_fails
         "{err}"
     );
     assert!(!err.contains(ok.as_str()), "{err}");
-    assert_eq!(s.instances[stuck].status, "InProgress");
-    assert_eq!(s.instances[ok].status, "Success");
+    let results = servers(&t.env, &rec.job_id).await;
+    assert_eq!(
+        results[stuck].status,
+        Some(InstanceStatus::InProgress),
+        "{results:?}"
+    );
+    assert_eq!(
+        results[ok].status,
+        Some(InstanceStatus::Success),
+        "{results:?}"
+    );
+    // The command cancelled is the second batch's, not the canary's.
+    assert_eq!(results[stuck].command_id.as_deref(), Some(command.as_str()));
+    assert_eq!(results[stuck].batch, 1, "{results:?}");
+    assert_ne!(results[ok].command_id.as_deref(), Some(command.as_str()));
     // The proxy saw the cancel, of that command, and answered it.
     let cancels: Vec<Call> = t
         .proxy
@@ -498,7 +572,7 @@ async fn an_instance_in_progress_past_the_deadline_cancels_the_command_and_fails
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serial_each_server_reports_is_recorded_per_instance() {
-    let t = Install::new(2, None).await;
+    let t = Install::new(2, |_| {}).await;
     let serials = ["0a:1b:2c:3d:4e:5f", "ff:ee:dd:cc:bb:aa:99"];
     for (i, serial) in serials.iter().enumerate() {
         t.proxy.add_rule(Rule::new(
@@ -515,9 +589,14 @@ async fn the_serial_each_server_reports_is_recorded_per_instance() {
     }
     let rec = t.run().await;
     assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    let results = servers(&t.env, &rec.job_id).await;
     for (i, serial) in serials.iter().enumerate() {
-        let recorded = &rec.data["instances"][&t.instances[i]]["serial"];
-        println!("[ssm] {} recorded serial {recorded}", t.instances[i]);
-        assert_eq!(recorded.as_str(), Some(*serial), "{}", rec.data);
+        let recorded = &results[&t.instances[i]];
+        println!(
+            "[ssm] {} recorded serial {:?}",
+            t.instances[i], recorded.serial
+        );
+        assert_eq!(recorded.serial.as_deref(), Some(*serial), "{results:?}");
+        assert_eq!(recorded.batch, i as u32, "{results:?}");
     }
 }

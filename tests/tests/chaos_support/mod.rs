@@ -13,7 +13,8 @@ use certflow_tests::certflow::Env;
 use certflow_tests::worker_process::{LogDir, WorkerCommand};
 use engine::backend::dynamodb::DynamoJobStore;
 use engine::{JobId, JobRecord, JobStatus, JobStore};
-use workflows::export_certificate::ExportState;
+use workflows::export_certificate::rollout::SERVERS;
+use workflows::export_certificate::{ExportState, ServerResult};
 
 /// The reference payload.
 pub fn payload(arn: &str, name: &str, key: &str, value: &str) -> String {
@@ -31,6 +32,27 @@ pub fn store(env: &Env) -> DynamoJobStore {
 /// A job's record, straight from the emulator.
 pub async fn record(env: &Env, id: &JobId) -> Option<JobRecord> {
     store(env).get(id).await.expect("read job")
+}
+
+/// Each server's install result for job `id` (its entries beside the record), straight
+/// from the emulator.
+pub async fn servers(env: &Env, id: &JobId) -> BTreeMap<String, ServerResult> {
+    let store = store(env);
+    let mut out = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .entries(id, SERVERS, &engine::Groups::All, after.as_deref(), 100)
+            .await
+            .expect("read the job's server entries");
+        for e in &page.entries {
+            out.insert(e.key.clone(), ServerResult::of(e));
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return out,
+        }
+    }
 }
 
 /// The export state of a job.
