@@ -1,8 +1,8 @@
 //! Process chaos (issue 7, "Must show" 2): three `certflow worker` processes — the real
 //! binary — share 200 export jobs while one of them, picked at random, is killed with
 //! SIGKILL every ~2 s and started again at once. Every job must reach SUCCEEDED; the test
-//! prints the SSM commands sent twice for one job (a retry after a crash must adopt the
-//! command the dead worker sent, found by its comment) and the total time.
+//! prints the SSM commands sent twice for one batch of a job (a retry after a crash must
+//! adopt the command the dead worker sent, found by its comment) and the total time.
 //!
 //! The workers reach the emulator through the fault proxy, with no faults but with its
 //! DynamoDB transaction isolation on: several workers on one jobs table otherwise make the
@@ -32,7 +32,7 @@ use certflow_tests::unique;
 use certflow_tests::worker_process::WorkerProcess;
 use chaos_support::{
     commands_by_comment, duplicate_commands, issued_certificates, log_dir, not_succeeded, payload,
-    state, store, tagged_instances, terminal_count, wait_all, worker,
+    servers, state, store, tagged_instances, terminal_count, wait_all, worker,
 };
 use engine::{EventKind, JobId, JobStore};
 use rand::rngs::StdRng;
@@ -252,22 +252,41 @@ async fn two_hundred_jobs_survive_a_sigkill_every_two_seconds() {
     );
     for (i, id) in ids.iter().enumerate() {
         let s = state(&records[id]);
-        let comment = format!("certflow job {id}");
-        let commands = by_comment.get(&comment).cloned().unwrap_or_default();
-        assert!(
-            s.command_id.as_ref().is_some_and(|c| commands.contains(c)),
-            "{id}: command {:?} not among {commands:?}",
-            s.command_id
+        let n = groups[i % groups.len()].1;
+        let rollout = s.rollout.clone().expect("rollout");
+        assert_eq!(
+            (
+                rollout.servers as usize,
+                rollout.succeeded as usize,
+                rollout.failed
+            ),
+            (n, n, 0),
+            "{id}: {rollout:?}"
         );
-        assert_eq!(s.instances.len(), groups[i % groups.len()].1, "{id}");
-        assert!(s.instances.values().all(|r| r.status == "Success"), "{id}");
+        // Each server installed it by the command of its batch that the fleet holds.
+        let results = servers(&env, id).await;
+        assert_eq!(results.len(), n, "{id}: {results:?}");
+        for (server, r) in &results {
+            assert_eq!(
+                r.status,
+                Some(workflows::export_certificate::InstanceStatus::Success),
+                "{id}: {server} {r:?}"
+            );
+            let comment = format!("certflow job {id} batch {}", r.batch);
+            let commands = by_comment.get(&comment).cloned().unwrap_or_default();
+            assert!(
+                r.command_id.as_ref().is_some_and(|c| commands.contains(c)),
+                "{id}: {server}'s command {:?} not among {commands:?}",
+                r.command_id
+            );
+        }
     }
     // No fault is injected here, so only a crash can interrupt a SendCommand, and the
-    // next attempt adopts the command the crashed one sent: no job may have two.
+    // next attempt adopts the command the crashed one sent: no batch may have two.
     assert_eq!(
         duplicates,
         0,
-        "jobs with more than one SSM command: {:?}",
+        "batches with more than one SSM command: {:?}",
         by_comment
             .iter()
             .filter(|(_, v)| v.len() > 1)
