@@ -887,7 +887,8 @@ async fn jobs_show_snapshots() {
     let arn = "arn:aws:acm:us-east-1:111122223333:certificate/0f5d2c1e-8a7b-4c3d-9e2f-1a2b3c4d5e6f";
     use JobStatus::{Failed, Pending, Running, Succeeded, Waiting};
 
-    // An export job that failed on one of its two servers.
+    // Records from before staged rollouts (results in the record) still show: an export
+    // job that failed on one of its two servers.
     let export_id = "6f1c2d3e-4a5b-5c6d-8e7f-0a1b2c3d4e5f";
     let mut rec = record(
         export_id,
@@ -938,7 +939,8 @@ async fn jobs_show_snapshots() {
     ];
     write_job(&cf.env, &rec, &history).await;
 
-    // A renewal with two children, one of which failed.
+    // A renewal from before children were entries, with two children, one of which
+    // failed.
     let child_ok = "1a2b3c4d-0000-5000-8000-000000000001";
     let child_bad = "1a2b3c4d-0000-5000-8000-000000000002";
     let mut ok = record(
@@ -1040,4 +1042,287 @@ async fn jobs_show_snapshots() {
         .json();
     assert_eq!(show["Instances"][1]["InstanceId"], "i-0ddd3333eeee4444f");
     assert_eq!(show["Instances"][1]["Status"], "Failed");
+}
+
+/// An export job of the staged rollout: the record keeps counts (`rollout`), each server
+/// is an entry beside it. `jobs show` prints the rollout and a page of servers, failed
+/// first; JSON has `Rollout`, `Servers` and `ServersNext`, and `--servers`, `--limit`,
+/// `--after` choose the page. (The snapshots above are of records from before.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_show_a_staged_rollout() {
+    use export_certificate::{InstanceStatus, ServerResult};
+    let cf = Cf::new().await;
+    let arn = "arn:aws:acm:us-east-1:111122223333:certificate/0f5d2c1e-8a7b-4c3d-9e2f-1a2b3c4d5e6f";
+    use JobStatus::{Failed, Pending, Running, Waiting};
+    let id = "7a2b3c4d-5e6f-5a7b-8c9d-0e1f2a3b4c5d";
+    let (canary, ok, bad, later1, later2) = (
+        "i-0aaa1111bbbb2222c",
+        "i-0bbb2222cccc3333d",
+        "i-0ccc3333dddd4444e",
+        "i-0ddd4444eeee5555f",
+        "i-0eee5555ffff66660",
+    );
+    let (c0, c1) = (
+        "5e8a0c3b-2f1d-4e6a-9b7c-1d2e3f4a5b6c",
+        "6f9b1d4c-3a2e-4f7b-8c8d-2e3f4a5b6c7d",
+    );
+    let error = format!(
+        "rollout stopped at batch 2 of 3: 1 server(s) failed, MaxErrors 0: {bad} Failed (certflow-install: error: key does not match certificate); 2 server(s) not reached keep their certificate"
+    );
+    let mut rec = record(
+        id,
+        export_certificate::NAME,
+        Failed,
+        "wait",
+        json!({
+            "request": {"CertificateArn": arn, "CertName": "web", "TargetTagKey": "Environment", "TargetTagValue": "Production"},
+            "serial": "0a:1b:2c:3d",
+            "not_after": "2027-01-01T00:00:00.000Z",
+            "key_algorithm": "RSA_2048",
+            "check_polls": 0,
+            "secret": "certflow/web/Environment=Production",
+            "wait_polls": 0,
+            "rollout": {
+                "Servers": 5, "Offline": 0, "Canary": 1, "BatchSize": 2, "MaxErrors": 0,
+                "Batches": 3, "Batch": 1, "BatchServers": 2, "Succeeded": 2, "Failed": 1,
+                "Verified": 0, "Sweeps": 0,
+                "FirstFailures": [format!("{bad} Failed (certflow-install: error: key does not match certificate)")]
+            }
+        }),
+    );
+    rec.labels = [
+        ("CertificateArn", arn),
+        ("CertName", "web"),
+        ("Target", "Environment=Production"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    rec.updated_at = T0 + 12_000;
+    rec.last_error = Some(error.clone());
+    let sent = |batch: u32, cmd: &str, servers: &[&str]| {
+        format!(
+            "sent command {cmd} to {}: {} server(s), {} (document hash 38005ccfcfad)",
+            match batch {
+                0 => "canary batch (1 of 5 servers)".to_string(),
+                b => format!("batch {} of 3", b + 1),
+            },
+            servers.len(),
+            servers.join(", ")
+        )
+    };
+    let history = vec![
+        event(
+            1,
+            0,
+            EventKind::Created,
+            "check",
+            0,
+            None,
+            ("check", Pending),
+            None,
+            None,
+        ),
+        event(
+            2,
+            40,
+            EventKind::StepCompleted,
+            "check",
+            1,
+            Some(35),
+            ("export", Running),
+            None,
+            None,
+        ),
+        event(
+            3,
+            800,
+            EventKind::StepCompleted,
+            "export",
+            1,
+            Some(740),
+            ("inventory", Running),
+            None,
+            Some("bundle stored in certflow/web/Environment=Production"),
+        ),
+        event(
+            4,
+            860,
+            EventKind::StepCompleted,
+            "inventory",
+            1,
+            Some(55),
+            ("install", Running),
+            None,
+            None,
+        ),
+        event(
+            5,
+            920,
+            EventKind::StepCompleted,
+            "install",
+            1,
+            Some(60),
+            ("wait", Waiting),
+            None,
+            Some(&sent(0, c0, &[canary])),
+        ),
+        event(
+            6,
+            3_000,
+            EventKind::StepCompleted,
+            "wait",
+            1,
+            Some(40),
+            ("install", Running),
+            None,
+            Some("canary batch (1 of 5 servers) done: 1 of 5 server(s) installed so far"),
+        ),
+        event(
+            7,
+            3_060,
+            EventKind::StepCompleted,
+            "install",
+            1,
+            Some(50),
+            ("wait", Waiting),
+            None,
+            Some(&sent(1, c1, &[ok, bad])),
+        ),
+        event(
+            8,
+            12_000,
+            EventKind::Failed,
+            "wait",
+            1,
+            Some(45),
+            ("wait", Failed),
+            Some(&error),
+            None,
+        ),
+    ];
+    write_job(&cf.env, &rec, &history).await;
+    let result = |batch: u32,
+                  status: Option<InstanceStatus>,
+                  detail: Option<&str>,
+                  serial: Option<&str>,
+                  cmd: Option<&str>| ServerResult {
+        batch,
+        status,
+        detail: detail.map(str::to_string),
+        serial: serial.map(str::to_string),
+        served_serial: None,
+        command_id: cmd.map(str::to_string),
+        ping: Some("Online".into()),
+    };
+    let entries = vec![
+        result(
+            0,
+            Some(InstanceStatus::Success),
+            Some("Success"),
+            Some("0A1B2C3D"),
+            Some(c0),
+        )
+        .entry(canary),
+        result(
+            1,
+            Some(InstanceStatus::Success),
+            Some("Success"),
+            Some("0A1B2C3D"),
+            Some(c1),
+        )
+        .entry(ok),
+        result(
+            1,
+            Some(InstanceStatus::Failed),
+            Some("certflow-install: error: key does not match certificate"),
+            None,
+            Some(c1),
+        )
+        .entry(bad),
+        result(2, None, None, None, None).entry(later1),
+        result(2, None, None, None, None).entry(later2),
+    ];
+    cf.env
+        .jobs
+        .store()
+        .put_entries(
+            &JobId::new(id),
+            export_certificate::rollout::SERVERS,
+            &entries,
+            rec.deadline_at,
+        )
+        .await
+        .unwrap();
+
+    let out = cf.run(&["jobs", "show", id, "-o", "table"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    snapshot("jobs-show-rollout.txt", &out.stdout);
+
+    // JSON: the counts, and the servers failed first, then in id order.
+    let show = cf.run(&["jobs", "show", id, "-o", "json"]).await.json();
+    assert_eq!(show["Rollout"]["Failed"], 1, "{show}");
+    assert_eq!(show["Rollout"]["Succeeded"], 2, "{show}");
+    let ids = |show: &Value| -> Vec<String> {
+        show["Servers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no Servers in {show}"))
+            .iter()
+            .map(|s| s["InstanceId"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&show), [bad, canary, ok, later1, later2], "{show}");
+    assert_eq!(show["Servers"][0]["Status"], "Failed", "{show}");
+    assert_eq!(show["Servers"][0]["Group"], "failed", "{show}");
+    assert_eq!(show["Servers"][3]["Group"], "pending", "{show}");
+    assert_eq!(show["ServersNext"], Value::Null, "{show}");
+    // Only the failed ones; only the ones never reached.
+    let only = |which: &'static str| {
+        let cf = &cf;
+        async move {
+            cf.run(&["jobs", "show", id, "--servers", which, "-o", "json"])
+                .await
+                .json()
+        }
+    };
+    assert_eq!(ids(&only("failed").await), [bad]);
+    assert_eq!(ids(&only("pending").await), [later1, later2]);
+    assert_eq!(ids(&only("ok").await), [canary, ok]);
+    // A page of two, then the rest after its cursor.
+    let first = cf
+        .run(&[
+            "jobs",
+            "show",
+            id,
+            "--servers",
+            "all",
+            "--limit",
+            "2",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(ids(&first), [canary, ok], "{first}");
+    let next = first["ServersNext"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ServersNext in {first}"))
+        .to_string();
+    let rest = cf
+        .run(&[
+            "jobs",
+            "show",
+            id,
+            "--servers",
+            "all",
+            "--limit",
+            "2",
+            "--after",
+            &next,
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(ids(&rest), [bad, later1], "{rest}");
 }
