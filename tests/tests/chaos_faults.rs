@@ -435,7 +435,7 @@ async fn failed_and_timed_out_instances_fail_the_job_by_name() {
     let err = rec.last_error.clone().unwrap_or_default();
     println!("[ssm] failure reason: {err}");
     assert!(
-        err.starts_with("rollout stopped at batch 2 of 3: 2 server(s) failed, MaxErrors 0: "),
+        err.starts_with("rollout stopped at batch 1 of 2: 2 server(s) failed, MaxErrors 0: "),
         "{err}"
     );
     assert!(err.contains(&format!("{failed} Failed")), "{err}");

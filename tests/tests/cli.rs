@@ -236,7 +236,7 @@ async fn submit_wait_shows_every_step_and_exits_by_how_the_job_ended() {
         step_line("wait", "done → install").is_match(&out.stdout),
         "the canary's wait sends the next batch:\n{out}"
     );
-    assert!(out.stdout.contains("to batch 2 of 2: 1 server(s)"), "{out}");
+    assert!(out.stdout.contains("to batch 1 of 1: 1 server(s)"), "{out}");
     assert!(
         out.stdout.contains("2 server(s): 2 installed, 0 failed"),
         "install results: {out}"
@@ -1067,7 +1067,7 @@ async fn jobs_show_a_staged_rollout() {
         "6f9b1d4c-3a2e-4f7b-8c8d-2e3f4a5b6c7d",
     );
     let error = format!(
-        "rollout stopped at batch 2 of 3: 1 server(s) failed, MaxErrors 0: {bad} Failed (certflow-install: error: key does not match certificate); 2 server(s) not reached keep their certificate"
+        "rollout stopped at batch 1 of 2: 1 server(s) failed, MaxErrors 0: {bad} Failed (certflow-install: error: key does not match certificate); 2 server(s) not reached keep their certificate"
     );
     let mut rec = record(
         id,
@@ -1105,7 +1105,7 @@ async fn jobs_show_a_staged_rollout() {
             "sent command {cmd} to {}: {} server(s), {} (document hash 38005ccfcfad)",
             match batch {
                 0 => "canary batch (1 of 5 servers)".to_string(),
-                b => format!("batch {} of 3", b + 1),
+                b => format!("batch {b} of 2"),
             },
             servers.len(),
             servers.join(", ")

@@ -199,9 +199,9 @@ async fn a_failing_canary_stops_the_rollout_before_any_other_server() {
     assert_eq!(rec.status, JobStatus::Failed);
     let err = rec.last_error.unwrap_or_default();
     assert!(
-        err.contains(&format!(
-            "rollout stopped at canary batch (1 of 12 servers)"
-        )) && err.contains(&servers[0])
+        err.contains("rollout stopped at canary batch (1 of 12 servers)")
+            && err.contains("the canary must succeed")
+            && err.contains(&servers[0])
             && err.contains("reloading nginx failed")
             && err.contains("11 server(s) not reached keep their certificate"),
         "{err}"
@@ -239,7 +239,7 @@ async fn a_failing_batch_stops_the_rollout_and_later_batches_never_receive_it() 
     assert_eq!(rec.status, JobStatus::Failed);
     let err = rec.last_error.unwrap_or_default();
     assert!(
-        err.contains("rollout stopped at batch 3 of 4")
+        err.contains("rollout stopped at batch 2 of 3")
             && err.contains(&format!(
                 "{} Failed (certflow-install: error: disk full)",
                 servers[5]
@@ -545,4 +545,81 @@ async fn offline_servers_are_named_not_sent_and_shown() {
     let rows = v["Servers"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["InstanceId"], servers[1].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_canary_stops_even_when_max_errors_tolerates_failures() {
+    let env = Env::new().await;
+    let tag = unique("canary-tol");
+    let servers = env.instances(4, "Fleet", &tag);
+    env.fleet().set_behaviour(
+        &servers[0],
+        Behaviour::Fail {
+            stderr: "certflow-install: error: bad chain".into(),
+        },
+    );
+    let arn = env.certificate(true).await;
+    env.allow(&arn, "Fleet", &tag).await;
+    let worker = env.worker("w1");
+    let extra = r#", "MaxErrors": "3""#;
+    let id = env
+        .submit(&payload(&arn, "canarytol", "Fleet", &tag, extra))
+        .await;
+    let rec = wait_long(&env, &id, 120).await;
+    worker.stop().await;
+    assert_eq!(rec.status, JobStatus::Failed);
+    let err = rec.last_error.unwrap_or_default();
+    assert!(err.contains("the canary must succeed"), "{err}");
+    for s in &servers[1..] {
+        assert!(env.fleet().received(s).is_empty(), "{s} received a command");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_cause_is_fixed_resumes_the_rollout_where_it_stopped() {
+    let env = Env::new().await;
+    let tag = unique("resume");
+    let servers = env.instances(5, "Fleet", &tag);
+    // Canary 1, then batches of 2: [0] [1 2] [3 4]. Server 2 fails first.
+    env.fleet().set_behaviour(
+        &servers[2],
+        Behaviour::Fail {
+            stderr: "certflow-install: error: /etc/ssl is read-only".into(),
+        },
+    );
+    let arn = env.certificate(true).await;
+    env.allow(&arn, "Fleet", &tag).await;
+    let worker = env.worker("w1");
+    let extra = r#", "MaxConcurrency": "2""#;
+    let id = env
+        .submit(&payload(&arn, "resume", "Fleet", &tag, extra))
+        .await;
+    let rec = wait_long(&env, &id, 120).await;
+    assert_eq!(rec.status, JobStatus::Failed);
+    assert!(servers[3..]
+        .iter()
+        .all(|s| env.fleet().received(s).is_empty()));
+
+    // The operator fixes the server and retries the job.
+    env.fleet().set_behaviour(&servers[2], Behaviour::Succeed);
+    env.jobs.retry(&id).await.unwrap();
+    let rec = wait_long(&env, &id, 120).await;
+    worker.stop().await;
+    assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    assert_eq!(env.fleet().received(&servers[2]).len(), 2, "sent again");
+    for s in [&servers[0], &servers[1], &servers[3], &servers[4]] {
+        assert_eq!(env.fleet().received(s).len(), 1, "{s} once");
+    }
+    let r = state(&rec).rollout.unwrap();
+    assert_eq!((r.servers, r.succeeded, r.failed), (5, 5, 0));
+    let results = env.servers(&id).await;
+    assert!(results
+        .values()
+        .all(|r| r.status == Some(InstanceStatus::Success)));
+    let history = env.jobs.history(&id).await.unwrap();
+    assert!(history
+        .iter()
+        .any(|e| e.note.as_deref().is_some_and(|n| n.contains(
+            "the rollout resumes at batch 1 of 2, sending the install again to 1 failed server(s)"
+        ))));
 }

@@ -211,7 +211,8 @@ async fn show(ctx: &Ctx<'_>, id: &JobId, p: &ShowPage) -> anyhow::Result<()> {
             }
             if !page.rows.is_empty() {
                 println!("\nServers ({})", p.which_name());
-                print!("{}", servers::table(&page.rows, finished));
+                let has_canary = rollout.as_ref().is_some_and(|r| r.canary > 0);
+                print!("{}", servers::table(&page.rows, finished, has_canary));
             }
             if let Some(next) = &page.next {
                 println!("{}", servers::next_hint(id, p.which, p.limit, next));
@@ -273,11 +274,12 @@ pub(crate) async fn finish_output(ctx: &Ctx<'_>, rec: &JobRecord) -> anyhow::Res
             }
             if let Some(r) = servers::rollout_of(rec) {
                 println!("{}", view::one_line(&servers::rollout_line(&r, true)));
+                let has_canary = r.canary > 0;
                 let failed =
                     servers::page(&ctx.store, rec, servers::Which::Failed, None, FINISH_PAGE)
                         .await?;
                 if !failed.rows.is_empty() {
-                    print!("{}", servers::table(&failed.rows, true));
+                    print!("{}", servers::table(&failed.rows, true, has_canary));
                 }
             }
             if !kids.is_empty() {

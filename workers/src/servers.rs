@@ -187,8 +187,9 @@ pub(crate) fn rollout_line(r: &Rollout, finished: bool) -> String {
     )
 }
 
-/// The page as a table.
-pub(crate) fn table(rows: &[ServerRow], finished: bool) -> String {
+/// The page as a table. BATCH is counted as notes and errors count it: `canary`, then
+/// 1, 2, … (`has_canary`: the rollout had one).
+pub(crate) fn table(rows: &[ServerRow], finished: bool, has_canary: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -203,7 +204,7 @@ pub(crate) fn table(rows: &[ServerRow], finished: bool) -> String {
             };
             vec![
                 r.id.clone(),
-                r.result.batch.to_string(),
+                rollout::batch_label(r.result.batch, has_canary),
                 status,
                 r.result.serial.clone().unwrap_or_else(|| "-".into()),
                 r.result.served_serial.clone().unwrap_or_else(|| "-".into()),

@@ -98,6 +98,11 @@ pub struct Rollout {
     /// Times the servers were resolved again after the last batch.
     #[serde(default)]
     pub sweeps: u32,
+    /// The job failed at the end of this rollout (stopped, timed out, or with failures
+    /// within `MaxErrors`): when `wait` runs again it is an operator's retry, which
+    /// resumes the rollout (see [`Rollout::resume`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
 }
 
 /// What the job records about one server (an entry's data).
@@ -152,6 +157,16 @@ impl ServerResult {
     }
 }
 
+/// Batch `b` as people count it: `canary`, then 1, 2, … (with a canary, batch index 1 is
+/// batch 1; without one, index 0 is).
+pub fn batch_label(b: u32, has_canary: bool) -> String {
+    match (has_canary, b) {
+        (true, 0) => "canary".to_string(),
+        (true, b) => b.to_string(),
+        (false, b) => (b + 1).to_string(),
+    }
+}
+
 /// The plan for `servers` (sorted by id) staged as `staging`: the rollout and one entry
 /// per server.
 pub(crate) fn plan(servers: &[ManagedServer], staging: &Staging) -> (Rollout, Vec<Entry>) {
@@ -199,9 +214,26 @@ pub(crate) fn plan(servers: &[ManagedServer], staging: &Staging) -> (Rollout, Ve
 }
 
 impl Rollout {
-    /// Whether the failures so far stop the rollout.
+    /// Whether the failures so far stop the rollout: more than `MaxErrors`, or any in
+    /// the canary batch (the canary must succeed, whatever `MaxErrors` tolerates later).
     pub fn stopped(&self) -> bool {
-        self.failed > self.max_errors
+        self.failed > self.max_errors || (self.canary_failed())
+    }
+
+    /// Whether the canary batch has just failed.
+    pub fn canary_failed(&self) -> bool {
+        self.batch == 0 && self.canary > 0 && self.failed > 0
+    }
+
+    /// An operator's retry of a job that failed with this rollout: the failed servers
+    /// are counted out again and will be sent the install in the current batch; the
+    /// rollout then goes on from there. Returns how many servers are sent again.
+    pub fn resume(&mut self, failed: u32) -> u32 {
+        self.failed = self.failed.saturating_sub(failed);
+        self.first_failures.clear();
+        self.ended = false;
+        self.sweeps = 0;
+        failed
     }
 
     /// Whether batch `batch` is the last one planned.
@@ -209,13 +241,18 @@ impl Rollout {
         self.batch + 1 >= self.batches
     }
 
-    /// What batch `b` is called in notes and errors.
+    /// What batch `b` is called in notes and errors: the canary batch, then batches
+    /// numbered from 1 (as `jobs show`'s BATCH column numbers them).
     pub fn batch_name(&self, b: u32) -> String {
         if b == 0 && self.canary > 0 {
-            format!("canary batch ({} of {} servers)", self.canary, self.servers)
-        } else {
-            format!("batch {} of {}", b + 1, self.batches)
+            return format!("canary batch ({} of {} servers)", self.canary, self.servers);
         }
+        let after_canary = u32::from(self.canary > 0);
+        format!(
+            "batch {} of {}",
+            batch_label(b, self.canary > 0),
+            self.batches - after_canary
+        )
     }
 
     /// Adds `joined` servers (sorted, online) as one more batch; their entries.
@@ -245,6 +282,8 @@ impl Rollout {
                     self.verified += 1;
                 }
             }
+            // Still running (a batch cancelled at the install timeout): not an outcome.
+            Some(status) if !status.is_final() => {}
             Some(status) => {
                 self.failed += 1;
                 if self.first_failures.len() < FIRST_FAILURES {
@@ -359,6 +398,51 @@ mod tests {
             r.count(&format!("i-x{i}"), &bad);
         }
         assert_eq!(r.first_failures.len(), FIRST_FAILURES);
+    }
+
+    #[test]
+    fn a_failed_canary_stops_whatever_max_errors_tolerates() {
+        let (mut r, _) = plan(&fleet(5), &staging(1, "2", "3"));
+        let bad = ServerResult {
+            status: Some(InstanceStatus::Failed),
+            ..ServerResult::default()
+        };
+        r.count("i-0", &bad);
+        assert!(r.stopped() && r.canary_failed());
+        r.batch = 1;
+        assert!(!r.stopped(), "later, MaxErrors 3 tolerates it");
+    }
+
+    #[test]
+    fn batches_are_named_as_people_count_them() {
+        let (r, _) = plan(&fleet(7), &staging(1, "3", "0"));
+        assert_eq!(r.batch_name(0), "canary batch (1 of 7 servers)");
+        assert_eq!(r.batch_name(1), "batch 1 of 2");
+        assert_eq!(r.batch_name(2), "batch 2 of 2");
+        assert_eq!(batch_label(2, true), "2");
+        let (r, _) = plan(&fleet(4), &staging(0, "2", "0"));
+        assert_eq!(r.batch_name(0), "batch 1 of 2");
+        assert_eq!(batch_label(0, false), "1");
+    }
+
+    #[test]
+    fn running_servers_are_not_counted_and_a_resume_counts_the_failed_out() {
+        let (mut r, _) = plan(&fleet(4), &staging(0, "4", "0"));
+        let running = ServerResult {
+            status: Some(InstanceStatus::InProgress),
+            ..ServerResult::default()
+        };
+        r.count("i-0", &running);
+        assert_eq!((r.succeeded, r.failed), (0, 0));
+        let bad = ServerResult {
+            status: Some(InstanceStatus::Failed),
+            ..ServerResult::default()
+        };
+        r.count("i-1", &bad);
+        r.ended = true;
+        assert_eq!(r.resume(1), 1);
+        assert_eq!((r.failed, r.ended), (0, false));
+        assert!(r.first_failures.is_empty());
     }
 
     #[test]

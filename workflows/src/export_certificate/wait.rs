@@ -16,7 +16,7 @@ use engine::clock::rfc3339;
 use engine::{Groups, Outcome, StepContext, StepError, StopReason};
 
 use super::install::shown;
-use super::rollout::{Rollout, ServerResult, MAX_SWEEPS, OFFLINE, SERVERS};
+use super::rollout::{Rollout, ServerResult, FAILED, MAX_SWEEPS, OFFLINE, SERVERS};
 use super::{Deps, ExportState, StepResult};
 use crate::inventory::{self, InstallEnd};
 use crate::ssm::{self, InstanceStatus, Invocation};
@@ -37,6 +37,9 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         Some(r) => r,
         None => legacy_rollout(&deps, &s).await?,
     };
+    if r.ended {
+        return resume(&ctx, s, r).await;
+    }
     let client = &deps.clients.ssm;
     if let Some(command_id) = s.command_id.clone() {
         let sent_at = s.command_sent_at.unwrap_or(ctx.now());
@@ -76,13 +79,18 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
     }
     let batch_name = r.batch_name(r.batch);
     if r.stopped() {
+        let why = if r.canary_failed() {
+            "the canary must succeed".to_string()
+        } else {
+            format!("MaxErrors {}", r.max_errors)
+        };
         let reason = format!(
-            "rollout stopped at {batch_name}: {} server(s) failed, MaxErrors {}: {}; {} server(s) not reached keep their certificate",
+            "rollout stopped at {batch_name}: {} server(s) failed, {why}: {}; {} server(s) not reached keep their certificate",
             r.failed,
-            r.max_errors,
             r.first_failures.join("; "),
             r.not_reached()
         );
+        r.ended = true;
         s.rollout = Some(r);
         // The job fails either way; the row only says so when the table lets it.
         let _ = set_row(&deps, &s, InstallEnd::Failed).await;
@@ -127,6 +135,7 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
             r.max_errors,
             r.first_failures.join("; ")
         );
+        r.ended = true;
         s.rollout = Some(r);
         let _ = set_row(&deps, &s, InstallEnd::Failed).await;
         return Ok(Outcome::fail(s, reason));
@@ -217,9 +226,45 @@ async fn timed_out(
             shown(&pending)
         }
     );
+    // A retry resumes from here: the cancelled command is done with.
+    r.ended = true;
     s.rollout = Some(r);
+    s.command_id = None;
+    s.command_sent_at = None;
     let _ = set_row(deps, &s, InstallEnd::Failed).await;
     Ok(Outcome::fail(s, reason))
+}
+
+/// An operator's retry of a job whose rollout failed: the failed servers go back into
+/// the current batch, and the rollout goes on from there (`install` sends the batch's
+/// pending servers: those, and any a timed-out batch left running).
+async fn resume(ctx: &StepContext, mut s: ExportState, mut r: Rollout) -> StepResult {
+    let failed = ctx
+        .entries(SERVERS, &Groups::Only(vec![FAILED.to_string()]))
+        .await?;
+    let again: Vec<engine::Entry> = failed
+        .iter()
+        .map(|e| {
+            let before = ServerResult::of(e);
+            ServerResult {
+                batch: r.batch,
+                ping: before.ping,
+                ..ServerResult::default()
+            }
+            .entry(&e.key)
+        })
+        .collect();
+    ctx.put_entries(SERVERS, &again).await?;
+    let n = r.resume(again.len() as u32);
+    let note = format!(
+        "retry: the rollout resumes at {}, sending the install again to {n} failed server(s)",
+        r.batch_name(r.batch)
+    );
+    s.command_id = None;
+    s.command_sent_at = None;
+    s.wait_polls = 0;
+    s.rollout = Some(r);
+    Ok(Outcome::next("install", s).with_note(note))
 }
 
 /// A job from before staged rollouts, waiting on a command sent to the whole tag: one
