@@ -9,11 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashSet;
+use engine::{Groups, Outcome, StepContext, StepError};
 
-use engine::{Entry, Groups, Outcome, StepContext, StepError};
-
-use super::rollout::{self, ServerResult, LEFT, PENDING, SERVERS};
+use super::rollout::{self, ServerResult, PENDING, SERVERS};
 use super::{Deps, ExportState, StepResult};
 use crate::ssm::{self, DocumentHashes};
 
@@ -49,8 +47,12 @@ pub(super) async fn install(
     };
     let cfg = &deps.config;
     let mut notes = Vec::new();
+    // The canary's members, when the plan is made in this run (no need to read them back).
+    let mut planned_first: Option<Vec<String>> = None;
     if s.rollout.is_none() {
-        notes.push(plan(&deps, &ctx, &mut s).await?);
+        let (note, first) = plan(&deps, &ctx, &mut s).await?;
+        notes.push(note);
+        planned_first = Some(first);
     }
     let Some(r) = s.rollout.as_mut() else {
         return Err(StepError::abort("install: no rollout after planning"));
@@ -62,7 +64,7 @@ pub(super) async fn install(
         if let Some(found) =
             ssm::find(&deps.clients.ssm, &cfg.document_name, since, &comment).await?
         {
-            let members = batch_members(&ctx, batch).await?;
+            let members = batch_members(&ctx, r, batch).await?;
             r.batch_servers = members.len() as u32;
             s.command_id = Some(found.clone());
             s.command_sent_at = Some(ctx.now());
@@ -73,7 +75,10 @@ pub(super) async fn install(
             );
         }
     }
-    let members = batch_members(&ctx, batch).await?;
+    let members = match planned_first {
+        Some(first) => first,
+        None => batch_members(&ctx, r, batch).await?,
+    };
     r.batch_servers = members.len() as u32;
     if members.is_empty() {
         // Nothing left to send in this batch (its servers are all done): let `wait` move on.
@@ -134,7 +139,12 @@ pub(super) async fn install(
 }
 
 /// Resolves the servers carrying the target tag and writes the plan: one entry per server.
-async fn plan(deps: &Deps, ctx: &StepContext, s: &mut ExportState) -> Result<String, StepError> {
+/// Returns a note, and the members of the first batch.
+async fn plan(
+    deps: &Deps,
+    ctx: &StepContext,
+    s: &mut ExportState,
+) -> Result<(String, Vec<String>), StepError> {
     let req = &s.request;
     let servers = ssm::servers(
         &deps.clients.ssm,
@@ -149,7 +159,7 @@ async fn plan(deps: &Deps, ctx: &StepContext, s: &mut ExportState) -> Result<Str
         )));
     }
     let staging = s.staging(&deps.config);
-    let (rollout, entries) = rollout::plan(&servers, &staging);
+    let (rollout, entries) = rollout::plan(&servers, &staging, ctx.now());
     if rollout.servers == 0 {
         let down: Vec<String> = servers
             .iter()
@@ -162,21 +172,15 @@ async fn plan(deps: &Deps, ctx: &StepContext, s: &mut ExportState) -> Result<Str
             shown(&down)
         )));
     }
-    // A plan made again (an attempt that died before its commit) may find that a server of
-    // the first plan has left the tag since: it must not stay pending in a batch.
-    let planned: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
-    let left: Vec<Entry> = ctx
-        .entries(SERVERS, &Groups::All)
-        .await?
-        .into_iter()
-        .filter(|e| !planned.contains(e.key.as_str()))
-        .map(|mut e| {
-            e.group = LEFT.to_string();
-            e
-        })
-        .collect();
+    // A plan made again (an attempt that died before its commit) gets a plan id of its
+    // own: entries of the first plan that this one does not overwrite (a server that left
+    // the tag meanwhile) belong to no batch of it.
     ctx.put_entries(SERVERS, &entries).await?;
-    ctx.put_entries(SERVERS, &left).await?;
+    let first: Vec<String> = entries
+        .iter()
+        .filter(|e| e.group == PENDING && ServerResult::of(e).batch == 0)
+        .map(|e| e.key.clone())
+        .collect();
     let note = format!(
         "planned {} server(s) carrying {}: canary {}, then {} batch(es) of up to {}, MaxErrors {}{}",
         rollout.servers,
@@ -192,16 +196,20 @@ async fn plan(deps: &Deps, ctx: &StepContext, s: &mut ExportState) -> Result<Str
         }
     );
     s.rollout = Some(rollout);
-    Ok(note)
+    Ok((note, first))
 }
 
 /// The servers of batch `batch` that have not finished.
-async fn batch_members(ctx: &StepContext, batch: u32) -> Result<Vec<String>, StepError> {
+async fn batch_members(
+    ctx: &StepContext,
+    r: &rollout::Rollout,
+    batch: u32,
+) -> Result<Vec<String>, StepError> {
     Ok(ctx
         .entries(SERVERS, &Groups::Only(vec![PENDING.to_string()]))
         .await?
         .iter()
-        .filter(|e| ServerResult::of(e).batch == batch)
+        .filter(|e| r.in_batch(&ServerResult::of(e), batch))
         .map(|e| e.key.clone())
         .collect())
 }

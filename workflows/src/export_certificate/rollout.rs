@@ -36,10 +36,6 @@ pub const FAILED: &str = "failed";
 /// Group of a server whose SSM agent was not online when the rollout was planned.
 pub const OFFLINE: &str = "offline";
 
-/// Group of a server of an earlier plan that no longer carried the tag when the rollout
-/// was planned again (never sent anything by this job).
-pub const LEFT: &str = "left";
-
 /// How many times the servers are resolved again after the last batch.
 pub const MAX_SWEEPS: u32 = 2;
 
@@ -65,6 +61,11 @@ pub struct Staging {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Rollout {
+    /// Which plan this is (when it was made, epoch ms): a plan made again by an attempt
+    /// whose first plan was never committed gets another, and entries of the first one
+    /// are ignored.
+    #[serde(default)]
+    pub plan: i64,
     /// Servers planned (online when planned, or added later), in entries.
     pub servers: u32,
     /// Servers found offline when planned (not sent anything).
@@ -111,6 +112,9 @@ pub struct Rollout {
 pub struct ServerResult {
     /// The batch it is in (0: the canary).
     pub batch: u32,
+    /// The plan it belongs to ([`Rollout::plan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<i64>,
     /// SSM's invocation status, once sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<InstanceStatus>,
@@ -169,7 +173,11 @@ pub fn batch_label(b: u32, has_canary: bool) -> String {
 
 /// The plan for `servers` (sorted by id) staged as `staging`: the rollout and one entry
 /// per server.
-pub(crate) fn plan(servers: &[ManagedServer], staging: &Staging) -> (Rollout, Vec<Entry>) {
+pub(crate) fn plan(
+    servers: &[ManagedServer],
+    staging: &Staging,
+    plan_id: i64,
+) -> (Rollout, Vec<Entry>) {
     let online: Vec<&ManagedServer> = servers.iter().filter(|s| s.online).collect();
     let n = online.len() as u32;
     let canary = staging.canary.min(n);
@@ -188,6 +196,7 @@ pub(crate) fn plan(servers: &[ManagedServer], staging: &Staging) -> (Rollout, Ve
     for (p, s) in online.iter().enumerate() {
         let r = ServerResult {
             batch: batch_of(p as u32),
+            plan: Some(plan_id),
             ping: Some(s.ping.clone()),
             ..ServerResult::default()
         };
@@ -196,12 +205,14 @@ pub(crate) fn plan(servers: &[ManagedServer], staging: &Staging) -> (Rollout, Ve
     for s in servers.iter().filter(|s| !s.online) {
         let r = ServerResult {
             batch: batches,
+            plan: Some(plan_id),
             ping: Some(s.ping.clone()),
             ..ServerResult::default()
         };
         entries.push(r.entry(&s.id));
     }
     let rollout = Rollout {
+        plan: plan_id,
         servers: n,
         offline: servers.len() as u32 - n,
         canary,
@@ -236,6 +247,12 @@ impl Rollout {
         failed
     }
 
+    /// Whether `r` (an entry's data) is in batch `batch` of this plan. Entries written
+    /// before plans had ids belong to every plan.
+    pub fn in_batch(&self, r: &ServerResult, batch: u32) -> bool {
+        r.batch == batch && r.plan.is_none_or(|p| p == self.plan)
+    }
+
     /// Whether batch `batch` is the last one planned.
     pub fn is_last_batch(&self) -> bool {
         self.batch + 1 >= self.batches
@@ -265,6 +282,7 @@ impl Rollout {
             .map(|s| {
                 ServerResult {
                     batch,
+                    plan: Some(self.plan),
                     ping: Some(s.ping.clone()),
                     ..ServerResult::default()
                 }
@@ -332,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_canary_then_batches_of_max_concurrency() {
-        let (r, e) = plan(&fleet(7), &staging(1, "3", "0"));
+        let (r, e) = plan(&fleet(7), &staging(1, "3", "0"), 7);
         assert_eq!((r.servers, r.canary, r.batch_size, r.batches), (7, 1, 3, 3));
         assert_eq!(batches(&e), [0, 1, 1, 1, 2, 2, 2]);
         assert!(e.iter().all(|e| e.group == PENDING));
@@ -340,22 +358,22 @@ mod tests {
 
     #[test]
     fn a_percentage_is_of_the_fleet_and_a_batch_is_at_most_one_command() {
-        let (r, _) = plan(&fleet(1000), &staging(1, "10%", "0"));
+        let (r, _) = plan(&fleet(1000), &staging(1, "10%", "0"), 7);
         assert_eq!(
             r.batch_size, 50,
             "10% of 1,000 is 100, capped at SSM's 50 ids"
         );
         assert_eq!(r.batches, 1 + 20);
-        let (r, _) = plan(&fleet(60), &staging(1, "10%", "5%"));
+        let (r, _) = plan(&fleet(60), &staging(1, "10%", "5%"), 7);
         assert_eq!((r.batch_size, r.batches, r.max_errors), (6, 11, 3));
     }
 
     #[test]
     fn no_canary_and_a_canary_larger_than_the_fleet() {
-        let (r, e) = plan(&fleet(4), &staging(0, "2", "0"));
+        let (r, e) = plan(&fleet(4), &staging(0, "2", "0"), 7);
         assert_eq!(batches(&e), [0, 0, 1, 1]);
         assert_eq!(r.batches, 2);
-        let (r, e) = plan(&fleet(2), &staging(5, "2", "0"));
+        let (r, e) = plan(&fleet(2), &staging(5, "2", "0"), 7);
         assert_eq!((r.canary, r.batches), (2, 1));
         assert_eq!(batches(&e), [0, 0]);
     }
@@ -365,7 +383,7 @@ mod tests {
         let mut servers = fleet(3);
         servers[1].online = false;
         servers[1].ping = "ConnectionLost".into();
-        let (r, e) = plan(&servers, &staging(1, "1", "0"));
+        let (r, e) = plan(&servers, &staging(1, "1", "0"), 7);
         assert_eq!((r.servers, r.offline, r.batches), (2, 1, 2));
         let off: Vec<&Entry> = e.iter().filter(|e| e.group == OFFLINE).collect();
         assert_eq!(off.len(), 1);
@@ -374,7 +392,7 @@ mod tests {
 
     #[test]
     fn the_first_failure_beyond_max_errors_stops_and_is_named() {
-        let (mut r, _) = plan(&fleet(5), &staging(1, "2", "0"));
+        let (mut r, _) = plan(&fleet(5), &staging(1, "2", "0"), 7);
         let ok = ServerResult {
             status: Some(InstanceStatus::Success),
             served_serial: Some("0A".into()),
@@ -402,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_failed_canary_stops_whatever_max_errors_tolerates() {
-        let (mut r, _) = plan(&fleet(5), &staging(1, "2", "3"));
+        let (mut r, _) = plan(&fleet(5), &staging(1, "2", "3"), 7);
         let bad = ServerResult {
             status: Some(InstanceStatus::Failed),
             ..ServerResult::default()
@@ -415,19 +433,19 @@ mod tests {
 
     #[test]
     fn batches_are_named_as_people_count_them() {
-        let (r, _) = plan(&fleet(7), &staging(1, "3", "0"));
+        let (r, _) = plan(&fleet(7), &staging(1, "3", "0"), 7);
         assert_eq!(r.batch_name(0), "canary batch (1 of 7 servers)");
         assert_eq!(r.batch_name(1), "batch 1 of 2");
         assert_eq!(r.batch_name(2), "batch 2 of 2");
         assert_eq!(batch_label(2, true), "2");
-        let (r, _) = plan(&fleet(4), &staging(0, "2", "0"));
+        let (r, _) = plan(&fleet(4), &staging(0, "2", "0"), 7);
         assert_eq!(r.batch_name(0), "batch 1 of 2");
         assert_eq!(batch_label(0, false), "1");
     }
 
     #[test]
     fn running_servers_are_not_counted_and_a_resume_counts_the_failed_out() {
-        let (mut r, _) = plan(&fleet(4), &staging(0, "4", "0"));
+        let (mut r, _) = plan(&fleet(4), &staging(0, "4", "0"), 7);
         let running = ServerResult {
             status: Some(InstanceStatus::InProgress),
             ..ServerResult::default()
@@ -446,8 +464,22 @@ mod tests {
     }
 
     #[test]
+    fn entries_of_another_plan_are_in_no_batch() {
+        let (r, e) = plan(&fleet(2), &staging(1, "1", "0"), 7);
+        let mine = ServerResult::of(&e[1]);
+        assert!(r.in_batch(&mine, 1));
+        let older = ServerResult {
+            plan: Some(6),
+            ..mine.clone()
+        };
+        assert!(!r.in_batch(&older, 1), "a server only the first plan had");
+        let before_plans = ServerResult { plan: None, ..mine };
+        assert!(r.in_batch(&before_plans, 1));
+    }
+
+    #[test]
     fn late_joiners_make_one_more_batch() {
-        let (mut r, _) = plan(&fleet(3), &staging(1, "2", "0"));
+        let (mut r, _) = plan(&fleet(3), &staging(1, "2", "0"), 7);
         assert_eq!(r.batches, 2);
         let joined = vec![ManagedServer {
             id: "i-new".into(),
@@ -463,6 +495,7 @@ mod tests {
     fn server_results_read_and_write_by_name() {
         let r = ServerResult {
             batch: 2,
+            plan: Some(7),
             status: Some(InstanceStatus::Failed),
             detail: Some("bad".into()),
             serial: Some("0A".into()),

@@ -68,7 +68,7 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         }
         let mut entries = Vec::with_capacity(invocations.len());
         for (id, inv) in invocations {
-            let result = result(r.batch, &command_id, inv);
+            let result = result(&r, &command_id, inv);
             r.count(&id, &result);
             entries.push(result.entry(&id));
         }
@@ -211,7 +211,7 @@ async fn timed_out(
         if !inv.status.is_final() {
             pending.push(format!("{id} {}", inv.status));
         }
-        let result = result(r.batch, command_id, inv);
+        let result = result(&r, command_id, inv);
         r.count(&id, &result);
         entries.push(result.entry(&id));
     }
@@ -248,6 +248,7 @@ async fn resume(ctx: &StepContext, mut s: ExportState, mut r: Rollout) -> StepRe
             let before = ServerResult::of(e);
             ServerResult {
                 batch: r.batch,
+                plan: Some(r.plan),
                 ping: before.ping,
                 ..ServerResult::default()
             }
@@ -328,7 +329,7 @@ fn marker(stdout: &str, prefix: &str) -> Option<String> {
 /// What server reported for batch `batch` of command `command_id`: its status, a detail
 /// (the first line of its error output when it did not succeed), and the serials it says
 /// it installed and serves.
-fn result(batch: u32, command_id: &str, inv: Invocation) -> ServerResult {
+fn result(r: &Rollout, command_id: &str, inv: Invocation) -> ServerResult {
     let detail = match inv.stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
         Some(line) if inv.status != InstanceStatus::Success => {
             Some(line.chars().take(300).collect())
@@ -336,7 +337,8 @@ fn result(batch: u32, command_id: &str, inv: Invocation) -> ServerResult {
         _ => inv.detail,
     };
     ServerResult {
-        batch,
+        batch: r.batch,
+        plan: Some(r.plan),
         serial: marker(&inv.stdout, SERIAL_MARKER),
         served_serial: marker(&inv.stdout, SERVED_MARKER),
         status: Some(inv.status),
@@ -376,19 +378,31 @@ mod tests {
     #[test]
     fn a_success_records_the_serials_the_server_reports() {
         let out = "installed\n  CERTFLOW_INSTALLED_SERIAL=0A1B2C \nCERTFLOW_SERVED_SERIAL=0A1B2C\n";
-        let r = result(3, "c-1", inv(InstanceStatus::Success, out, "warning\n"));
+        let rollout = Rollout {
+            batch: 3,
+            plan: 9,
+            ..Rollout::default()
+        };
+        let r = result(
+            &rollout,
+            "c-1",
+            inv(InstanceStatus::Success, out, "warning\n"),
+        );
         assert_eq!(r.status, Some(InstanceStatus::Success));
         assert_eq!(r.serial.as_deref(), Some("0A1B2C"));
         assert_eq!(r.served_serial.as_deref(), Some("0A1B2C"));
         assert_eq!(r.detail.as_deref(), Some("details"));
-        assert_eq!((r.batch, r.command_id.as_deref()), (3, Some("c-1")));
+        assert_eq!(
+            (r.batch, r.plan, r.command_id.as_deref()),
+            (3, Some(9), Some("c-1"))
+        );
     }
 
     #[test]
     fn a_failure_records_the_first_error_line_and_refuses_odd_serials() {
         let err = "\n  certflow-install: verify failed: serves 01, not 02  \nmore\n";
         let r = result(
-            0,
+            &Rollout::default(),
             "c-1",
             inv(
                 InstanceStatus::Failed,
