@@ -49,6 +49,8 @@ fleet_url=$(sed -n 's/^FLEET_PROXY_URL=//p' "$root/.local/demo-fleet.url")
 [ -n "$fleet_url" ] || { echo "fleet-proxy did not start: $(cat "$root/.local/demo-fleet.log")" >&2; exit 1; }
 echo "simulated fleet at $fleet_url: 60 servers tagged Environment=Demo, 8 tagged Environment=Canary (log .local/demo-fleet.log)"
 export AWS_ENDPOINT_URL="$fleet_url"
+# Text for people, even when the output is piped to a file.
+export CERTFLOW_OUTPUT=table
 
 "$bin" bootstrap
 "$bin" worker --poll-wait-secs 1 >"$root/.local/demo-worker.log" 2>&1 &
