@@ -1214,6 +1214,7 @@ async fn jobs_show_a_staged_rollout() {
         served_serial: None,
         command_id: cmd.map(str::to_string),
         ping: Some("Online".into()),
+        plan: None,
     };
     let entries = vec![
         result(
