@@ -527,8 +527,16 @@ async fn an_instance_in_progress_past_the_deadline_cancels_the_command_and_fails
     let err = rec.last_error.clone().unwrap_or_default();
     println!("[ssm] timeout reason: {err}");
     let s = state(&rec);
-    let command = s.command_id.clone().expect("command id");
     let (ok, stuck) = (&t.instances[0], &t.instances[1]);
+    let results = servers(&t.env, &rec.job_id).await;
+    let command = results[stuck].command_id.clone().expect("command id");
+    // The record no longer holds the cancelled command: a retry resumes the rollout.
+    assert_eq!(s.command_id, None);
+    assert!(
+        s.rollout.as_ref().is_some_and(|r| r.ended),
+        "{:?}",
+        s.rollout
+    );
     assert!(err.contains("install did not finish within 5s"), "{err}");
     assert!(err.contains(&format!("{stuck} InProgress")), "{err}");
     assert!(
@@ -536,7 +544,6 @@ async fn an_instance_in_progress_past_the_deadline_cancels_the_command_and_fails
         "{err}"
     );
     assert!(!err.contains(ok.as_str()), "{err}");
-    let results = servers(&t.env, &rec.job_id).await;
     assert_eq!(
         results[stuck].status,
         Some(InstanceStatus::InProgress),
@@ -562,7 +569,19 @@ async fn an_instance_in_progress_past_the_deadline_cancels_the_command_and_fails
     assert!(cancels[0].body.contains(&command), "{:?}", cancels[0]);
     assert_eq!(cancels[0].status, Some(200));
     // It waited for the deadline before giving up.
-    let sent_at = s.command_sent_at.expect("sent at");
+    let history = chaos_support::store(&t.env)
+        .history(&rec.job_id)
+        .await
+        .unwrap();
+    let sent_at = history
+        .iter()
+        .find(|e| {
+            e.note
+                .as_deref()
+                .is_some_and(|n| n.contains(&format!("sent command {command}")))
+        })
+        .map(|e| e.at)
+        .expect("the send of the stuck batch in the history");
     assert!(
         rec.updated_at - sent_at >= 5_000,
         "failed {} ms after sending",
