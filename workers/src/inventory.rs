@@ -284,6 +284,10 @@ pub(crate) async fn run(
                 Output::Table => print!("{}", rows_table(&found)),
             }
         }
+        InventoryCommand::Import {
+            from_table,
+            dry_run,
+        } => crate::import::run(sdk, table, &from_table, dry_run, output).await?,
         InventoryCommand::Show { certificate_arn } => {
             let items = rows_of_certificate(&ddb, table, &certificate_arn).await?;
             let found: Vec<Row> = items.iter().map(|i| Row::from_item(i, now)).collect();

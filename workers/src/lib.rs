@@ -36,6 +36,7 @@ mod demo;
 mod dlq;
 mod explain;
 mod follow;
+mod import;
 mod inventory;
 mod jobs;
 mod paging;

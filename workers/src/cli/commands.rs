@@ -177,6 +177,22 @@ pub(crate) enum InventoryCommand {
         #[arg(long)]
         certificate_arn: String,
     },
+    /// Copy the rows of the reference solution's inventory table (CertTagMapping) into
+    /// certflow's, so that certflow takes those certificates over: the next renewal
+    /// exports each row anew, into a secret of certflow's own (the reference's passphrase
+    /// secret is never read). Rows already in certflow's inventory are left as they are;
+    /// rows that would not pass as an export request are refused with their reason.
+    #[command(after_help = "Examples:
+  certflow inventory import --from-table CertTagMapping --dry-run
+  certflow inventory import --from-table CertTagMapping")]
+    Import {
+        /// The reference's table (partition key TagKeyValue, sort key CertificateArn#CertName).
+        #[arg(long)]
+        from_table: String,
+        /// Say what would be imported, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Which queue's dead letters.

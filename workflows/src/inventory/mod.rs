@@ -5,6 +5,7 @@
 //! codec. The two calls the workflows make on the table (set attributes of a row, list the
 //! rows of a certificate) are here too, so that no step builds an item by hand.
 
+pub mod reference;
 mod row;
 
 use std::collections::HashMap;
