@@ -176,11 +176,17 @@ pub(crate) fn rollout_line(r: &Rollout, finished: bool) -> String {
     if r.verified > 0 {
         parts.push(format!("{} verified serving", r.verified));
     }
+    let whole = finished && r.failed == 0 && unsent == 0;
+    let where_ = if whole {
+        format!("in {} batch(es)", r.batches)
+    } else if finished {
+        format!("ended at {}", r.batch_name(r.batch))
+    } else {
+        format!("at {}", r.batch_name(r.batch))
+    };
     format!(
-        "{}; {} {}, canary {}, batches of {}, MaxErrors {}",
+        "{}; {where_}, canary {}, batches of {}, MaxErrors {}",
         parts.join(", "),
-        if finished { "ended at" } else { "at" },
-        r.batch_name(r.batch),
         r.canary,
         r.batch_size,
         r.max_errors
@@ -323,6 +329,31 @@ pub(crate) async fn children(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rollout_line_says_where_it_stands() {
+        let mut r = Rollout {
+            servers: 60,
+            succeeded: 60,
+            canary: 1,
+            batch_size: 6,
+            batches: 11,
+            batch: 10,
+            ..Rollout::default()
+        };
+        assert_eq!(
+            rollout_line(&r, true),
+            "60 server(s): 60 installed, 0 failed; in 11 batch(es), canary 1, batches of 6, MaxErrors 0"
+        );
+        r.succeeded = 7;
+        r.batch = 1;
+        assert_eq!(
+            rollout_line(&r, false),
+            "60 server(s): 7 installed, 0 failed, 53 to go; at batch 1 of 10, canary 1, batches of 6, MaxErrors 0"
+        );
+        r.failed = 1;
+        assert!(rollout_line(&r, true).contains("52 not reached; ended at batch 1 of 10"));
+    }
 
     #[test]
     fn the_failed_first_cursor_names_its_phase() {
