@@ -51,11 +51,13 @@
 //! - `condition`: the condition and update expressions of each operation;
 //! - `codec`: records and history events to items and back, without an SDK client;
 //! - `cursor`: the paging cursor of listings;
+//! - `entries`: a job's entries (`BatchWriteItem` and paged, filtered `Query`);
 //! - `provision`: [`create_job_table`].
 
 mod codec;
 mod condition;
 mod cursor;
+mod entries;
 mod provision;
 mod store;
 

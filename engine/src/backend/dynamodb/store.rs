@@ -3,7 +3,6 @@
 //! explained and the service did not return the item it saw. The rules the writes state
 //! are in `condition`, the item layout in `codec`.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -15,16 +14,12 @@ use aws_sdk_dynamodb::types::{
     Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 
-use super::codec::{
-    entry_item, history_item, parse_entry, parse_event, parse_record, record_item, record_key, s,
-    Item,
-};
+use super::codec::{history_item, parse_event, parse_record, record_item, record_key, s, Item};
 use super::condition::{self, Condition};
 use super::cursor::{decode_cursor, encode_cursor};
 use super::RESOURCE_NOT_FOUND;
 use crate::backend::{judge, Acquired, Commit, JobStore, LeaseRequest, Page, Verdict};
-use crate::clock::Clock;
-use crate::entries::{self, Entry, EntryPage, Groups};
+use crate::entries::{Entry, EntryPage, Groups};
 use crate::error::{CommitError, StoreError};
 use crate::job::{HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 use crate::schema;
@@ -39,9 +34,9 @@ const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 /// A [`JobStore`] on one DynamoDB table (see the [module docs](super) for its layout).
 #[derive(Debug, Clone)]
 pub struct DynamoJobStore {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
-    retention: Duration,
+    pub(super) client: aws_sdk_dynamodb::Client,
+    pub(super) table: String,
+    pub(super) retention: Duration,
 }
 
 impl DynamoJobStore {
@@ -73,7 +68,7 @@ impl DynamoJobStore {
 
     /// Maps an SDK error: a missing table is [`StoreError::TableNotFound`], anything else
     /// a [`StoreError::Service`] naming the operation.
-    fn error<E, R>(&self, op: &str, e: &SdkError<E, R>) -> StoreError
+    pub(super) fn error<E, R>(&self, op: &str, e: &SdkError<E, R>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: fmt::Debug,
@@ -542,156 +537,5 @@ impl JobStore for DynamoJobStore {
     ) -> Result<EntryPage, StoreError> {
         self.read_entries(job_id, collection, groups, after, limit)
             .await
-    }
-}
-
-/// Most items one `BatchWriteItem` takes.
-const BATCH_WRITE_MAX: usize = 25;
-
-/// How often unprocessed items of a batch write are sent again before the write fails.
-const BATCH_WRITE_TRIES: usize = 8;
-
-impl DynamoJobStore {
-    /// Writes `items` with `BatchWriteItem`, 25 at a time, sending again what DynamoDB
-    /// leaves unprocessed (throttling) with a growing pause.
-    async fn batch_put(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-        for chunk in items.chunks(BATCH_WRITE_MAX) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|item| {
-                    PutRequest::builder()
-                        .set_item(Some(item.clone()))
-                        .build()
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(|e| StoreError::Invalid(format!("entry item: {e}")))
-                })
-                .collect::<Result<_, _>>()?;
-            let mut pause = Duration::from_millis(50);
-            for attempt in 1.. {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(|e| self.error("put entries", &e))?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt >= BATCH_WRITE_TRIES {
-                    return Err(StoreError::Service(format!(
-                        "put entries: {} items still unprocessed after {attempt} tries",
-                        pending.len()
-                    )));
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) async fn write_entries(
-        &self,
-        job_id: &JobId,
-        collection: &str,
-        entries: &[Entry],
-        keep_until: Millis,
-    ) -> Result<(), StoreError> {
-        if let Some(why) = entries::invalid(collection, None).or_else(|| {
-            entries
-                .iter()
-                .find_map(|e| entries::invalid(collection, Some(e)))
-        }) {
-            return Err(StoreError::Invalid(why));
-        }
-        let now = crate::clock::SystemClock.now();
-        // One write per key: a later entry of the same key in one call replaces an earlier
-        // one, as two calls would (BatchWriteItem refuses duplicate keys in one request).
-        let mut by_key: BTreeMap<&str, &Entry> = BTreeMap::new();
-        for e in entries {
-            by_key.insert(&e.key, e);
-        }
-        let items = by_key
-            .values()
-            .map(|e| entry_item(job_id, collection, e, now, keep_until, self.retention))
-            .collect();
-        self.batch_put(items).await
-    }
-
-    pub(super) async fn read_entries(
-        &self,
-        job_id: &JobId,
-        collection: &str,
-        groups: &Groups,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<EntryPage, StoreError> {
-        if let Some(why) = entries::invalid(collection, None) {
-            return Err(StoreError::Invalid(why));
-        }
-        let prefix = schema::entry_prefix(collection);
-        let mut start = after.map(|k| {
-            HashMap::from([
-                (schema::PK.to_string(), s(job_id.as_str())),
-                (schema::SK.to_string(), s(schema::entry_item(collection, k))),
-            ])
-        });
-        let mut page = EntryPage::default();
-        let limit = limit.max(1);
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :e)")
-                .expression_attribute_names("#pk", schema::PK)
-                .expression_attribute_names("#sk", schema::SK)
-                .expression_attribute_values(":pk", s(job_id.as_str()))
-                .expression_attribute_values(":e", s(&prefix))
-                .scan_index_forward(true)
-                .set_exclusive_start_key(start.take());
-            q = match groups {
-                Groups::All => q.limit((limit - page.entries.len()) as i32),
-                Groups::Only(g) | Groups::Except(g) if g.is_empty() => q,
-                Groups::Only(g) | Groups::Except(g) => {
-                    let names: Vec<String> = (0..g.len()).map(|i| format!(":g{i}")).collect();
-                    let test = format!("#g IN ({})", names.join(", "));
-                    let filter = if matches!(groups, Groups::Only(_)) {
-                        test
-                    } else {
-                        format!("NOT ({test})")
-                    };
-                    let mut q = q
-                        .filter_expression(filter)
-                        .expression_attribute_names("#g", schema::GROUP_ATTR);
-                    for (name, value) in names.iter().zip(g) {
-                        q = q.expression_attribute_values(name, s(value));
-                    }
-                    q
-                }
-            };
-            let out = q.send().await.map_err(|e| self.error("entries", &e))?;
-            for item in out.items() {
-                let entry = parse_entry(job_id, collection, item)?;
-                if !groups.admits(&entry.group) {
-                    continue;
-                }
-                page.entries.push(entry);
-                if page.entries.len() >= limit {
-                    page.next = page.entries.last().map(|e| e.key.clone());
-                    return Ok(page);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(page),
-            }
-        }
     }
 }
