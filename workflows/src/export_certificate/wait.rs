@@ -105,7 +105,8 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         s.rollout = Some(r);
         return Ok(Outcome::next("install", s).with_note(note));
     }
-    if r.sweeps < MAX_SWEEPS && s.rollout.is_some() {
+    // (A job from before staged rollouts starts with its sweeps spent: it targeted the tag.)
+    if r.sweeps < MAX_SWEEPS {
         r.sweeps += 1;
         let joined = late_joiners(&deps, &ctx, &s, &mut r).await?;
         if !joined.is_empty() {
