@@ -6,6 +6,12 @@
 //!
 //! The README's test command starts the emulator and exports `AWS_ENDPOINT_URL`; these
 //! helpers refuse to run without it rather than reach for a real AWS account.
+//!
+//! This crate is test support and benchmarks only: nothing here runs in a worker. A set-up
+//! step that fails (`unwrap`/`expect` with the reason) fails the test that asked for it,
+//! which is what a test should do. The one part that answers untrusted input, the fault
+//! proxy and its simulated fleet, answers a malformed request with an error response and
+//! never panics on it.
 
 pub mod certflow;
 pub mod fleet;
