@@ -95,4 +95,6 @@ pub use job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 pub use ops::{Created, Jobs, NewJob};
 pub use request::RequestKey;
 pub use worker::{Intake, IntakeParser, Worker, WorkerConfig};
-pub use workflow::{Outcome, Registry, StepContext, StepPolicy, StopReason, Transition, Workflow};
+pub use workflow::{
+    Ended, Outcome, Registry, StepContext, StepPolicy, StopReason, Transition, Workflow,
+};

@@ -5,7 +5,7 @@
 //! commits whatever the [`Outcome`] says. Everything durable about a job lives in `S`, so
 //! `S` must never hold secret material: it is written to the jobs table.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::entries::{Entry, Groups};
 use crate::error::StepError;
-use crate::job::{JobId, Millis};
+use crate::job::{JobId, JobStatus, Millis};
 use crate::ops::Jobs;
 
 /// What a step decided.
@@ -292,6 +292,27 @@ type StepFn<S> =
     Arc<dyn Fn(StepContext, S) -> BoxFuture<'static, Result<Outcome<S>, StepError>> + Send + Sync>;
 type StopFn<S> =
     Arc<dyn Fn(StepContext, S, StopReason) -> BoxFuture<'static, Option<String>> + Send + Sync>;
+type EndFn<S> = Arc<dyn Fn(Ended, S) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// How a job ended, as its [`Workflow::on_end`] hook sees it: after the commit that made
+/// it terminal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    /// The job.
+    pub job_id: JobId,
+    /// Its workflow.
+    pub workflow: String,
+    /// Its final status: `SUCCEEDED`, `FAILED` or `CANCELLED`.
+    pub status: JobStatus,
+    /// The step it ended in.
+    pub step: String,
+    /// Why it failed or was cancelled (its `LastError`), if it did not succeed.
+    pub error: Option<String>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// When it ended.
+    pub at: Millis,
+}
 
 /// Why a job is being stopped from outside its steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +340,7 @@ pub struct Workflow<S> {
     steps: HashMap<String, StepDef<S>>,
     deadline: Duration,
     on_stop: Option<StopFn<S>>,
+    on_end: Option<EndFn<S>>,
 }
 
 impl<S> Workflow<S>
@@ -333,6 +355,7 @@ where
             steps: HashMap::new(),
             deadline: DEFAULT_DEADLINE,
             on_stop: None,
+            on_end: None,
         }
     }
 
@@ -375,6 +398,20 @@ where
         self.on_stop = Some(Arc::new(move |ctx, s, r| Box::pin(f(ctx, s, r))));
         self
     }
+
+    /// Sets a hook run once a job of this workflow has ended (succeeded, failed or been
+    /// cancelled), to tell the world: e.g. publish an event. It runs after the commit that
+    /// ended the job, so it reports only what is durable; it is best effort (a worker that
+    /// dies between that commit and the hook loses the call), and it must not fail or take
+    /// long: the task's message is deleted once it returns.
+    pub fn on_end<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Ended, S) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_end = Some(Arc::new(move |e, s| Box::pin(f(e, s))));
+        self
+    }
 }
 
 /// The result of running one erased step: the outcome with its state as JSON.
@@ -397,6 +434,7 @@ pub(crate) trait ErasedWorkflow: Send + Sync {
         data: serde_json::Value,
         reason: StopReason,
     ) -> BoxFuture<'a, Option<String>>;
+    fn end<'a>(&'a self, ended: Ended, data: serde_json::Value) -> BoxFuture<'a, ()>;
 }
 
 impl<S> ErasedWorkflow for Workflow<S>
@@ -452,6 +490,22 @@ where
             let hook = self.on_stop.as_ref()?;
             let state: S = serde_json::from_value(data).ok()?;
             hook(ctx, state, reason).await
+        })
+    }
+
+    fn end<'a>(&'a self, ended: Ended, data: serde_json::Value) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(hook) = self.on_end.as_ref() else {
+                return;
+            };
+            // A state that no longer fits (a job from an older version) ends unreported
+            // rather than with a made-up state.
+            match serde_json::from_value::<S>(data) {
+                Ok(state) => hook(ended, state).await,
+                Err(e) => {
+                    tracing::warn!(job_id = %ended.job_id, error = %e, "job ended; its state does not fit the on_end hook")
+                }
+            }
         })
     }
 }

@@ -206,6 +206,9 @@ impl Worker {
                 }
             }
             rec = next;
+            if rec.status.is_terminal() {
+                self.ended(&rec).instrument(span.clone()).await;
+            }
             if then != Then::Fuse {
                 break then;
             }
@@ -219,6 +222,25 @@ impl Worker {
             }
         }
         self.ack(&source, &hold).await;
+    }
+
+    /// Runs the workflow's `on_end` hook for a job that has just ended (its commit landed).
+    async fn ended(&self, rec: &JobRecord) {
+        let Some(wf) = self.inner.jobs.registry().get(&rec.workflow).cloned() else {
+            return;
+        };
+        let ended = crate::workflow::Ended {
+            job_id: rec.job_id.clone(),
+            workflow: rec.workflow.clone(),
+            status: rec.status,
+            step: rec.step.clone(),
+            error: (rec.status != crate::job::JobStatus::Succeeded)
+                .then(|| rec.last_error.clone())
+                .flatten(),
+            labels: rec.labels.clone(),
+            at: rec.updated_at,
+        };
+        wf.end(ended, rec.data.clone()).await;
     }
 
     /// Runs the leased job's current step if it may run, and returns the decision to

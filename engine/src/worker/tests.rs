@@ -227,3 +227,67 @@ fn each_pump_gets_an_equal_share_of_the_slots_capped_by_the_batch() {
     // Fewer slots than queues: each still reserves one (they take turns).
     assert_eq!(pump_share(10, 2, 3), 1);
 }
+
+#[test]
+fn the_end_hook_hears_each_ending_once_after_its_commit_with_the_reason() {
+    runtime().block_on(async {
+        let clock: SharedClock = Arc::new(TokioClock::starting_at(1_700_000_000_000));
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = MemoryJobStore::new();
+        let (h, s) = (heard.clone(), store.clone());
+        let failing = Workflow::<u32>::new("failing")
+            .step("a", |_ctx, n| async move { Ok(Outcome::next("b", n + 1)) })
+            .step(
+                "b",
+                |_ctx, n| async move { Ok(Outcome::fail(n, "disk full")) },
+            )
+            .on_end(move |ended, n| {
+                let (h, s) = (h.clone(), s.clone());
+                async move {
+                    // The hook runs after the commit: the store already says FAILED.
+                    let stored = s.get(&ended.job_id).await.unwrap().unwrap().status;
+                    h.lock()
+                        .unwrap()
+                        .push((ended.status, ended.step, ended.error, n, stored));
+                }
+            });
+        let queue = MemoryTaskQueue::new(clock.clone(), 1, QueueChaos::default());
+        let jobs = Jobs::new(
+            Arc::new(store.clone()),
+            Arc::new(queue.clone()),
+            Registry::new().register(failing),
+            clock,
+        );
+        let worker = Worker::new(
+            jobs.clone(),
+            WorkerConfig {
+                id: "w".into(),
+                sweep_every: Duration::ZERO,
+                ..WorkerConfig::default()
+            },
+        );
+        let new = NewJob::new("failing", Some("k"), &0u32).unwrap();
+        let id = jobs.create(new).await.unwrap().record.job_id;
+        let d = queue
+            .receive(1, Duration::ZERO, VISIBILITY)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        worker.handle(Arc::new(queue.clone()), d.clone()).await;
+        // The same message again (a duplicate delivery) finds the job ended: no second call.
+        worker.handle(Arc::new(queue.clone()), d).await;
+        let heard = heard.lock().unwrap().clone();
+        assert_eq!(
+            heard,
+            [(
+                JobStatus::Failed,
+                "b".to_string(),
+                Some("disk full".to_string()),
+                1,
+                JobStatus::Failed
+            )]
+        );
+        assert_eq!(jobs.get(&id).await.unwrap().status, JobStatus::Failed);
+    });
+}
