@@ -6,8 +6,9 @@
 //! forged or repeated event starts no install. Each child runs the export's `check`, so a
 //! target the certificate's `certflow:targets` tag no longer lists fails there.
 //!
-//! Child job ids are derived from the event id and the row key, so the same event
-//! delivered twice starts each child once. Each child is an entry of the parent
+//! Child job ids are derived from the row and the renewed serial
+//! ([`export_certificate::sync_job`]), so the same event delivered twice, or a reconcile
+//! that saw the new serial first, starts each child once. Each child is an entry of the parent
 //! ([`CHILDREN`]), so that the parent's record stays small however many rows the
 //! certificate has; the record keeps counts and the first failures. The parent succeeds
 //! when all of them are terminal, saying how many succeeded and failed.
@@ -20,7 +21,7 @@ use aws_sdk_acm::types::CertificateStatus;
 use engine::{JobId, JobStatus, JobsError, Outcome, StepContext, StepError, StepPolicy, Workflow};
 use serde::{Deserialize, Serialize};
 
-use crate::export_certificate::{self, ExportRequest};
+use crate::export_certificate::{self, Cause};
 use crate::inventory::{self, InventoryRow};
 
 /// The workflow's name.
@@ -222,26 +223,14 @@ async fn fan_out(
             skipped += 1;
             continue;
         }
-        // One child per (event, row), whoever starts it and however often.
-        let key = format!(
-            "renewal\u{1f}{}\u{1f}{}\u{1f}{}",
-            st.event_id,
-            row.tag_key_value(),
-            row.certificate_arn_cert_name()
-        );
-        let name = row.cert_name;
-        let request = ExportRequest {
-            certificate_arn: st.certificate_arn.clone(),
-            cert_name: name.clone(),
-            target_tag_key: row.target_tag_key,
-            target_tag_value: row.target_tag_value,
-            ..ExportRequest::default()
-        };
-        let target = request.target();
-        let new = export_certificate::new_job(request, &key)
+        // One child per (row, serial), whoever starts it (this renewal, the same event
+        // delivered again, a reconcile that saw the new serial first) and however often.
+        let target = row.target();
+        let name = row.cert_name.clone();
+        let new = export_certificate::sync_job(&row, &serial, Cause::Renewal, ctx.job_id().as_str())
             .map_err(|e| StepError::abort(e.to_string()))?;
         let created = jobs.create(new).await.map_err(|e| match e {
-            // The child's key names the event, target and certificate, so a conflict
+            // The child's key names the row and the serial, so a conflict
             // means the table holds something certflow did not write: retrying
             // cannot help.
             JobsError::RequestConflict { .. } => {

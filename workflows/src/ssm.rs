@@ -149,17 +149,52 @@ pub(crate) async fn servers(
     key: &str,
     value: &str,
 ) -> Result<Vec<ManagedServer>, StepError> {
-    let filter = InstanceInformationStringFilter::builder()
-        .key(format!("tag:{key}"))
-        .values(value)
+    describe_servers(ssm, vec![string_filter(&format!("tag:{key}"), [value])?]).await
+}
+
+/// Those of `ids` that are managed servers carrying tag `key` = `value` (`None`: any
+/// tag), sorted by id. `ids` may be any number: they are asked for 50 at a time (SSM's
+/// limit on a filter's values).
+pub(crate) async fn servers_among(
+    ssm: &aws_sdk_ssm::Client,
+    tag: Option<(&str, &str)>,
+    ids: &[String],
+) -> Result<Vec<ManagedServer>, StepError> {
+    let mut all = Vec::new();
+    for chunk in ids.chunks(DESCRIBE_PAGE as usize) {
+        let mut filters = vec![string_filter("InstanceIds", chunk.iter().map(String::as_str))?];
+        if let Some((key, value)) = tag {
+            filters.push(string_filter(&format!("tag:{key}"), [value])?);
+        }
+        all.extend(describe_servers(ssm, filters).await?);
+    }
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all.dedup_by(|a, b| a.id == b.id);
+    Ok(all)
+}
+
+fn string_filter<'a>(
+    key: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<InstanceInformationStringFilter, StepError> {
+    InstanceInformationStringFilter::builder()
+        .key(key)
+        .set_values(Some(values.into_iter().map(str::to_string).collect()))
         .build()
-        .map_err(|e| StepError::abort(format!("DescribeInstanceInformation filter: {e}")))?;
+        .map_err(|e| StepError::abort(format!("DescribeInstanceInformation filter: {e}")))
+}
+
+/// `DescribeInstanceInformation` with `filters`, every page, sorted by id.
+async fn describe_servers(
+    ssm: &aws_sdk_ssm::Client,
+    filters: Vec<InstanceInformationStringFilter>,
+) -> Result<Vec<ManagedServer>, StepError> {
     let mut all = Vec::new();
     let mut token = None;
     loop {
         let page = ssm
             .describe_instance_information()
-            .filters(filter.clone())
+            .set_filters(Some(filters.clone()))
             .max_results(DESCRIBE_PAGE)
             .set_next_token(token)
             .send()

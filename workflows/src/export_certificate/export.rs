@@ -33,6 +33,9 @@ use crate::secrets::{Created, Secrets};
 /// token, so that it does not export the certificate a second time. Either way a version,
 /// once stored, wins: a write that finds the token taken reads the stored value instead.
 pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) -> StepResult {
+    if s.install_only.is_some() {
+        return exported_already(&deps, s).await;
+    }
     let r = &s.request;
     let name = trust::secret_name(
         &deps.config.secret_prefix,
@@ -92,6 +95,68 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
     Ok(Outcome::next("inventory", s).with_note(format!("bundle stored in {name}")))
 }
 
+
+/// An install-only job: the bundle to install is the one the row's last export put in the
+/// target's secret. It must be ACM's current certificate (`check` read its serial), and
+/// the secret must be this target's, by name and by tags: an inventory row edited by hand
+/// cannot send another target's key anywhere.
+async fn exported_already(deps: &Deps, mut s: ExportState) -> StepResult {
+    let r = &s.request;
+    let key = crate::inventory::key(
+        &r.target_tag_key,
+        &r.target_tag_value,
+        &r.certificate_arn,
+        &r.cert_name,
+    );
+    let table = &deps.config.inventory_table;
+    let row = crate::inventory::get(&deps.clients.dynamodb, table, key)
+        .await?
+        .ok_or_else(|| {
+            StepError::abort(format!(
+                "install only: no inventory row for {} to {} in {table}: the certificate was never exported to this target",
+                r.cert_name,
+                r.target()
+            ))
+        })?;
+    let acm = s.serial.clone().unwrap_or_default();
+    if row.serial.as_deref() != Some(acm.as_str()) {
+        return Err(StepError::abort(format!(
+            "install only: ACM's certificate is serial {acm}, but the last export to {} was serial {}: it must be exported first (`certflow reconcile` starts that export)",
+            r.target(),
+            row.serial.as_deref().unwrap_or("(none)")
+        )));
+    }
+    let name = trust::secret_name(
+        &deps.config.secret_prefix,
+        &r.cert_name,
+        &r.target_tag_key,
+        &r.target_tag_value,
+    );
+    if row.secret_name.as_deref() != Some(name.as_str()) {
+        return Err(StepError::abort(format!(
+            "install only: the inventory row names secret {}, not {name}, the secret of {}: export it again",
+            row.secret_name.as_deref().unwrap_or("(none)"),
+            r.target()
+        )));
+    }
+    let secrets = Secrets {
+        client: &deps.clients.secrets,
+        kms_key_id: deps.config.kms_key_id.as_deref(),
+    };
+    let Some(tags) = secrets.tags(&name).await? else {
+        return Err(StepError::abort(format!(
+            "install only: secret {name} does not exist: export the certificate again"
+        )));
+    };
+    owned_by_target(&name, &tags, &r.target_tag_key, &r.target_tag_value)?;
+    let note = format!(
+        "install only: serial {acm}, already in secret {name}, goes to {} server(s); nothing exported",
+        s.install_only.as_ref().map_or(0, |i| i.servers.len())
+    );
+    s.secret = Some(name);
+    s.fingerprint = row.fingerprint;
+    Ok(Outcome::next("install", s).with_note(note))
+}
 /// A fresh passphrase, the certificate exported with it, and both as the secret's value.
 async fn export_fresh(
     deps: &Deps,

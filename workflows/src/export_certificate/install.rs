@@ -146,12 +146,50 @@ async fn plan(
     s: &mut ExportState,
 ) -> Result<(String, Vec<String>), StepError> {
     let req = &s.request;
-    let servers = ssm::servers(
-        &deps.clients.ssm,
-        &req.target_tag_key,
-        &req.target_tag_value,
-    )
-    .await?;
+    let mut notes = Vec::new();
+    let servers = match &s.install_only {
+        None => {
+            ssm::servers(
+                &deps.clients.ssm,
+                &req.target_tag_key,
+                &req.target_tag_value,
+            )
+            .await?
+        }
+        // Only the servers asked for, and only those that still carry the target: the
+        // target is what the certificate's owner allowed.
+        Some(only) => {
+            let found = ssm::servers_among(
+                &deps.clients.ssm,
+                Some((&req.target_tag_key, &req.target_tag_value)),
+                &only.servers,
+            )
+            .await?;
+            let gone: Vec<String> = only
+                .servers
+                .iter()
+                .filter(|id| !found.iter().any(|f| &f.id == *id))
+                .cloned()
+                .collect();
+            if !gone.is_empty() {
+                notes.push(format!(
+                    "{} server(s) asked for do not carry {} (or are not managed by SSM) and are skipped: {}",
+                    gone.len(),
+                    req.target(),
+                    shown(&gone)
+                ));
+            }
+            if found.is_empty() {
+                return Err(StepError::abort(format!(
+                    "install only: none of the {} server(s) asked for carries tag {} and is managed by SSM: {}",
+                    only.servers.len(),
+                    req.target(),
+                    shown(&only.servers)
+                )));
+            }
+            found
+        }
+    };
     if servers.is_empty() {
         return Err(StepError::abort(format!(
             "no managed instance matches tag {} (SSM DescribeInstanceInformation lists none carrying it)",
@@ -181,7 +219,7 @@ async fn plan(
         .filter(|e| e.group == PENDING && ServerResult::of(e).batch == 0)
         .map(|e| e.key.clone())
         .collect();
-    let note = format!(
+    notes.insert(0, format!(
         "planned {} server(s) carrying {}: canary {}, then {} batch(es) of up to {}, MaxErrors {}{}",
         rollout.servers,
         req.target(),
@@ -194,9 +232,14 @@ async fn plan(
         } else {
             String::new()
         }
-    );
+    ));
+    let mut rollout = rollout;
+    if s.install_only.is_some() {
+        // The servers asked for, and no others: no late joiners.
+        rollout.sweeps = rollout::MAX_SWEEPS;
+    }
     s.rollout = Some(rollout);
-    Ok((note, first))
+    Ok((notes.join("; "), first))
 }
 
 /// The servers of batch `batch` that have not finished.

@@ -1,7 +1,8 @@
 //! `inventory`: records the export in the inventory table — the row of this target,
 //! certificate and name, with the secret's name, expiry, serial and fingerprint — so that a
 //! renewal finds where the certificate goes. It sets the same attributes however often it
-//! runs.
+//! runs; a new serial also empties the row's set of servers running its certificate
+//! (`crate::inventory`'s fleet state).
 
 use std::sync::Arc;
 
@@ -29,14 +30,31 @@ pub(super) async fn inventory(deps: Arc<Deps>, ctx: StepContext, s: ExportState)
             &r.cert_name,
         )
     };
-    inventory::set(
-        &deps.clients.dynamodb,
-        &deps.config.inventory_table,
-        row.key(),
-        row.attributes(),
-        // The two secret names of the old layout: this export's secret replaces them.
-        &[attr::PASSPHRASE_SECRET_NAME, attr::BUNDLE_SECRET_NAME],
-    )
-    .await?;
+    // The two secret names of the old layout: this export's secret replaces them.
+    let old_layout = &[attr::PASSPHRASE_SECRET_NAME, attr::BUNDLE_SECRET_NAME];
+    match &s.serial {
+        // A new serial empties the row's set of servers running it (none do yet).
+        Some(serial) => {
+            inventory::write_export(
+                &deps.clients.dynamodb,
+                &deps.config.inventory_table,
+                row.key(),
+                serial,
+                row.attributes(),
+                old_layout,
+            )
+            .await?
+        }
+        None => {
+            inventory::set(
+                &deps.clients.dynamodb,
+                &deps.config.inventory_table,
+                row.key(),
+                row.attributes(),
+                old_layout,
+            )
+            .await?
+        }
+    }
     Ok(Outcome::next("install", s))
 }

@@ -28,11 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{JobId, Outcome, StepError, StepPolicy, Workflow};
+use sha2::Digest;
+
+use crate::inventory::InventoryRow;
 
 pub use crate::ssm::{valid_max_concurrency, valid_max_errors, InstanceStatus};
 pub use request::{ExportRequest, InvalidRequest};
 pub use rollout::{Rollout, ServerResult, Staging};
-pub use state::{ExportState, InstanceResult};
+pub use state::{Cause, ExportState, InstallOnly, InstanceResult};
 
 use crate::aws::Clients;
 
@@ -144,13 +147,19 @@ fn job_key<'a>(request: &'a ExportRequest, fallback: &'a str) -> &'a str {
 /// The job carries the request's digest ([`engine::RequestKey`]): the same `RequestId` sent
 /// again with another request is refused rather than merged into this job.
 pub fn new_job(request: ExportRequest, key: &str) -> Result<engine::NewJob, engine::JobsError> {
+    job_for(ExportState::new(request), key)
+}
+
+/// The job of `state` (its request's fields become labels once validated; see [`new_job`]).
+fn job_for(state: ExportState, key: &str) -> Result<engine::NewJob, engine::JobsError> {
+    let request = &state.request;
     let field = if request.request_id.is_some() {
         "RequestId"
     } else {
         "idempotency key"
     };
-    let key = job_key(&request, key).to_string();
-    let fingerprint = engine::RequestKey::new(field, &key, &request)?;
+    let key = job_key(request, key).to_string();
+    let fingerprint = engine::RequestKey::new(field, &key, request)?;
     let labels = match request.validate() {
         Ok(()) => vec![
             ("CertificateArn", request.certificate_arn.clone()),
@@ -159,12 +168,78 @@ pub fn new_job(request: ExportRequest, key: &str) -> Result<engine::NewJob, engi
         ],
         Err(_) => Vec::new(),
     };
-    let mut job =
-        engine::NewJob::new(NAME, Some(&key), &ExportState::new(request))?.for_request(fingerprint);
+    let mut job = engine::NewJob::new(NAME, Some(&key), &state)?.for_request(fingerprint);
     for (k, v) in labels {
         job = job.label(k, v);
     }
     Ok(job)
+}
+
+/// The export job that brings `row` to ACM's serial `serial`: the same id whoever starts
+/// it (a renewal event, a reconcile), so that it runs once per row and serial.
+pub fn sync_job(
+    row: &InventoryRow,
+    serial: &str,
+    cause: Cause,
+    started_by: &str,
+) -> Result<engine::NewJob, engine::JobsError> {
+    let key = format!(
+        "sync\u{1f}{}\u{1f}{}\u{1f}{serial}",
+        row.tag_key_value(),
+        row.certificate_arn_cert_name()
+    );
+    child_job(row, &key, cause, started_by, None)
+}
+
+/// The job that installs `row`'s current certificate (serial `serial`, already exported)
+/// on `servers` only: the same id for the same row, serial and servers, whoever starts it
+/// (an EC2 `running` event, a reconcile).
+pub fn install_job(
+    row: &InventoryRow,
+    serial: &str,
+    servers: &[String],
+    cause: Cause,
+    started_by: &str,
+) -> Result<engine::NewJob, engine::JobsError> {
+    let mut servers = servers.to_vec();
+    servers.sort();
+    servers.dedup();
+    let digest = sha2::Sha256::digest(servers.join(",").as_bytes());
+    let key = format!(
+        "install\u{1f}{}\u{1f}{}\u{1f}{serial}\u{1f}{}",
+        row.tag_key_value(),
+        row.certificate_arn_cert_name(),
+        hex(&digest[..16])
+    );
+    child_job(row, &key, cause, started_by, Some(InstallOnly { servers }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A job certflow starts itself for `row`, under `key`.
+fn child_job(
+    row: &InventoryRow,
+    key: &str,
+    cause: Cause,
+    started_by: &str,
+    install_only: Option<InstallOnly>,
+) -> Result<engine::NewJob, engine::JobsError> {
+    let request = ExportRequest {
+        certificate_arn: row.certificate_arn.clone(),
+        cert_name: row.cert_name.clone(),
+        target_tag_key: row.target_tag_key.clone(),
+        target_tag_value: row.target_tag_value.clone(),
+        ..ExportRequest::default()
+    };
+    let state = ExportState {
+        cause,
+        started_by: Some(started_by.to_string()),
+        install_only,
+        ..ExportState::new(request)
+    };
+    job_for(state, key)
 }
 
 /// The workflow, over `deps`.

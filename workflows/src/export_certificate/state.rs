@@ -24,6 +24,37 @@ pub struct InstanceResult {
     pub serial: Option<String>,
 }
 
+/// What started an export job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Cause {
+    /// An export request on the intake queue.
+    #[default]
+    Request,
+    /// ACM's renewal event (through a `renew-certificate` job).
+    Renewal,
+    /// A reconcile found the row behind ACM or its servers behind the row.
+    Drift,
+    /// A server joined the target (an EC2 `running` event).
+    NewServer,
+}
+
+impl Cause {
+    /// Whether the job installs a certificate ACM renewed: its failure leaves the
+    /// certificate unexported since its renewal, which blocks the next one.
+    pub fn is_renewal(self) -> bool {
+        matches!(self, Cause::Renewal | Cause::Drift)
+    }
+}
+
+/// An install of the row's current certificate on some servers, with no export: the
+/// bundle already in the target's secret goes to servers that do not have it yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InstallOnly {
+    /// The servers, sorted; only those still carrying the target are sent the install.
+    pub servers: Vec<String>,
+}
+
 /// The durable state of an export job. Never secret material: names, ids and facts only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportState {
@@ -69,6 +100,19 @@ pub struct ExportState {
     /// Where the staged rollout stands: counts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// What started the job.
+    #[serde(default, skip_serializing_if = "is_request")]
+    pub cause: Cause,
+    /// The job that started this one (a renewal, a reconcile, a new-server job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    /// Install only, on these servers: no export, no new secret version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_only: Option<InstallOnly>,
+}
+
+fn is_request(c: &Cause) -> bool {
+    *c == Cause::Request
 }
 
 impl ExportState {
@@ -89,6 +133,9 @@ impl ExportState {
             instances: BTreeMap::new(),
             domain_name: None,
             rollout: None,
+            cause: Cause::Request,
+            started_by: None,
+            install_only: None,
         }
     }
 

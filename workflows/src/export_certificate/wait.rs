@@ -18,7 +18,7 @@ use engine::{Groups, Outcome, StepContext, StepError, StopReason};
 use super::install::shown;
 use super::rollout::{Rollout, ServerResult, FAILED, MAX_SWEEPS, OFFLINE, SERVERS};
 use super::{Deps, ExportState, StepResult};
-use crate::inventory::{self, InstallEnd};
+use crate::inventory::{self, InstallEnd, Recorded};
 use crate::ssm::{self, InstanceStatus, Invocation};
 
 /// The line the install document prints with the serial it installed.
@@ -41,6 +41,8 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         return resume(&ctx, s, r).await;
     }
     let client = &deps.clients.ssm;
+    // The servers of this batch that installed, for the row's fleet state.
+    let mut installed = Vec::new();
     if let Some(command_id) = s.command_id.clone() {
         let sent_at = s.command_sent_at.unwrap_or(ctx.now());
         let elapsed = Duration::from_millis((ctx.now() - sent_at).max(0) as u64);
@@ -70,6 +72,9 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         for (id, inv) in invocations {
             let result = result(&r, &command_id, inv);
             r.count(&id, &result);
+            if result.status == Some(InstanceStatus::Success) {
+                installed.push(id.clone());
+            }
             entries.push(result.entry(&id));
         }
         ctx.put_entries(SERVERS, &entries).await?;
@@ -93,14 +98,20 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         r.ended = true;
         s.rollout = Some(r);
         // The job fails either way; the row only says so when the table lets it.
-        let _ = set_row(&deps, &s, InstallEnd::Failed).await;
+        let _ = set_row(&deps, &s, &installed, Some(InstallEnd::Failed)).await;
         return Ok(Outcome::fail(s, reason));
     }
+    let recorded = if installed.is_empty() || r.is_last_batch() {
+        None
+    } else {
+        set_row(&deps, &s, &installed, None).await?
+    };
     if !r.is_last_batch() {
-        let note = format!(
+        let mut note = format!(
             "{batch_name} done: {} of {} server(s) installed so far",
             r.succeeded, r.servers
         );
+        note.extend(recorded);
         r.batch += 1;
         s.rollout = Some(r);
         return Ok(Outcome::next("install", s).with_note(note));
@@ -110,6 +121,9 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         r.sweeps += 1;
         let joined = late_joiners(&deps, &ctx, &s, &mut r).await?;
         if !joined.is_empty() {
+            if !installed.is_empty() {
+                set_row(&deps, &s, &installed, None).await?;
+            }
             let ids: Vec<String> = joined.iter().map(|j| j.id.clone()).collect();
             let entries = r.add_late(&joined);
             ctx.put_entries(SERVERS, &entries).await?;
@@ -138,19 +152,25 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         );
         r.ended = true;
         s.rollout = Some(r);
-        let _ = set_row(&deps, &s, InstallEnd::Failed).await;
+        let _ = set_row(&deps, &s, &installed, Some(InstallEnd::Failed)).await;
         return Ok(Outcome::fail(s, reason));
     }
-    let end = InstallEnd::Installed {
-        date: rfc3339(ctx.now()),
-        instances: u64::from(r.succeeded),
-        verified: u64::from(r.verified),
+    let date = rfc3339(ctx.now());
+    let end = if s.install_only.is_some() {
+        InstallEnd::Added { date }
+    } else {
+        InstallEnd::Installed {
+            date,
+            instances: u64::from(r.succeeded),
+            verified: u64::from(r.verified),
+        }
     };
-    set_row(&deps, &s, end).await?;
+    let recorded = set_row(&deps, &s, &installed, Some(end)).await?;
     let mut note = format!(
         "installed on {} server(s) in {} batch(es)",
         r.succeeded, r.batches
     );
+    note.extend(recorded);
     if deps.config.verify_port.is_some() {
         note.push_str(&format!("; {} verified serving the new serial", r.verified));
     }
@@ -207,6 +227,7 @@ async fn timed_out(
 ) -> StepResult {
     let note = ssm::cancel(&deps.clients.ssm, command_id).await;
     let mut pending = Vec::new();
+    let mut installed = Vec::new();
     let mut entries = Vec::new();
     for (id, inv) in invocations {
         if !inv.status.is_final() {
@@ -214,6 +235,9 @@ async fn timed_out(
         }
         let result = result(&r, command_id, inv);
         r.count(&id, &result);
+        if result.status == Some(InstanceStatus::Success) {
+            installed.push(id.clone());
+        }
         entries.push(result.entry(&id));
     }
     // The job fails either way; the entries only help the operator.
@@ -232,7 +256,7 @@ async fn timed_out(
     s.rollout = Some(r);
     s.command_id = None;
     s.command_sent_at = None;
-    let _ = set_row(deps, &s, InstallEnd::Failed).await;
+    let _ = set_row(deps, &s, &installed, Some(InstallEnd::Failed)).await;
     Ok(Outcome::fail(s, reason))
 }
 
@@ -295,8 +319,15 @@ async fn legacy_rollout(deps: &Deps, s: &ExportState) -> Result<Rollout, StepErr
     })
 }
 
-/// Sets how the install ended on the job's inventory row.
-async fn set_row(deps: &Deps, s: &ExportState, end: InstallEnd) -> Result<(), StepError> {
+/// Records on the job's inventory row the servers that installed its serial (`installed`)
+/// and, when given, how the install ended, in one write. Returns a note when the row did
+/// not take the servers: it has moved on to a newer certificate, or is full.
+async fn set_row(
+    deps: &Deps,
+    s: &ExportState,
+    installed: &[String],
+    end: Option<InstallEnd>,
+) -> Result<Option<String>, StepError> {
     let r = &s.request;
     let key = inventory::key(
         &r.target_tag_key,
@@ -304,14 +335,29 @@ async fn set_row(deps: &Deps, s: &ExportState, end: InstallEnd) -> Result<(), St
         &r.certificate_arn,
         &r.cert_name,
     );
-    inventory::set(
-        &deps.clients.dynamodb,
-        &deps.config.inventory_table,
-        key,
-        end.attributes(),
-        &[],
+    let client = &deps.clients.dynamodb;
+    let table = &deps.config.inventory_table;
+    let attributes = end.map(|e| e.attributes()).unwrap_or_default();
+    let Some(serial) = &s.serial else {
+        // A job from before serials were recorded: how it ended, nothing more.
+        if !attributes.is_empty() {
+            inventory::set(client, table, key, attributes, &[]).await?;
+        }
+        return Ok(None);
+    };
+    Ok(
+        match inventory::record_installs(client, table, key, serial, installed, attributes).await? {
+            Recorded::Added => None,
+            Recorded::Stale { row_serial } => Some(format!(
+                "the inventory row has moved on to serial {} since: this job's servers are not recorded as current",
+                row_serial.as_deref().unwrap_or("(none)")
+            )),
+            Recorded::TooLarge => Some(format!(
+                "the inventory row cannot record more servers (about {} fit in a DynamoDB item): `certflow inventory` does not count these",
+                inventory::MAX_RECORDED_SERVERS
+            )),
+        },
     )
-    .await
 }
 
 /// A marker line's value: a serial as the document prints it (hex digits and colons).

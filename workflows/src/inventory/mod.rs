@@ -7,6 +7,7 @@
 
 pub mod reference;
 mod row;
+mod servers;
 
 use std::collections::HashMap;
 
@@ -19,6 +20,8 @@ use engine::StepError;
 use crate::aws::classify;
 
 pub use row::{InstallEnd, InventoryRow, LastStatus, RowError};
+pub use servers::{Recorded, MAX_RECORDED_SERVERS};
+pub(crate) use servers::{observe, record_installs, write_export};
 
 /// A DynamoDB item (or key) of the table.
 pub type Item = HashMap<String, AttributeValue>;
@@ -70,6 +73,17 @@ pub mod attr {
     /// How many of them were verified serving the installed serial after the reload
     /// (0 when verification is off; a number attribute).
     pub const VERIFIED_INSTANCES: &str = "VerifiedInstances";
+    /// The serial [`INSTANCES_AT_SERIAL`] is about. When it differs from [`SERIAL`] (a new
+    /// export), no server is known to run the row's certificate yet.
+    pub const INSTANCES_SERIAL: &str = "InstancesSerial";
+    /// The servers that installed [`INSTANCES_SERIAL`] (a string set of instance ids; set
+    /// union, so a batch recorded twice changes nothing).
+    pub const INSTANCES_AT_SERIAL: &str = "InstancesAtSerial";
+    /// How many servers carried the row's target when certflow last looked (a reconcile,
+    /// or the plan of an install; a number attribute).
+    pub const TARGET_INSTANCES: &str = "TargetInstances";
+    /// When that was, RFC 3339.
+    pub const TARGET_SEEN_DATE: &str = "TargetSeenDate";
 }
 
 /// The row key of a (target, certificate, name).
@@ -121,6 +135,51 @@ pub(crate) async fn set(
         .await
         .map_err(|e| classify("UpdateItem (inventory)", &e))?;
     Ok(())
+}
+
+/// The row at `key`, read consistently; `None` when there is none.
+pub(crate) async fn get(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: Item,
+) -> Result<Option<InventoryRow>, StepError> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| classify("GetItem (inventory)", &e))?;
+    out.item()
+        .map(|item| InventoryRow::from_item(item).map_err(|e| StepError::abort(e.to_string())))
+        .transpose()
+}
+
+/// One page of the whole table (a reconcile reads every row), at most `limit` rows
+/// read, from `start` (the previous page's last key); returns the rows and the next
+/// page's start, `None` after the last page. Items that are not rows certflow wrote are
+/// returned as errors, so the caller can say which.
+pub async fn scan_page(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    start: Option<Item>,
+    limit: i32,
+) -> Result<(Vec<Result<InventoryRow, (Item, RowError)>>, Option<Item>), StepError> {
+    let page = client
+        .scan()
+        .table_name(table)
+        .limit(limit)
+        .set_exclusive_start_key(start)
+        .send()
+        .await
+        .map_err(|e| classify("Scan (inventory)", &e))?;
+    let rows = page
+        .items()
+        .iter()
+        .map(|item| InventoryRow::from_item(item).map_err(|e| (item.clone(), e)))
+        .collect();
+    Ok((rows, page.last_evaluated_key().cloned()))
 }
 
 /// Every row of certificate `arn`, through the [`BY_CERTIFICATE`] index (never a Scan).

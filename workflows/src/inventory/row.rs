@@ -2,6 +2,7 @@
 //! attribute names and formats (see [`super::attr`]) are a contract with the people and
 //! tools that read the table.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -107,6 +108,17 @@ pub struct InventoryRow {
     pub last_installed_date: Option<String>,
     /// `InstalledInstances`.
     pub installed_instances: Option<u64>,
+    /// `VerifiedInstances`.
+    pub verified_instances: Option<u64>,
+    /// `InstancesSerial`: the serial [`InventoryRow::instances_at_serial`] is about.
+    /// Written by the install steps, never by [`InventoryRow::attributes`].
+    pub instances_serial: Option<String>,
+    /// `InstancesAtSerial`: the servers that installed `instances_serial`.
+    pub instances_at_serial: BTreeSet<String>,
+    /// `TargetInstances`: servers carrying the target when certflow last looked.
+    pub target_instances: Option<u64>,
+    /// `TargetSeenDate`: when that was, RFC 3339.
+    pub target_seen_date: Option<String>,
 }
 
 impl InventoryRow {
@@ -133,12 +145,39 @@ impl InventoryRow {
             fingerprint: None,
             last_installed_date: None,
             installed_instances: None,
+            verified_instances: None,
+            instances_serial: None,
+            instances_at_serial: BTreeSet::new(),
+            target_instances: None,
+            target_seen_date: None,
         }
+    }
+
+    /// The servers known to run the row's certificate (`Serial`): none when the recorded
+    /// set is about another serial (a new export has not reached them yet).
+    pub fn current_servers(&self) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        match (&self.serial, &self.instances_serial) {
+            (Some(serial), Some(of)) if serial == of => &self.instances_at_serial,
+            _ => &NONE,
+        }
+    }
+
+    /// How many servers carrying the target (when certflow last looked) are not known to
+    /// run the row's certificate; `None` when certflow has not looked yet.
+    pub fn lagging(&self) -> Option<u64> {
+        self.target_instances
+            .map(|n| n.saturating_sub(self.current_servers().len() as u64))
     }
 
     /// The value of the partition key [`PK`]: `<TargetTagKey>#<TargetTagValue>`.
     pub fn tag_key_value(&self) -> String {
         format!("{}#{}", self.target_tag_key, self.target_tag_value)
+    }
+
+    /// The target as people write it: `<TargetTagKey>=<TargetTagValue>`.
+    pub fn target(&self) -> String {
+        format!("{}={}", self.target_tag_key, self.target_tag_value)
     }
 
     /// The value of the sort key [`SK`]: `<CertificateArn>#<CertName>`.
@@ -246,22 +285,41 @@ impl InventoryRow {
         row.serial = string(item, attr::SERIAL)?;
         row.fingerprint = string(item, attr::FINGERPRINT)?;
         row.last_installed_date = string(item, attr::LAST_INSTALLED_DATE)?;
-        row.installed_instances = match item.get(attr::INSTALLED_INSTANCES) {
-            None => None,
-            Some(v) => {
-                let n = v.as_n().map_err(|_| RowError::WrongType {
-                    name: attr::INSTALLED_INSTANCES,
-                    expected: "a number",
-                })?;
-                Some(n.parse().map_err(|_| RowError::BadValue {
-                    name: attr::INSTALLED_INSTANCES,
-                    value: n.clone(),
-                    expected: "a whole number",
-                })?)
-            }
+        row.installed_instances = number(item, attr::INSTALLED_INSTANCES)?;
+        row.verified_instances = number(item, attr::VERIFIED_INSTANCES)?;
+        row.instances_serial = string(item, attr::INSTANCES_SERIAL)?;
+        row.instances_at_serial = match item.get(attr::INSTANCES_AT_SERIAL) {
+            None => BTreeSet::new(),
+            Some(v) => v
+                .as_ss()
+                .map_err(|_| RowError::WrongType {
+                    name: attr::INSTANCES_AT_SERIAL,
+                    expected: "a string set",
+                })?
+                .iter()
+                .cloned()
+                .collect(),
         };
+        row.target_instances = number(item, attr::TARGET_INSTANCES)?;
+        row.target_seen_date = string(item, attr::TARGET_SEEN_DATE)?;
         Ok(row)
     }
+}
+
+/// The whole-number attribute `name`, if present.
+fn number(item: &Item, name: &'static str) -> Result<Option<u64>, RowError> {
+    let Some(v) = item.get(name) else {
+        return Ok(None);
+    };
+    let n = v.as_n().map_err(|_| RowError::WrongType {
+        name,
+        expected: "a number",
+    })?;
+    n.parse().map(Some).map_err(|_| RowError::BadValue {
+        name,
+        value: n.clone(),
+        expected: "a whole number",
+    })
 }
 
 /// The string attribute `name`, if present.
@@ -291,6 +349,12 @@ pub enum InstallEnd {
     },
     /// At least one server failed.
     Failed,
+    /// An install-only job installed the row's certificate on more servers: the date only
+    /// (`LastStatus` and the counts describe the export's own install).
+    Added {
+        /// When, RFC 3339.
+        date: String,
+    },
 }
 
 impl InstallEnd {
@@ -316,6 +380,9 @@ impl InstallEnd {
                     AttributeValue::N(verified.to_string()),
                 ),
             ],
+            InstallEnd::Added { date } => {
+                vec![(attr::LAST_INSTALLED_DATE, AttributeValue::S(date.clone()))]
+            }
             InstallEnd::Failed => vec![(
                 attr::LAST_STATUS,
                 AttributeValue::S(LastStatus::InstallFailed.as_str().into()),
@@ -426,6 +493,38 @@ mod tests {
         assert_eq!(
             InstallEnd::Failed.attributes(),
             vec![("LastStatus", s("INSTALL_FAILED"))]
+        );
+    }
+
+    #[test]
+    fn the_fleet_state_is_read_and_counts_only_the_row_s_serial() {
+        let mut item = full().to_item();
+        item.insert("InstancesSerial".into(), s("0a:1b"));
+        item.insert(
+            "InstancesAtSerial".into(),
+            AttributeValue::Ss(vec!["i-2".into(), "i-1".into()]),
+        );
+        item.insert("TargetInstances".into(), AttributeValue::N("5".into()));
+        item.insert("TargetSeenDate".into(), s("t"));
+        let row = InventoryRow::from_item(&item).unwrap();
+        assert_eq!(row.current_servers().len(), 2);
+        assert_eq!(row.lagging(), Some(3));
+        assert_eq!(row.target_seen_date.as_deref(), Some("t"));
+        // A new export (another serial) has reached no server yet.
+        let renewed = InventoryRow {
+            serial: Some("0c".into()),
+            ..row.clone()
+        };
+        assert!(renewed.current_servers().is_empty());
+        assert_eq!(renewed.lagging(), Some(5));
+        assert_eq!(full().lagging(), None, "never looked");
+        // The fleet state is the install steps' to write, never the export's.
+        let names: Vec<&str> = row.attributes().iter().map(|(n, _)| *n).collect();
+        assert!(!names.contains(&"InstancesAtSerial") && !names.contains(&"InstancesSerial"));
+        item.insert("InstancesAtSerial".into(), s("i-1"));
+        assert_eq!(
+            InventoryRow::from_item(&item).unwrap_err().to_string(),
+            "inventory row attribute InstancesAtSerial is not a string set"
         );
     }
 
