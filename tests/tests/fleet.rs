@@ -492,12 +492,15 @@ async fn a_renewal_over_300_inventory_rows_keeps_a_small_parent_record() {
         parent.last_error
     );
     let st: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
-    assert_eq!((st.started, st.succeeded, st.unsuccessful), (300, 2, 298));
+    assert_eq!(
+        (st.tally.started, st.tally.succeeded, st.tally.unsuccessful),
+        (300, 2, 298)
+    );
     assert!(
         st.children.is_empty(),
         "children are entries, not in the record"
     );
-    assert_eq!(st.first_failures.len(), 5);
+    assert_eq!(st.tally.first_failures.len(), 5);
     let children = env
         .jobs
         .all_entries(

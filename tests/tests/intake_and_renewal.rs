@@ -134,7 +134,11 @@ async fn renewal_events_fan_out_to_the_inventory_rows_of_that_certificate() {
         let state: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
         assert!(state.children.is_empty(), "{fixture}: {state:?}");
         assert_eq!(
-            (state.started, state.succeeded, state.unsuccessful),
+            (
+                state.tally.started,
+                state.tally.succeeded,
+                state.tally.unsuccessful
+            ),
             (2, 2, 0),
             "{fixture}: {state:?}"
         );
@@ -233,7 +237,11 @@ async fn duplicate_events_and_requests_start_nothing_twice() {
         "the request once, the renewal's child once"
     );
     let state: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
-    assert_eq!((state.started, state.succeeded), (1, 1), "{state:?}");
+    assert_eq!(
+        (state.tally.started, state.tally.succeeded),
+        (1, 1),
+        "{state:?}"
+    );
     let kids = children(&env, &parent_id).await;
     assert_eq!(kids.len(), 1, "{kids:?}");
     let commands = env.ssm_commands().await;

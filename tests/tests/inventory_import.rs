@@ -241,7 +241,11 @@ async fn reference_rows_become_certflow_rows_once_and_hostile_ones_are_refused()
         parent.last_error
     );
     let st: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
-    assert_eq!((st.started, st.succeeded), (2, 1), "api is not allowed yet");
+    assert_eq!(
+        (st.tally.started, st.tally.succeeded),
+        (2, 1),
+        "api is not allowed yet"
+    );
     assert_eq!(env.fleet().received(&servers[0]).len(), 1);
     let secret = env.secret_name("web", "Tier", &web);
     assert_eq!(

@@ -224,7 +224,11 @@ async fn a_renewal_child_whose_target_is_no_longer_allowed_fails_and_changes_not
     );
     let state: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
     assert_eq!(
-        (state.started, state.succeeded, state.unsuccessful),
+        (
+            state.tally.started,
+            state.tally.succeeded,
+            state.tally.unsuccessful
+        ),
         (1, 0, 1),
         "{state:?}"
     );
@@ -395,7 +399,7 @@ async fn a_renewal_event_for_an_unchanged_serial_starts_no_child() {
     );
     let state: RenewState = serde_json::from_value(parent.data.clone()).unwrap();
     assert!(state.children.is_empty(), "{state:?}");
-    assert_eq!(state.started, 0, "{state:?}");
+    assert_eq!(state.tally.started, 0, "{state:?}");
     let children = env
         .jobs
         .all_entries(

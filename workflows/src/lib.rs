@@ -5,6 +5,7 @@
 //! - [`export_certificate`]: export an ACM certificate and install it on tagged servers.
 //! - [`renew_certificate`]: one ACM renewal event → one export job per inventory row; and
 //!   `acm-alert` jobs for events that need a person.
+//! - [`children`]: jobs that start jobs keep them as entries and poll them to the end.
 //! - [`intake`]: how intake messages (requests, ACM events) become jobs.
 //! - [`demo`]: a small workflow that shows the engine at work.
 //! - [`inventory`]: the inventory table (which certificate is installed where).
@@ -16,6 +17,7 @@
 
 pub mod acm_event;
 pub mod aws;
+pub mod children;
 pub mod demo;
 pub mod document;
 pub mod events;

@@ -162,7 +162,10 @@ pub(crate) async fn servers_among(
 ) -> Result<Vec<ManagedServer>, StepError> {
     let mut all = Vec::new();
     for chunk in ids.chunks(DESCRIBE_PAGE as usize) {
-        let mut filters = vec![string_filter("InstanceIds", chunk.iter().map(String::as_str))?];
+        let mut filters = vec![string_filter(
+            "InstanceIds",
+            chunk.iter().map(String::as_str),
+        )?];
         if let Some((key, value)) = tag {
             filters.push(string_filter(&format!("tag:{key}"), [value])?);
         }

@@ -95,7 +95,6 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
     Ok(Outcome::next("inventory", s).with_note(format!("bundle stored in {name}")))
 }
 
-
 /// An install-only job: the bundle to install is the one the row's last export put in the
 /// target's secret. It must be ACM's current certificate (`check` read its serial), and
 /// the secret must be this target's, by name and by tags: an inventory row edited by hand

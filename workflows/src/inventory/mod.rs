@@ -20,8 +20,8 @@ use engine::StepError;
 use crate::aws::classify;
 
 pub use row::{InstallEnd, InventoryRow, LastStatus, RowError};
-pub use servers::{Recorded, MAX_RECORDED_SERVERS};
 pub(crate) use servers::{observe, record_installs, write_export};
+pub use servers::{Recorded, MAX_RECORDED_SERVERS};
 
 /// A DynamoDB item (or key) of the table.
 pub type Item = HashMap<String, AttributeValue>;

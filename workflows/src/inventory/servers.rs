@@ -57,7 +57,10 @@ pub(crate) async fn write_export(
     remove: &[&'static str],
 ) -> Result<(), StepError> {
     let mut reset = attributes.clone();
-    reset.push((attr::INSTANCES_SERIAL, AttributeValue::S(serial.to_string())));
+    reset.push((
+        attr::INSTANCES_SERIAL,
+        AttributeValue::S(serial.to_string()),
+    ));
     let mut gone = remove.to_vec();
     gone.push(attr::INSTANCES_AT_SERIAL);
     let update = Update::new(&reset, &gone, None).condition(
@@ -108,16 +111,20 @@ pub(crate) async fn record_installs(
         // The set is about another serial, or there is none: start it, if the row's
         // certificate is still this one.
         let mut start = attributes.clone();
-        start.push((attr::INSTANCES_SERIAL, AttributeValue::S(serial.to_string())));
+        start.push((
+            attr::INSTANCES_SERIAL,
+            AttributeValue::S(serial.to_string()),
+        ));
         let mut replace = Update::new(&start, &[], None);
         if let Some(ids) = add {
             replace.set_servers(ids);
         } else {
             replace.remove.push(attr::INSTANCES_AT_SERIAL.to_string());
         }
-        let replace = replace
-            .condition("#c0 = :c0", attr::SERIAL, serial)
-            .and("(attribute_not_exists(#c1) OR #c1 <> :c0)", attr::INSTANCES_SERIAL);
+        let replace = replace.condition("#c0 = :c0", attr::SERIAL, serial).and(
+            "(attribute_not_exists(#c1) OR #c1 <> :c0)",
+            attr::INSTANCES_SERIAL,
+        );
         match replace.send(client, table, key.clone()).await {
             Ok(()) => return Ok(Recorded::Added),
             Err(e) if is_too_large(&e) => return Ok(Recorded::TooLarge),
@@ -161,7 +168,10 @@ pub(crate) async fn observe(
     departed: &[String],
 ) -> Result<(), StepError> {
     let attributes = vec![
-        (attr::TARGET_INSTANCES, AttributeValue::N(carrying.to_string())),
+        (
+            attr::TARGET_INSTANCES,
+            AttributeValue::N(carrying.to_string()),
+        ),
         (attr::TARGET_SEEN_DATE, AttributeValue::S(date.to_string())),
     ];
     let mut update = Update::new(&attributes, &[], None);
@@ -177,9 +187,8 @@ pub(crate) async fn observe(
     }
 }
 
-type UpdateError = aws_sdk_dynamodb::error::SdkError<
-    aws_sdk_dynamodb::operation::update_item::UpdateItemError,
->;
+type UpdateError =
+    aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>;
 
 fn is_condition_failed(e: &UpdateError) -> bool {
     e.as_service_error()
@@ -188,8 +197,7 @@ fn is_condition_failed(e: &UpdateError) -> bool {
 
 fn is_too_large(e: &UpdateError) -> bool {
     e.as_service_error().is_some_and(|e| {
-        e.code() == Some("ValidationException")
-            && e.message().is_some_and(|m| m.contains("size"))
+        e.code() == Some("ValidationException") && e.message().is_some_and(|m| m.contains("size"))
     })
 }
 
@@ -212,7 +220,10 @@ impl Update {
         add: Option<&[String]>,
     ) -> Update {
         Update {
-            set: set.iter().map(|(n, v)| (n.to_string(), v.clone())).collect(),
+            set: set
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect(),
             remove: remove.iter().map(|n| n.to_string()).collect(),
             add: add.map(<[String]>::to_vec),
             ..Update::default()
