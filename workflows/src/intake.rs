@@ -1,8 +1,10 @@
 //! Turning an intake message into a job.
 //!
 //! Two kinds of message arrive, each on its own queue, and a queue's policy says who may
-//! send to it: export requests from producers on the intake queue, and ACM's EventBridge
-//! events on the events queue, which only certflow's rules may send to. Each queue reads
+//! send to it: export requests from producers on the intake queue, and EventBridge events
+//! on the events queue, which only certflow's rules may send to: ACM's certificate events
+//! (a renewal, or an alert), EC2's `running` state changes (a `new-server` job), and the
+//! reconcile rule's `Scheduled Event` (a `reconcile` job, one per event id). Each queue reads
 //! only its own kind ([`IntakeKind`]): an EventBridge envelope on the intake queue, where
 //! any producer could have forged it, or an export request on the events queue, goes to
 //! that queue's DLQ with the reason. So does a message that cannot become a job at all (not
@@ -20,6 +22,7 @@ use engine::{schema, Delivery, NewJob};
 use crate::acm_event::{self, Envelope};
 use crate::export_certificate::{self, ExportRequest};
 use crate::renew_certificate::{self, alert, RenewState};
+use crate::{new_server, reconcile};
 
 /// Largest body accepted (SQS's own limit).
 const MAX_BODY: usize = 256 * 1024;
@@ -106,9 +109,10 @@ pub fn parse(config: &IntakeConfig, d: &Delivery) -> Result<NewJob, String> {
         }
         (IntakeKind::Events, false) => return Err(REQUEST_ON_EVENTS_QUEUE.to_string()),
         (IntakeKind::Events, true) => {
+            let detail = obj.get("detail").cloned().unwrap_or_default();
             let event: Envelope = serde_json::from_value(value)
                 .map_err(|e| format!("not an EventBridge event: {e}"))?;
-            event_job(config, &event)?
+            event_job(config, &event, &detail)?
         }
         (IntakeKind::Requests, false) => {
             let request: ExportRequest =
@@ -122,7 +126,11 @@ pub fn parse(config: &IntakeConfig, d: &Delivery) -> Result<NewJob, String> {
     })
 }
 
-fn event_job(config: &IntakeConfig, e: &Envelope) -> Result<NewJob, String> {
+fn event_job(
+    config: &IntakeConfig,
+    e: &Envelope,
+    detail: &serde_json::Value,
+) -> Result<NewJob, String> {
     if !config.sources.iter().any(|s| s == &e.source) {
         return Err(format!(
             "event source {:?} is not accepted (accepted: {})",
@@ -132,6 +140,14 @@ fn event_job(config: &IntakeConfig, e: &Envelope) -> Result<NewJob, String> {
     }
     if e.id.trim().is_empty() {
         return Err("event has an empty id".into());
+    }
+    match e.detail_type.as_str() {
+        SCHEDULED_EVENT => {
+            return reconcile::new_job(&format!("schedule {}", e.id), Some(&e.id))
+                .map_err(|err| err.to_string())
+        }
+        EC2_STATE_CHANGE => return new_server_job(e, detail),
+        _ => {}
     }
     let arn = e.certificate_arn().ok_or_else(|| {
         format!(
@@ -174,8 +190,41 @@ fn event_job(config: &IntakeConfig, e: &Envelope) -> Result<NewJob, String> {
         acm_event::EXPIRED => alert_job(action(
             "it has expired on every server that has it: request or renew the certificate and export it again",
         )),
-        other => Err(format!("unknown event type {other:?}; certflow acts on ACM certificate events only")),
+        other => Err(format!("unknown event type {other:?}; certflow acts on ACM certificate events, EC2 instance state changes and its reconcile schedule")),
     }
+}
+
+/// `detail-type` of the scheduled event the `<prefix>-reconcile` rule sends.
+pub const SCHEDULED_EVENT: &str = "Scheduled Event";
+/// `detail-type` of EC2's instance state changes.
+pub const EC2_STATE_CHANGE: &str = "EC2 Instance State-change Notification";
+
+/// A `new-server` job for EC2's `running` event; other states are refused (the rule
+/// sends only `running`).
+fn new_server_job(e: &Envelope, detail: &serde_json::Value) -> Result<NewJob, String> {
+    let field = |name: &str| detail.get(name).and_then(|v| v.as_str()).unwrap_or("");
+    let instance = field("instance-id");
+    let state = field("state");
+    if state != "running" {
+        return Err(format!(
+            "EC2 event {} is about state {state:?}; certflow acts on \"running\" only",
+            e.id
+        ));
+    }
+    let valid = (instance.starts_with("i-") || instance.starts_with("mi-"))
+        && instance.len() <= 32
+        && instance[instance.find('-').map_or(0, |i| i + 1)..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit())
+        && !instance.ends_with('-');
+    if !valid {
+        return Err(format!(
+            "EC2 event {} has no valid detail.instance-id (got {:?})",
+            e.id,
+            instance.chars().take(40).collect::<String>()
+        ));
+    }
+    new_server::new_job(instance, &e.id, e.time.clone()).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]

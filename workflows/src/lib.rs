@@ -6,6 +6,9 @@
 //! - [`renew_certificate`]: one ACM renewal event → one export job per inventory row; and
 //!   `acm-alert` jobs for events that need a person.
 //! - [`children`]: jobs that start jobs keep them as entries and poll them to the end.
+//! - [`reconcile`]: the inventory against ACM and the fleet, on a schedule: what events
+//!   missed is fixed, what cannot be is reported.
+//! - [`new_server`]: a server that joins a target gets its certificate (EC2 `running`).
 //! - [`intake`]: how intake messages (requests, ACM events) become jobs.
 //! - [`demo`]: a small workflow that shows the engine at work.
 //! - [`inventory`]: the inventory table (which certificate is installed where).
@@ -24,6 +27,8 @@ pub mod events;
 pub mod export_certificate;
 pub mod intake;
 pub mod inventory;
+pub mod new_server;
+pub mod reconcile;
 pub mod renew_certificate;
 mod secrets;
 mod ssm;
@@ -40,8 +45,20 @@ pub fn registry(export: export_certificate::Deps) -> Registry {
         dynamodb: export.clients.dynamodb.clone(),
         inventory_table: export.config.inventory_table.clone(),
     };
+    let reconcile = reconcile::Deps {
+        clients: export.clients.clone(),
+        inventory_table: export.config.inventory_table.clone(),
+        config: export.config.reconcile.clone(),
+    };
+    let new_server = new_server::Deps {
+        clients: export.clients.clone(),
+        inventory_table: export.config.inventory_table.clone(),
+        agent_timeout: export.config.agent_timeout,
+    };
     Registry::new()
         .register(demo::workflow())
+        .register(reconcile::workflow(reconcile))
+        .register(new_server::workflow(new_server))
         .register(export_certificate::workflow(export))
         .register(renew_certificate::workflow(renew))
         .register(renew_certificate::alert::workflow())

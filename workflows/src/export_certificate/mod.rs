@@ -81,6 +81,10 @@ pub struct ExportConfig {
     /// The name (SNI) asked for by that check (default: the certificate's domain name,
     /// without a leading `*.`).
     pub verify_name: Option<String>,
+    /// How the reconcile decides and paces itself.
+    pub reconcile: crate::reconcile::ReconcileConfig,
+    /// How long a new server's SSM agent may take to come online.
+    pub agent_timeout: Duration,
 }
 
 /// Default batch size after the canary: a tenth of the servers (at least one, at most
@@ -112,6 +116,8 @@ impl ExportConfig {
             install_canary: DEFAULT_CANARY,
             verify_port: None,
             verify_name: None,
+            reconcile: crate::reconcile::ReconcileConfig::default(),
+            agent_timeout: crate::new_server::DEFAULT_AGENT_TIMEOUT,
         }
     }
 }

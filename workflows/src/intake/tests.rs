@@ -105,3 +105,57 @@ fn the_sender_id_is_a_label_of_the_job_from_either_queue() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!job.labels.contains_key(schema::SENDER_ID_LABEL));
 }
+
+fn envelope(detail_type: &str, source: &str, detail: serde_json::Value) -> String {
+    serde_json::json!({
+        "version": "0", "id": "ev-1", "detail-type": detail_type, "source": source,
+        "account": "123456789012", "time": "2026-12-05T10:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/certflow-reconcile"],
+        "detail": detail
+    })
+    .to_string()
+}
+
+#[test]
+fn the_schedule_starts_one_reconcile_per_event() {
+    let events = IntakeConfig::events(vec!["aws.events".into()]);
+    let body = envelope(SCHEDULED_EVENT, "aws.events", serde_json::json!({}));
+    let job = parse(&events, &delivery(&body, None)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.workflow, reconcile::NAME);
+    let again = parse(&events, &delivery(&body, None)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.id, again.id, "the same event twice is one run");
+    // Not on the request queue, where anyone may write.
+    assert!(parse(&IntakeConfig::requests(), &delivery(&body, None)).is_err());
+}
+
+#[test]
+fn an_ec2_running_event_starts_a_new_server_job_and_nothing_else_does() {
+    let events = IntakeConfig::events(vec!["aws.ec2".into()]);
+    let running = envelope(
+        EC2_STATE_CHANGE,
+        "aws.ec2",
+        serde_json::json!({"instance-id": "i-0123456789abcdef0", "state": "running"}),
+    );
+    let job = parse(&events, &delivery(&running, None)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.workflow, new_server::NAME);
+    assert_eq!(job.labels["InstanceId"], "i-0123456789abcdef0");
+    let stopped = envelope(
+        EC2_STATE_CHANGE,
+        "aws.ec2",
+        serde_json::json!({"instance-id": "i-0123456789abcdef0", "state": "stopped"}),
+    );
+    let err = parse(&events, &delivery(&stopped, None)).err().unwrap_or_default();
+    assert!(err.contains("\"running\" only"), "{err}");
+    for bad in ["", "i-", "i-xyz", "sg-0123", "i-0123; rm -rf /"] {
+        let body = envelope(
+            EC2_STATE_CHANGE,
+            "aws.ec2",
+            serde_json::json!({"instance-id": bad, "state": "running"}),
+        );
+        let err = parse(&events, &delivery(&body, None)).err().unwrap_or_default();
+        assert!(err.contains("no valid detail.instance-id"), "{bad:?}: {err}");
+    }
+    let acm_only = IntakeConfig::events(vec![acm_event::ACM_SOURCE.into()]);
+    let err = parse(&acm_only, &delivery(&running, None)).err().unwrap_or_default();
+    assert!(err.contains("is not accepted"), "{err}");
+}
