@@ -112,7 +112,8 @@ async fn agent(deps: Arc<Deps>, ctx: StepContext, mut st: NewServerState) -> Ste
             deps.agent_timeout.as_secs()
         )));
     }
-    let delay = Duration::from_secs(5u64 * 2u64.pow(st.agent_polls.min(3))).min(Duration::from_secs(30));
+    let delay =
+        Duration::from_secs(5u64 * 2u64.pow(st.agent_polls.min(3))).min(Duration::from_secs(30));
     st.agent_polls += 1;
     let note = format!(
         "waiting for {}'s SSM agent ({})",
@@ -138,9 +139,10 @@ async fn matching(deps: Arc<Deps>, ctx: StepContext, mut st: NewServerState) -> 
     }
     let mut started = Vec::new();
     let mut skipped = Vec::new();
-    for row in rows.iter().filter(|r| {
-        carried.contains(&(r.target_tag_key.clone(), r.target_tag_value.clone()))
-    }) {
+    for row in rows
+        .iter()
+        .filter(|r| carried.contains(&(r.target_tag_key.clone(), r.target_tag_value.clone())))
+    {
         let Some(serial) = &row.serial else {
             skipped.push(format!(
                 "{} {} (never exported: the next reconcile exports it)",
@@ -157,8 +159,7 @@ async fn matching(deps: Arc<Deps>, ctx: StepContext, mut st: NewServerState) -> 
             ctx.job_id().as_str(),
         )
         .map_err(|e| StepError::abort(e.to_string()))?;
-        let (child, _, _) =
-            children::start(&ctx, new, row.target(), row.cert_name.clone()).await?;
+        let (child, _, _) = children::start(&ctx, new, row.target(), row.cert_name.clone()).await?;
         started.push(child);
     }
     let entries: Vec<engine::Entry> = started.iter().map(|c| c.entry()).collect();
@@ -196,8 +197,7 @@ async fn all_rows(deps: &Deps) -> Result<Vec<InventoryRow>, StepError> {
     let mut start = None;
     loop {
         let (page, next) =
-            inventory::scan_page(&deps.clients.dynamodb, &deps.inventory_table, start, 100)
-                .await?;
+            inventory::scan_page(&deps.clients.dynamodb, &deps.inventory_table, start, 100).await?;
         rows.extend(page.into_iter().filter_map(Result::ok));
         match next {
             Some(n) => start = Some(n),
@@ -237,9 +237,7 @@ pub fn workflow(deps: Deps) -> Workflow<NewServerState> {
         .deadline(deps.agent_timeout + Duration::from_secs(2 * 3600))
         .step_with("agent", policy, move |ctx, st| agent(d.clone(), ctx, st));
     let d = deps.clone();
-    let wf = wf.step_with("match", policy, move |ctx, st| {
-        matching(d.clone(), ctx, st)
-    });
+    let wf = wf.step_with("match", policy, move |ctx, st| matching(d.clone(), ctx, st));
     let d = deps;
     wf.step_with("collect", policy, move |ctx, st| {
         collect(d.clone(), ctx, st)

@@ -144,7 +144,9 @@ fn an_ec2_running_event_starts_a_new_server_job_and_nothing_else_does() {
         "aws.ec2",
         serde_json::json!({"instance-id": "i-0123456789abcdef0", "state": "stopped"}),
     );
-    let err = parse(&events, &delivery(&stopped, None)).err().unwrap_or_default();
+    let err = parse(&events, &delivery(&stopped, None))
+        .err()
+        .unwrap_or_default();
     assert!(err.contains("\"running\" only"), "{err}");
     for bad in ["", "i-", "i-xyz", "sg-0123", "i-0123; rm -rf /"] {
         let body = envelope(
@@ -152,10 +154,17 @@ fn an_ec2_running_event_starts_a_new_server_job_and_nothing_else_does() {
             "aws.ec2",
             serde_json::json!({"instance-id": bad, "state": "running"}),
         );
-        let err = parse(&events, &delivery(&body, None)).err().unwrap_or_default();
-        assert!(err.contains("no valid detail.instance-id"), "{bad:?}: {err}");
+        let err = parse(&events, &delivery(&body, None))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("no valid detail.instance-id"),
+            "{bad:?}: {err}"
+        );
     }
     let acm_only = IntakeConfig::events(vec![acm_event::ACM_SOURCE.into()]);
-    let err = parse(&acm_only, &delivery(&running, None)).err().unwrap_or_default();
+    let err = parse(&acm_only, &delivery(&running, None))
+        .err()
+        .unwrap_or_default();
     assert!(err.contains("is not accepted"), "{err}");
 }

@@ -45,8 +45,7 @@ pub struct Certificate {
 impl Certificate {
     /// Whole days from `now` (epoch ms) to its expiry, negative once expired.
     pub fn days_to_expiry(&self, now: i64) -> Option<i64> {
-        self.not_after
-            .map(|t| (t - now).div_euclid(86_400_000))
+        self.not_after.map(|t| (t - now).div_euclid(86_400_000))
     }
 }
 
@@ -243,10 +242,7 @@ pub fn assess(
     }
     // Rule 5 applies whatever else does.
     if let Some(d) = days.filter(|d| *d <= i64::from(rules.expiry_alert_days)) {
-        let renewing = matches!(
-            cert.renewal_status.as_deref(),
-            Some("PENDING_AUTO_RENEWAL")
-        );
+        let renewing = matches!(cert.renewal_status.as_deref(), Some("PENDING_AUTO_RENEWAL"));
         if !renewing {
             a.alert = Some(format!(
                 "certificate {} expires in {d} day(s) and ACM is not renewing it (renewal status {}, eligibility {}): check its domain validation and that it was exported since its last issue or renewal",
@@ -367,11 +363,25 @@ mod tests {
             &cert("02", 200),
             &servers(&[("i-1", true), ("i-2", true)]),
         );
-        assert_eq!(a.action, Action::Export { serial: "02".into() });
-        assert!(a.why.contains("a renewal that was not exported"), "{}", a.why);
+        assert_eq!(
+            a.action,
+            Action::Export {
+                serial: "02".into()
+            }
+        );
+        assert!(
+            a.why.contains("a renewal that was not exported"),
+            "{}",
+            a.why
+        );
         let imported = InventoryRow::new("Env", "prod", ARN, "web");
         let a = decide(&imported, &cert("02", 200), &[]);
-        assert_eq!(a.action, Action::Export { serial: "02".into() });
+        assert_eq!(
+            a.action,
+            Action::Export {
+                serial: "02".into()
+            }
+        );
     }
 
     #[test]
@@ -395,7 +405,10 @@ mod tests {
             &servers(&[("i-1", true), ("i-2", false)]),
         );
         assert_eq!(only_offline.action, Action::None);
-        assert!(only_offline.drifted(), "offline lagging is drift, not an action");
+        assert!(
+            only_offline.drifted(),
+            "offline lagging is drift, not an action"
+        );
     }
 
     #[test]
@@ -435,18 +448,29 @@ mod tests {
         let a = decide(&row("01", &[]), &gone, &servers(&[("i-1", true)]));
         assert_eq!(a.action, Action::None);
         assert_eq!(a.acm_status.as_deref(), Some("NOT_FOUND"));
-        assert!(a.alert.as_deref().unwrap_or("").contains("no longer exists"));
+        assert!(a
+            .alert
+            .as_deref()
+            .unwrap_or("")
+            .contains("no longer exists"));
         let mut revoked = cert("01", -3);
         revoked.status = Some("EXPIRED".into());
         let a = decide(&row("01", &[]), &revoked, &servers(&[("i-1", true)]));
         assert_eq!(a.action, Action::None);
         let alert = a.alert.unwrap_or_default();
-        assert!(alert.contains("is EXPIRED") && alert.contains("expired 3 day(s) ago"), "{alert}");
+        assert!(
+            alert.contains("is EXPIRED") && alert.contains("expired 3 day(s) ago"),
+            "{alert}"
+        );
     }
 
     #[test]
     fn expiry_without_a_renewal_in_sight_alerts_besides_the_action() {
-        let a = decide(&row("01", &["i-1"]), &cert("01", 12), &servers(&[("i-1", true)]));
+        let a = decide(
+            &row("01", &["i-1"]),
+            &cert("01", 12),
+            &servers(&[("i-1", true)]),
+        );
         let alert = a.alert.unwrap_or_default();
         assert!(alert.contains("expires in 12 day(s)"), "{alert}");
         assert_eq!(a.days_to_expiry, Some(12));
@@ -454,9 +478,17 @@ mod tests {
         renewing.renewal_status = Some("PENDING_AUTO_RENEWAL".into());
         let a = decide(&row("01", &["i-1"]), &renewing, &servers(&[("i-1", true)]));
         assert_eq!(a.alert, None, "ACM is renewing it");
-        let a = decide(&row("01", &["i-1"]), &cert("01", 31), &servers(&[("i-1", true)]));
+        let a = decide(
+            &row("01", &["i-1"]),
+            &cert("01", 31),
+            &servers(&[("i-1", true)]),
+        );
         assert_eq!(a.alert, None, "outside the window");
-        let a = decide(&row("01", &["i-1"]), &cert("02", 5), &servers(&[("i-1", true)]));
+        let a = decide(
+            &row("01", &["i-1"]),
+            &cert("02", 5),
+            &servers(&[("i-1", true)]),
+        );
         assert!(a.alert.is_some() && matches!(a.action, Action::Export { .. }));
     }
 

@@ -28,7 +28,10 @@ pub struct Cursor {
 impl Cursor {
     fn item(&self) -> Item {
         HashMap::from([
-            (PK.to_string(), AttributeValue::S(self.tag_key_value.clone())),
+            (
+                PK.to_string(),
+                AttributeValue::S(self.tag_key_value.clone()),
+            ),
             (SK.to_string(), AttributeValue::S(self.sort_key.clone())),
         ])
     }

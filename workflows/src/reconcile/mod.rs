@@ -266,10 +266,9 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
                 // again (it would fail the same way); a person decides.
                 Some(status) if existed => {
                     let why = match status {
-                        ChildStatus::Succeeded => format!(
-                            "job {} succeeded, yet the row still differs",
-                            child.job_id
-                        ),
+                        ChildStatus::Succeeded => {
+                            format!("job {} succeeded, yet the row still differs", child.job_id)
+                        }
                         _ => format!(
                             "job {} {}{}; retry it with `certflow jobs retry {}`",
                             child.job_id,
