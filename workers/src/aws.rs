@@ -82,6 +82,9 @@ pub(crate) fn export_deps(
     config.install_canary = e.install_canary;
     config.verify_port = e.verify_port;
     config.verify_name = e.verify_name.clone();
+    config.reconcile.rules.expiry_alert_days = e.expiry_alert_days;
+    config.reconcile.pace = Duration::from_millis(e.reconcile_pace_ms);
+    config.agent_timeout = Duration::from_secs(e.agent_timeout_secs);
     workflows::export_certificate::Deps {
         clients: workflows::aws::Clients::new(sdk),
         config,

@@ -185,6 +185,35 @@ pub(crate) struct ExportArgs {
     /// name, without a leading `*.`).
     #[arg(long, env = "CERTFLOW_VERIFY_NAME", global = true)]
     pub(crate) verify_name: Option<String>,
+    /// A reconcile alerts on a certificate this many days or fewer from its expiry that
+    /// ACM is not renewing.
+    #[arg(
+        long,
+        env = "CERTFLOW_EXPIRY_ALERT_DAYS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..=3650),
+        global = true
+    )]
+    pub(crate) expiry_alert_days: u32,
+    /// Seconds a new server's SSM agent may take to come online before its install job
+    /// fails (EC2 `running` events).
+    #[arg(
+        long,
+        env = "CERTFLOW_AGENT_TIMEOUT_SECS",
+        default_value_t = 900,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub(crate) agent_timeout_secs: u64,
+    /// Milliseconds a reconcile pauses between pages of the inventory (25 rows each), to
+    /// keep its reads of DynamoDB, ACM and SSM at a steady rate.
+    #[arg(
+        long,
+        env = "CERTFLOW_RECONCILE_PACE_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub(crate) reconcile_pace_ms: u64,
 }
 
 /// A parser for an SSM limit (`MaxConcurrency`, `MaxErrors`) that `valid` accepts.
