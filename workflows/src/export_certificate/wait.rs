@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use engine::clock::rfc3339;
 use engine::{Groups, Outcome, StepContext, StepError, StopReason};
 
@@ -98,13 +99,13 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         r.ended = true;
         s.rollout = Some(r);
         // The job fails either way; the row only says so when the table lets it.
-        let _ = set_row(&deps, &s, &installed, Some(InstallEnd::Failed)).await;
+        let _ = set_row(&deps, &ctx, &s, &installed, Some(InstallEnd::Failed)).await;
         return Ok(Outcome::fail(s, reason));
     }
     let recorded = if installed.is_empty() || r.is_last_batch() {
         None
     } else {
-        set_row(&deps, &s, &installed, None).await?
+        set_row(&deps, &ctx, &s, &installed, None).await?
     };
     if !r.is_last_batch() {
         let mut note = format!(
@@ -122,7 +123,7 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         let joined = late_joiners(&deps, &ctx, &s, &mut r).await?;
         if !joined.is_empty() {
             if !installed.is_empty() {
-                set_row(&deps, &s, &installed, None).await?;
+                set_row(&deps, &ctx, &s, &installed, None).await?;
             }
             let ids: Vec<String> = joined.iter().map(|j| j.id.clone()).collect();
             let entries = r.add_late(&joined);
@@ -152,7 +153,7 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
         );
         r.ended = true;
         s.rollout = Some(r);
-        let _ = set_row(&deps, &s, &installed, Some(InstallEnd::Failed)).await;
+        let _ = set_row(&deps, &ctx, &s, &installed, Some(InstallEnd::Failed)).await;
         return Ok(Outcome::fail(s, reason));
     }
     let date = rfc3339(ctx.now());
@@ -165,7 +166,7 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
             verified: u64::from(r.verified),
         }
     };
-    let recorded = set_row(&deps, &s, &installed, Some(end)).await?;
+    let recorded = set_row(&deps, &ctx, &s, &installed, Some(end)).await?;
     let mut note = format!(
         "installed on {} server(s) in {} batch(es)",
         r.succeeded, r.batches
@@ -256,7 +257,7 @@ async fn timed_out(
     s.rollout = Some(r);
     s.command_id = None;
     s.command_sent_at = None;
-    let _ = set_row(deps, &s, &installed, Some(InstallEnd::Failed)).await;
+    let _ = set_row(deps, ctx, &s, &installed, Some(InstallEnd::Failed)).await;
     Ok(Outcome::fail(s, reason))
 }
 
@@ -324,6 +325,7 @@ async fn legacy_rollout(deps: &Deps, s: &ExportState) -> Result<Rollout, StepErr
 /// not take the servers: it has moved on to a newer certificate, or is full.
 async fn set_row(
     deps: &Deps,
+    ctx: &StepContext,
     s: &ExportState,
     installed: &[String],
     end: Option<InstallEnd>,
@@ -337,7 +339,23 @@ async fn set_row(
     );
     let client = &deps.clients.dynamodb;
     let table = &deps.config.inventory_table;
-    let attributes = end.map(|e| e.attributes()).unwrap_or_default();
+    let mut attributes = end.map(|e| e.attributes()).unwrap_or_default();
+    // An export's rollout resolved every server carrying the target: what `certflow
+    // inventory` counts the lagging ones against until the next reconcile looks again.
+    if let Some(r) = s
+        .rollout
+        .as_ref()
+        .filter(|_| !attributes.is_empty() && s.install_only.is_none())
+    {
+        attributes.push((
+            inventory::attr::TARGET_INSTANCES,
+            AttributeValue::N((r.servers + r.offline).to_string()),
+        ));
+        attributes.push((
+            inventory::attr::TARGET_SEEN_DATE,
+            AttributeValue::S(rfc3339(ctx.now())),
+        ));
+    }
     let Some(serial) = &s.serial else {
         // A job from before serials were recorded: how it ended, nothing more.
         if !attributes.is_empty() {
