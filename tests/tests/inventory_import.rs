@@ -253,3 +253,49 @@ async fn reference_rows_become_certflow_rows_once_and_hostile_ones_are_refused()
         [secret]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_reconcile_takes_imported_rows_over_without_waiting_for_a_renewal() {
+    let env = Env::new().await;
+    let table = reference_table(&env).await;
+    let web = unique("web");
+    let servers = env.instances(2, "Tier", &web);
+    let arn = env.certificate(true).await;
+    env.allow(&arn, "Tier", &web).await;
+    aws_sdk_dynamodb::Client::new(&env.sdk)
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(reference_row(&arn, "web", "Tier", &web)))
+        .send()
+        .await
+        .unwrap();
+    let (ok, _, stderr) = import(&env, &table, &[]);
+    assert!(ok, "{stderr}");
+    let worker = env.worker("w1");
+    // The emulator issues after a few seconds; a reconcile before then alerts instead.
+    let acm = aws_sdk_acm::Client::new(&env.sdk);
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while workflows::reconcile::certificate(&acm, &arn)
+        .await
+        .unwrap()
+        .status
+        .as_deref()
+        != Some("ISSUED")
+    {
+        assert!(tokio::time::Instant::now() < until);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let new = workflows::reconcile::new_job("test", None).unwrap();
+    let id = env.jobs.create(new).await.unwrap().record.job_id;
+    let rec = env.wait(&id).await;
+    worker.stop().await;
+    assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    let st: workflows::reconcile::ReconcileState = serde_json::from_value(rec.data).unwrap();
+    assert_eq!((st.counts.exports, st.tally.succeeded), (1, 1), "{st:?}");
+    let secret = env.secret_name("web", "Tier", &web);
+    for server in &servers {
+        let got = env.fleet().received(server);
+        assert_eq!(got.len(), 1, "{server}");
+        assert_eq!(got[0].parameters["SecretId"], [secret.clone()]);
+    }
+}
