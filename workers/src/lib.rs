@@ -21,7 +21,10 @@
 //! - [`follow`]: following a job to its end, for `submit --wait` and `jobs watch`.
 //! - [`paging`]: the merge of index pages behind `jobs list`, and its cursor.
 //! - [`view`]: how jobs are shown, as tables and timelines for people and as JSON.
-//! - [`inventory`]: `certflow inventory list|show`.
+//! - [`inventory`]: `certflow inventory list|show`, with each row's drift (ACM's serial,
+//!   the servers behind).
+//! - [`reconcile`]: `certflow reconcile`: a reconcile run now, followed or not, or what
+//!   one would do (`--dry-run`).
 //! - [`dlq`]: `certflow dlq list|redrive`.
 //! - [`demo`]: `certflow demo`, demo jobs through a running worker.
 
@@ -40,6 +43,7 @@ mod import;
 mod inventory;
 mod jobs;
 mod paging;
+mod reconcile;
 mod servers;
 mod service;
 mod submit;
@@ -98,6 +102,7 @@ async fn dispatch(sdk: &aws_config::SdkConfig, cli: Cli) -> anyhow::Result<()> {
         Command::Inventory(cmd) => {
             inventory::run(sdk, &global.names.inventory_table, &ctx.store, output, cmd).await
         }
+        Command::Reconcile(args) => reconcile::run(&ctx, &args).await,
         Command::Dlq(cmd) => dlq::run(sdk, &global.names, output, cmd).await,
         Command::Demo(args) => demo::run(&aws::jobs(sdk, global).await?, &args).await,
     }

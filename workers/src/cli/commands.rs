@@ -1,5 +1,5 @@
-//! The subcommands' own arguments (`jobs`, `inventory`, `dlq`, `submit`, `demo`) and the
-//! parsers of their values: statuses, durations, targets.
+//! The subcommands' own arguments (`jobs`, `inventory`, `dlq`, `submit`, `reconcile`,
+//! `demo`) and the parsers of their values: statuses, durations, targets.
 
 use std::time::Duration;
 
@@ -150,12 +150,16 @@ pub(crate) struct ListArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum InventoryCommand {
-    /// List inventory rows with their certificate's expiry and the last install's status,
-    /// soonest expiry first.
+    /// List inventory rows with their certificate's expiry, the last install's status and
+    /// how far each drifted, soonest expiry first.
     ///
     /// With --target this is a Query on the table's partition key. Without it, the whole
     /// inventory table is read with a Scan: the inventory has one row per (target,
-    /// certificate, name), so it stays small.
+    /// certificate, name), so it stays small. ACM is asked for each certificate's serial
+    /// now (DescribeCertificate, once per certificate): ACM SERIAL beside the EXPORTED
+    /// one (`*`: a renewal not exported), then the servers carrying the target when
+    /// certflow last looked (SERVERS), those running the exported serial (CURRENT) and
+    /// those behind (LAGGING).
     #[command(after_help = "Examples:
   certflow inventory list
   certflow inventory list --target Environment=Production
@@ -168,8 +172,8 @@ pub(crate) enum InventoryCommand {
         #[arg(long, value_parser = parse_duration)]
         expiring_within: Option<Duration>,
     },
-    /// Everything about one certificate: where it is installed (the ByCertificateArn index)
-    /// and its recent jobs.
+    /// Everything about one certificate: where it is installed (the ByCertificateArn index),
+    /// how far each row drifted, and its recent jobs.
     #[command(after_help = "Examples:
   certflow inventory show --certificate-arn arn:aws:acm:us-east-1:111122223333:certificate/…")]
     Show {
@@ -281,6 +285,27 @@ pub(crate) struct SubmitArgs {
     #[arg(long)]
     pub(crate) wait: bool,
     /// With --wait: give up following after this long (the job carries on).
+    #[arg(long, value_parser = parse_duration, default_value = "30m")]
+    pub(crate) timeout: Duration,
+}
+
+/// What `certflow reconcile` does: start a run, follow it, or only say what a run would do.
+#[derive(Debug, Args, Clone)]
+#[command(after_help = "Examples:
+  certflow reconcile --dry-run                    # what a run would do; starts and writes nothing
+  certflow reconcile --dry-run -o json | jq '.Rows[] | select(.Group != \"in-sync\")'
+  certflow reconcile                              # start a run now (a worker runs it)
+  certflow reconcile --wait                       # start one and follow it to the end")]
+pub(crate) struct ReconcileArgs {
+    /// Read the inventory, ACM and the servers and print what a run would do, row by row:
+    /// no job is started and nothing is written.
+    #[arg(long, conflicts_with = "wait")]
+    pub(crate) dry_run: bool,
+    /// Follow the run, then print its summary and the rows that were not in sync; exit 0
+    /// unless the run itself failed.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait: give up following after this long (the run carries on).
     #[arg(long, value_parser = parse_duration, default_value = "30m")]
     pub(crate) timeout: Duration,
 }

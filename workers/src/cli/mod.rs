@@ -11,8 +11,8 @@ use std::io::IsTerminal;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub(crate) use commands::{
-    DemoArgs, DlqCommand, InventoryCommand, JobsCommand, ListArgs, QueueKind, StatusFilter,
-    SubmitArgs, Target,
+    DemoArgs, DlqCommand, InventoryCommand, JobsCommand, ListArgs, QueueKind, ReconcileArgs,
+    StatusFilter, SubmitArgs, Target,
 };
 pub(crate) use settings::{AwsArgs, BootstrapArgs, ExportArgs, Names, RetryMode, WorkerArgs};
 
@@ -32,6 +32,7 @@ Common questions:
   What failed in the last day?                certflow jobs list --status FAILED --since 24h
   Resume a failed job where it failed         certflow jobs retry JOB_ID --wait
   What expires in the next 30 days?           certflow inventory list --expiring-within 30d
+  Does every server run ACM's certificate?    certflow reconcile --dry-run
   Is anything stuck in a dead-letter queue?   certflow dlq list
 Output is a table on a terminal and JSON otherwise (-o table|json to choose).
 Exit codes: 0 success; 1 the command failed or the job did not succeed (the message says why
@@ -133,6 +134,14 @@ pub(crate) enum Command {
     /// Which certificate is installed where: the inventory table.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Compare the inventory with ACM and the servers, and fix what drifted (--dry-run:
+    /// only say what a run would do).
+    ///
+    /// A renewal ACM issued that a target was not sent is exported to it; servers carrying
+    /// a target that do not run its certificate get an install, on them only; certificates
+    /// gone, not issued, or near expiry without a renewal are alerts for a person. A job
+    /// that already ended without fixing its row is not run again: it is reported.
+    Reconcile(ReconcileArgs),
     /// Messages in the dead-letter queues: list them, move them back.
     #[command(subcommand)]
     Dlq(DlqCommand),

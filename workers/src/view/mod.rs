@@ -341,6 +341,23 @@ pub(crate) fn job_list_text(
     out
 }
 
+/// Widest serial in a table: enough to tell two certificates apart (serials are random
+/// from their first bytes), short enough to leave room for the columns beside it.
+const SERIAL_CHARS: usize = 12;
+/// Widest certificate id in a table (the id part of the ARN, like a short commit hash);
+/// the whole ARN is in the details and the JSON.
+const CERTIFICATE_ID_CHARS: usize = 9;
+
+/// A serial for a table cell: clipped to [`SERIAL_CHARS`], `-` when there is none.
+pub(crate) fn serial_cell(serial: Option<&str>) -> String {
+    serial.map_or_else(|| "-".into(), |s| clip(s, SERIAL_CHARS))
+}
+
+/// The id part of a certificate's ARN (after `certificate/`), clipped for a table cell.
+pub(crate) fn certificate_id(arn: &str) -> String {
+    clip(arn.rsplit('/').next().unwrap_or(arn), CERTIFICATE_ID_CHARS)
+}
+
 /// At most `max` characters, with an ellipsis when cut; on one line, control characters
 /// escaped ([`one_line`]).
 pub(crate) fn clip(s: &str, max: usize) -> String {

@@ -473,3 +473,15 @@ fn tables_align_on_characters_not_bytes_and_clip_cuts_with_an_ellipsis() {
     assert_eq!(clip("ééééé", 3), "éé…");
     assert_eq!(clip("a\nb\r\tc", 10), "a b  c");
 }
+
+#[test]
+fn serials_and_certificate_ids_are_clipped_for_tables() {
+    assert_eq!(serial_cell(None), "-");
+    assert_eq!(serial_cell(Some("0a:1b")), "0a:1b");
+    assert_eq!(serial_cell(Some("0a:1b:2c:3d:4e:5f:60:71")), "0a:1b:2c:3d…");
+    assert_eq!(
+        certificate_id("arn:aws:acm:us-east-1:111122223333:certificate/3f6c1e2a-9b1d-4c2e"),
+        "3f6c1e2a…"
+    );
+    assert_eq!(certificate_id("c-1"), "c-1");
+}
