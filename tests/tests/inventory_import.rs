@@ -296,6 +296,6 @@ async fn the_first_reconcile_takes_imported_rows_over_without_waiting_for_a_rene
     for server in &servers {
         let got = env.fleet().received(server);
         assert_eq!(got.len(), 1, "{server}");
-        assert_eq!(got[0].parameters["SecretId"], [secret.clone()]);
+        assert_eq!(got[0].parameters["SecretId"], std::slice::from_ref(&secret));
     }
 }

@@ -339,6 +339,9 @@ async fn set_row(
     );
     let client = &deps.clients.dynamodb;
     let table = &deps.config.inventory_table;
+    // An install-only job's failure leaves `LastStatus` to the export it topped up: the
+    // servers it did not reach show as lagging.
+    let end = end.filter(|e| s.install_only.is_none() || *e != InstallEnd::Failed);
     let mut attributes = end.map(|e| e.attributes()).unwrap_or_default();
     // An export's rollout resolved every server carrying the target: what `certflow
     // inventory` counts the lagging ones against until the next reconcile looks again.

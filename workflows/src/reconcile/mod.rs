@@ -269,10 +269,13 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
                         ChildStatus::Succeeded => {
                             format!("job {} succeeded, yet the row still differs", child.job_id)
                         }
-                        _ => format!(
-                            "job {} {}{}; retry it with `certflow jobs retry {}`",
+                        ChildStatus::Cancelled => format!(
+                            "job {} was cancelled, and certflow does not run it again: export the certificate to the target with `certflow submit --certificate-arn {} --cert-name {} --target {}`",
+                            child.job_id, a.certificate_arn, a.cert_name, a.target
+                        ),
+                        ChildStatus::Failed => format!(
+                            "job {} FAILED{}; retry it with `certflow jobs retry {}`",
                             child.job_id,
-                            status,
                             rec.last_error
                                 .as_deref()
                                 .map(|e| format!(": {e}"))
@@ -320,6 +323,8 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
     }
     ctx.put_entries(ROWS, &entries).await?;
     ctx.put_entries(children::CHILDREN, &children).await?;
+    // Counted as they start, so that `collect`'s notes say "n of N" before the end.
+    st.tally.started += children.len() as u32;
     st.pages += 1;
     st.cursor = page.next;
     let note = format!(
