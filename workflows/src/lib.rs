@@ -9,6 +9,8 @@
 //! - [`demo`]: a small workflow that shows the engine at work.
 //! - [`inventory`]: the inventory table (which certificate is installed where).
 //! - [`aws`]: the AWS clients and the mapping of their errors onto retry or abort.
+//! - [`notify`]: certflow's outcome events (failures, drift, expiry, reconcile summaries)
+//!   on EventBridge.
 //! - `secrets`, `ssm`: the Secrets Manager and Systems Manager adapters the export steps use.
 //!
 //! [`registry`] returns every workflow, ready for a worker.
@@ -22,6 +24,7 @@ pub mod events;
 pub mod export_certificate;
 pub mod intake;
 pub mod inventory;
+pub mod notify;
 pub mod renew_certificate;
 mod secrets;
 mod ssm;
