@@ -297,6 +297,63 @@ async fn entries_that_keep_failing_are_reported_with_how_many_and_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_no_new_send_can_fix_is_reported_at_once_and_the_rest_go_out() {
+    let sdk = emulator().await;
+    let arn = certificate();
+    let (url, rule) = subscribe(&sdk, notify::RENEWAL_FAILED, &arn).await;
+    let proxy = FaultProxy::start(&emulator_url(), 5).await;
+    // First call: the first entry throttled, the second refused as malformed.
+    proxy.add_rule(Rule::new(
+        "events",
+        Some("PutEvents"),
+        Trigger::Nth(1),
+        Action::Respond {
+            status: 200,
+            body: json!({
+                "FailedEntryCount": 2,
+                "Entries": [
+                    { "ErrorCode": "ThrottlingException", "ErrorMessage": "Rate exceeded" },
+                    { "ErrorCode": "MalformedDetail", "ErrorMessage": "Detail is malformed." }
+                ]
+            })
+            .to_string(),
+        },
+    ));
+    let notifier = Notifier::new(via(&sdk, &proxy), "default");
+    let notices = [
+        Notice::RenewalFailed(renewal_failed(&arn, "job-a")),
+        Notice::RenewalFailed(renewal_failed(&arn, "job-b")),
+    ];
+    let err = notifier.publish(&notices).await.unwrap_err();
+    match &err {
+        NotifyError::Failed {
+            unpublished,
+            total,
+            attempts,
+            code,
+            ..
+        } => assert_eq!(
+            (*unpublished, *total, *attempts, code.as_str()),
+            (1, 2, 1, "MalformedDetail")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        proxy.count("events", "PutEvents"),
+        2,
+        "the throttled entry alone is sent again"
+    );
+    let mut got = receive(&sdk, &url, 1, Duration::from_secs(10)).await;
+    got.extend(receive(&sdk, &url, 1, Duration::from_secs(2)).await);
+    let jobs: Vec<&str> = got
+        .iter()
+        .filter_map(|e| e["detail"]["JobId"].as_str())
+        .collect();
+    assert_eq!(jobs, ["job-a"]);
+    unsubscribe(&sdk, &rule).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_that_does_not_exist_is_an_error_naming_it() {
     let sdk = emulator().await;
     let bus = unique("no-such-bus");

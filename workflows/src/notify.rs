@@ -247,7 +247,7 @@ pub enum NotifyError {
         message: String,
     },
     /// EventBridge took the calls but refused some entries, also when sent again.
-    #[error("EventBridge did not take {unpublished} of {total} event(s) on bus {bus}, after {attempts} attempt(s): the first said {code}: {message}")]
+    #[error("EventBridge did not take {unpublished} of {total} event(s) on bus {bus}; the first, sent {attempts} time(s), failed with {code}: {message}")]
     Failed {
         /// The bus.
         bus: String,
@@ -255,7 +255,7 @@ pub enum NotifyError {
         unpublished: usize,
         /// Events asked for.
         total: usize,
-        /// Sends of the entries that failed longest, the first included.
+        /// How many times the first of them was sent.
         attempts: usize,
         /// The first failed entry's `ErrorCode`.
         code: String,
@@ -323,16 +323,13 @@ impl Notifier {
         for chunk in notices.chunks(MAX_ENTRIES_PER_CALL) {
             let entries: Vec<PutEventsRequestEntry> =
                 chunk.iter().map(|n| entry(n, &bus.name)).collect();
-            match bus.send_with_retries(entries).await {
-                Ok(None) => {}
-                Ok(Some((left, first, attempts))) => {
-                    unpublished += left;
-                    failed.get_or_insert((first, attempts));
-                }
-                Err(message) => {
-                    unpublished += chunk.len();
-                    refused.get_or_insert(message);
-                }
+            let outcome = bus.send_with_retries(entries).await;
+            unpublished += outcome.unpublished;
+            if let Some(message) = outcome.call_failed {
+                refused.get_or_insert(message);
+            }
+            if let Some(first) = outcome.entry_error {
+                failed.get_or_insert(first);
             }
         }
         let total = notices.len();
@@ -358,46 +355,77 @@ impl Notifier {
     }
 }
 
+/// What became of one chunk of entries.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Outcome {
+    /// Entries EventBridge never took.
+    unpublished: usize,
+    /// The error of the first entry never taken, and how many sends it had.
+    entry_error: Option<(EntryError, usize)>,
+    /// A call that failed as a whole (its entries are counted in `unpublished`).
+    call_failed: Option<String>,
+}
+
 impl Bus {
-    /// Sends one chunk, then its failed entries again while the pauses last. `Ok(None)`:
-    /// all taken; `Ok(Some((n, first error, attempts)))`: n entries never taken; `Err`:
-    /// a call failed as a whole.
-    async fn send_with_retries(
-        &self,
-        mut pending: Vec<PutEventsRequestEntry>,
-    ) -> Result<Option<(usize, EntryError, usize)>, String> {
+    /// Sends one chunk, then the entries EventBridge refused again while the pauses last
+    /// (except those no new send can fix); says what was never taken.
+    async fn send_with_retries(&self, entries: Vec<PutEventsRequestEntry>) -> Outcome {
+        let mut pending = entries;
+        // Each entry given up on, with how many times it was sent.
+        let mut given_up: Vec<(EntryError, usize)> = Vec::new();
         let mut pauses = pauses();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let answer = self
+            let sent = self
                 .client
                 .put_events()
                 .set_entries(Some(pending.clone()))
                 .send()
-                .await
-                .map_err(|e| aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string())?;
-            if answer.failed_entry_count() == 0 {
-                return Ok(None);
-            }
-            let (again, first) = failed_entries(pending, answer.entries());
-            let Some(first) = first else {
-                return Ok(None);
-            };
-            let permanent = PERMANENT.contains(&first.code.as_str());
-            match pauses.next() {
-                Some(pause) if !permanent => {
-                    tracing::debug!(
-                        bus = %self.name,
-                        failed = again.len(),
-                        code = %first.code,
-                        "EventBridge refused some entries; sending them again"
-                    );
-                    tokio::time::sleep(pause).await;
-                    pending = again;
+                .await;
+            let answer = match sent {
+                Ok(answer) => answer,
+                Err(e) => {
+                    return Outcome {
+                        unpublished: pending.len() + given_up.len(),
+                        entry_error: given_up.into_iter().next(),
+                        call_failed: Some(
+                            aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string(),
+                        ),
+                    }
                 }
-                _ => return Ok(Some((again.len(), first, attempts))),
+            };
+            let mut again = Vec::new();
+            let mut errors = Vec::new();
+            for (entry, error) in failed_entries(pending, answer.entries()) {
+                if PERMANENT.contains(&error.code.as_str()) {
+                    given_up.push((error, attempts));
+                } else {
+                    again.push(entry);
+                    errors.push(error);
+                }
             }
+            pending = again;
+            let pause = if pending.is_empty() {
+                None
+            } else {
+                pauses.next()
+            };
+            let Some(pause) = pause else {
+                given_up.extend(errors.into_iter().map(|e| (e, attempts)));
+                return Outcome {
+                    unpublished: given_up.len(),
+                    entry_error: given_up.into_iter().next(),
+                    call_failed: None,
+                };
+            };
+            tracing::debug!(
+                bus = %self.name,
+                failed = pending.len(),
+                code = %errors.first().map(|e| e.code.as_str()).unwrap_or_default(),
+                "EventBridge refused some entries; sending them again"
+            );
+            tokio::time::sleep(pause).await;
         }
     }
 }
@@ -425,15 +453,11 @@ fn entry(notice: &Notice, bus: &str) -> PutEventsRequestEntry {
         .build()
 }
 
-/// The entries of `sent` that `results` (one per entry, in order) reports failed, and the
-/// first failure. An entry without a result (a short answer) counts as failed: only an
-/// `EventId` proves EventBridge took it.
-fn failed_entries<T: Clone>(
-    sent: Vec<T>,
-    results: &[PutEventsResultEntry],
-) -> (Vec<T>, Option<EntryError>) {
-    let mut again = Vec::new();
-    let mut first = None;
+/// The entries of `sent` that `results` (one per entry, in order) reports failed, each
+/// with its error. An entry without a result (a short answer), or whose result has no
+/// `EventId`, counts as failed: only an `EventId` proves EventBridge took it.
+fn failed_entries<T>(sent: Vec<T>, results: &[PutEventsResultEntry]) -> Vec<(T, EntryError)> {
+    let mut failed = Vec::new();
     for (i, e) in sent.into_iter().enumerate() {
         let error = match results.get(i) {
             Some(r) if r.error_code().is_none() && r.event_id().is_some() => continue,
@@ -449,10 +473,9 @@ fn failed_entries<T: Clone>(
                 message: "EventBridge's answer had no result for this entry".to_string(),
             },
         };
-        first.get_or_insert(error);
-        again.push(e);
+        failed.push((e, error));
     }
-    (again, first)
+    failed
 }
 
 #[cfg(test)]
@@ -698,7 +721,7 @@ mod tests {
 
     #[test]
     fn only_the_entries_reported_failed_are_sent_again() {
-        let (again, first) = failed_entries(
+        let failed = failed_entries(
             vec!["a", "b", "c", "d"],
             &[
                 ok("1"),
@@ -707,23 +730,33 @@ mod tests {
                 bad("InternalFailure"),
             ],
         );
-        assert_eq!(again, ["b", "d"]);
         assert_eq!(
-            first,
-            Some(EntryError {
-                code: "ThrottlingException".into(),
-                message: "ThrottlingException message".into()
-            })
+            failed,
+            [
+                (
+                    "b",
+                    EntryError {
+                        code: "ThrottlingException".into(),
+                        message: "ThrottlingException message".into()
+                    }
+                ),
+                (
+                    "d",
+                    EntryError {
+                        code: "InternalFailure".into(),
+                        message: "InternalFailure message".into()
+                    }
+                )
+            ]
         );
-        let (again, first) = failed_entries(vec!["a", "b"], &[ok("1"), ok("2")]);
-        assert!(again.is_empty() && first.is_none());
+        assert!(failed_entries(vec!["a", "b"], &[ok("1"), ok("2")]).is_empty());
         // A short answer, or a result without an event id: not proven taken.
-        let (again, first) = failed_entries(
+        let failed = failed_entries(
             vec!["a", "b", "c"],
             &[ok("1"), PutEventsResultEntry::builder().build()],
         );
-        assert_eq!(again, ["b", "c"]);
-        assert_eq!(first.map(|e| e.code), Some("NoEventId".to_string()));
+        let codes: Vec<(&str, &str)> = failed.iter().map(|(e, r)| (*e, r.code.as_str())).collect();
+        assert_eq!(codes, [("b", "NoEventId"), ("c", "NoResult")]);
     }
 
     #[test]
@@ -761,7 +794,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "EventBridge did not take 2 of 12 event(s) on bus default, after 4 attempt(s): the first said ThrottlingException: Rate exceeded"
+            "EventBridge did not take 2 of 12 event(s) on bus default; the first, sent 4 time(s), failed with ThrottlingException: Rate exceeded"
         );
     }
 }
