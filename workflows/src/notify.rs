@@ -306,7 +306,7 @@ impl Notifier {
         self.target.is_some()
     }
 
-    /// Sends `notices`, [`MAX_ENTRIES_PER_CALL`] per `PutEvents`. Entries EventBridge
+    /// Sends `notices`, 10 per `PutEvents` (the API's limit). Entries EventBridge
     /// reports failed are sent again a few times after a short, growing pause; what still
     /// failed, or a call that failed as a whole, is reported as an error once every chunk
     /// was tried. `Ok(())` at once when off or when `notices` is empty.
