@@ -366,27 +366,52 @@ fn tables_queues_rules_and_settings_are_the_codes() {
         assert!(!q["KmsMasterKeyId"].is_null() && !props(&t, dlq)["KmsMasterKeyId"].is_null());
     }
 
-    // EventBridge rules: workflows::events::patterns, named <prefix>-<suffix>.
+    // EventBridge rules: workflows::events::rules, named <prefix>-<suffix>.
     let sources = vec!["SOURCES".to_string()];
-    for (suffix, pattern) in workflows::events::patterns(&sources) {
-        let id = match suffix {
-            "renewal" => "RenewalRule",
-            "attention" => "AttentionRule",
-            other => panic!("a rule {other} the template lacks"),
-        };
+    let mut settings = workflows::events::RuleSettings::new("PREFIX", sources.clone());
+    settings.reconcile_schedule = "rate(2 hours)".parse().unwrap();
+    for spec in workflows::events::rules(&settings) {
+        let suffix = spec.name.strip_prefix("PREFIX-").unwrap();
+        let id = rule_id(suffix);
         let rule = props(&t, id);
         assert_eq!(rule["Name"], sub(&format!("${{NamePrefix}}-{suffix}")));
-        let mut in_template = rule["EventPattern"].clone();
-        assert_eq!(in_template["source"], json!({ "Ref": "EventSources" }));
-        in_template["source"] = json!(sources);
-        assert_eq!(in_template, pattern, "{id}");
+        assert_eq!(rule["Description"], json!(spec.description), "{id}");
+        assert_eq!(rule["State"], json!("ENABLED"), "{id}");
+        match spec.trigger {
+            workflows::events::Trigger::Pattern(pattern) => {
+                let mut in_template = rule["EventPattern"].clone();
+                if id == "NewServersRule" {
+                    // aws.ec2, then the sources: a list parameter cannot be prefixed in
+                    // place, so the template joins and splits it again.
+                    assert_eq!(
+                        in_template["source"],
+                        json!({ "Fn::Split": [",", { "Fn::Join": [",", [workflows::events::EC2_SOURCE, { "Fn::Join": [",", { "Ref": "EventSources" }] }]] }] })
+                    );
+                    in_template["source"] = json!([workflows::events::EC2_SOURCE, "SOURCES"]);
+                } else {
+                    assert_eq!(in_template["source"], json!({ "Ref": "EventSources" }));
+                    in_template["source"] = json!(sources);
+                }
+                assert_eq!(in_template, pattern, "{id}");
+                assert!(rule.get("ScheduleExpression").is_none(), "{id}");
+            }
+            workflows::events::Trigger::Schedule(_) => {
+                assert_eq!(
+                    rule["ScheduleExpression"],
+                    json!({ "Ref": "ReconcileSchedule" })
+                );
+                assert!(rule.get("EventPattern").is_none(), "{id}");
+            }
+        }
         assert_eq!(
             rule["Targets"],
             json!([{ "Id": workflows::events::TARGET_ID, "Arn": get_att("EventsQueue", "Arn") }]),
             "{id}: the rules send to the events queue only"
         );
     }
+    reconcile_schedule_parameter_is_the_codes(&t);
     queue_policies_let_only_the_rules_and_the_producers_send(&t);
+    alerts_are_certflows_events_that_need_a_person(&t);
 
     // The worker's settings: every CERTFLOW_* variable is one the binary reads, and every
     // resource name it needs points at this stack.
@@ -414,6 +439,8 @@ fn tables_queues_rules_and_settings_are_the_codes() {
     }
     let points_at = [
         ("CERTFLOW_JOBS_TABLE", json!({ "Ref": "JobsTable" })),
+        // The bus PublishOutcomes lets the task role put events on (checked below).
+        ("CERTFLOW_EVENT_BUS", json!("default")),
         ("CERTFLOW_TASKS_QUEUE", get_att("TasksQueue", "QueueName")),
         ("CERTFLOW_INTAKE_QUEUE", get_att("IntakeQueue", "QueueName")),
         ("CERTFLOW_EVENTS_QUEUE", get_att("EventsQueue", "QueueName")),
@@ -689,13 +716,15 @@ fn statements_on<'a>(t: &'a Value, id: &str, queue: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// The events queue: EventBridge may send for the two rules, everyone else is denied. The
+/// The events queue: EventBridge may send for the four rules, everyone else is denied. The
 /// intake queue: nothing is allowed by the queue policy, and everyone but the producers
 /// (and the API's role) is denied.
 fn queue_policies_let_only_the_rules_and_the_producers_send(t: &Value) {
     let rules = json!([
         get_att("RenewalRule", "Arn"),
-        get_att("AttentionRule", "Arn")
+        get_att("AttentionRule", "Arn"),
+        get_att("NewServersRule", "Arn"),
+        get_att("ReconcileRule", "Arn")
     ]);
     let queues = |id: &str| props(t, id)["Queues"].clone();
     assert_eq!(
@@ -763,6 +792,130 @@ fn queue_policies_let_only_the_rules_and_the_producers_send(t: &Value) {
     );
 }
 
+/// The resource id of the rule `<prefix>-<suffix>`.
+fn rule_id(suffix: &str) -> &'static str {
+    use workflows::events::suffix;
+    match suffix {
+        suffix::RENEWAL => "RenewalRule",
+        suffix::ATTENTION => "AttentionRule",
+        suffix::NEW_SERVERS => "NewServersRule",
+        suffix::RECONCILE => "ReconcileRule",
+        other => panic!("a rule {other} the template lacks"),
+    }
+}
+
+/// `ReconcileSchedule` defaults to the code's schedule, and its AllowedPattern accepts what
+/// `workflows::events::Schedule` accepts (but for the day-of-month/day-of-week rule of
+/// cron, which EventBridge itself checks when the stack creates the rule) and refuses what
+/// it refuses.
+fn reconcile_schedule_parameter_is_the_codes(t: &Value) {
+    use workflows::events::Schedule;
+    let p = &t["Parameters"]["ReconcileSchedule"];
+    assert_eq!(
+        p["Default"],
+        json!(workflows::events::DEFAULT_RECONCILE_SCHEDULE)
+    );
+    let pattern = regex::Regex::new(p["AllowedPattern"].as_str().unwrap()).unwrap();
+    for good in [
+        "rate(6 hours)",
+        "rate(1 hour)",
+        "rate(1 minute)",
+        "rate(1 day)",
+        "rate(15 minutes)",
+        "rate(30 days)",
+        "cron(0 */6 * * ? *)",
+        "cron(0 6 ? * MON-FRI *)",
+        "cron(15 10 ? * 6L 2030)",
+        "cron(0/30 8-17 ? * MON#1 *)",
+    ] {
+        assert!(good.parse::<Schedule>().is_ok(), "{good}");
+        assert!(pattern.is_match(good), "the parameter refuses {good}");
+    }
+    for bad in [
+        "6h",
+        "rate(1 hours)",
+        "rate(6 hour)",
+        "rate(0 hours)",
+        "rate(06 hours)",
+        "rate(6 weeks)",
+        "rate(6  hours)",
+        "cron(0 6 * * ?)",
+        "cron(0 6 * * ? * *)",
+        "cron(0 6 * * ? $(x))",
+        " rate(6 hours)",
+    ] {
+        assert!(!pattern.is_match(bad), "the parameter accepts {bad}");
+        if bad.trim() == bad {
+            assert!(bad.parse::<Schedule>().is_err(), "{bad}");
+        }
+    }
+}
+
+/// With `AlertEmail`, an encrypted topic e-mails it certflow's events that need a person
+/// (workflows::notify's detail types), published only by the alerts rule; without it,
+/// none of that exists.
+fn alerts_are_certflows_events_that_need_a_person(t: &Value) {
+    use workflows::notify;
+    assert_eq!(t["Parameters"]["AlertEmail"]["Default"], json!(""));
+    assert_eq!(
+        t["Conditions"]["HasAlertEmail"],
+        json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "AlertEmail" }, ""] }] })
+    );
+    for id in ["AlertsTopic", "AlertsTopicPolicy", "AlertsRule"] {
+        assert_eq!(resource(t, id)["Condition"], json!("HasAlertEmail"), "{id}");
+    }
+    assert_eq!(
+        t["Outputs"]["AlertsTopicArn"],
+        json!({ "Condition": "HasAlertEmail", "Value": { "Ref": "AlertsTopic" } })
+    );
+    let topic = props(t, "AlertsTopic");
+    assert_eq!(
+        topic["KmsMasterKeyId"],
+        json!({ "Fn::If": ["CreateKey", get_att("Key", "Arn"), { "Ref": "KmsKeyArn" }] })
+    );
+    assert_eq!(
+        topic["Subscription"],
+        json!([{ "Protocol": "email", "Endpoint": { "Ref": "AlertEmail" } }])
+    );
+    let rule = props(t, "AlertsRule");
+    assert_eq!(
+        rule["EventPattern"],
+        json!({
+            "source": [notify::SOURCE],
+            "detail-type": [notify::JOB_FAILED, notify::RENEWAL_FAILED, notify::CERTIFICATE_EXPIRING]
+        })
+    );
+    assert_eq!(
+        rule["Targets"],
+        json!([{ "Id": "certflow-alerts", "Arn": { "Ref": "AlertsTopic" } }])
+    );
+    let policy = props(t, "AlertsTopicPolicy");
+    assert_eq!(policy["Topics"], json!([{ "Ref": "AlertsTopic" }]));
+    assert_eq!(
+        policy["PolicyDocument"]["Statement"],
+        json!([{
+            "Sid": "AlertsRule",
+            "Effect": "Allow",
+            "Principal": { "Service": "events.amazonaws.com" },
+            "Action": "sns:Publish",
+            "Resource": { "Ref": "AlertsTopic" },
+            "Condition": { "ArnEquals": { "aws:SourceArn": get_att("AlertsRule", "Arn") } }
+        }])
+    );
+    // The key lets EventBridge encrypt for the topic (and the events queue).
+    let key = &props(t, "Key")["KeyPolicy"]["Statement"];
+    let eventbridge = key
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == json!("EventBridge"))
+        .expect("the key's EventBridge statement");
+    assert_eq!(
+        eventbridge["Action"],
+        json!(["kms:GenerateDataKey", "kms:Decrypt"])
+    );
+}
+
 #[test]
 fn iam_policies_grant_no_wildcard_beyond_the_allow_list() {
     let t = template();
@@ -778,6 +931,7 @@ fn iam_policies_grant_no_wildcard_beyond_the_allow_list() {
         "ExecutionRole",
         "InstanceSecretsPolicy",
         "ApiRole",
+        "AlertsTopicPolicy",
     ] {
         assert!(holders.contains(id), "no policy found in {id}");
     }
@@ -925,6 +1079,40 @@ fn secrets_policies_bind_secrets_to_their_target() {
         servers["Condition"]["StringEquals"]["secretsmanager:ResourceTag/<TargetTagKey>"],
         "${aws:PrincipalTag/<TargetTagKey>}"
     );
+}
+
+/// Issue 14: the worker publishes its outcome events on the default bus (the container's
+/// CERTFLOW_EVENT_BUS), reads the whole inventory for the reconcile, and has what the
+/// reconcile's exports and installs need.
+#[test]
+fn the_task_role_can_publish_outcomes_and_reconcile() {
+    let t = template();
+    let docs = policies(&t);
+    let publish = statement(&docs, "TaskRole", "PublishOutcomes");
+    assert_eq!(publish["Action"], json!("events:PutEvents"));
+    assert_eq!(
+        render(&t, &publish["Resource"]),
+        "arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:event-bus/default"
+    );
+    let inventory = statement(&docs, "TaskRole", "InventoryTable");
+    assert!(
+        inventory["Action"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("dynamodb:Scan")),
+        "{inventory}"
+    );
+    let certs = statement(&docs, "TaskRole", "Certificates");
+    assert!(certs["Action"]
+        .to_string()
+        .contains("acm:DescribeCertificate"));
+    let follow = statement(&docs, "TaskRole", "FollowCommands");
+    assert!(follow["Action"]
+        .to_string()
+        .contains("ssm:DescribeInstanceInformation"));
+    let send = statement(&docs, "SendInstallCommandPolicy", "TaggedServers");
+    assert_eq!(send["Action"], json!("ssm:SendCommand"));
+    assert!(send["Resource"].to_string().contains(":instance/*"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1088,9 +1276,8 @@ async fn queue_attributes(sqs: &aws_sdk_sqs::Client, name: &str) -> HashMap<Stri
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
-    let sdk = emulator().await;
+/// The emulator's default VPC and one of its subnets, for the stack's tasks.
+fn default_network() -> (String, String) {
     let vpc = cli(&[
         "ec2",
         "describe-vpcs",
@@ -1109,6 +1296,13 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         .as_str()
         .unwrap()
         .to_string();
+    (vpc, subnet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
+    let sdk = emulator().await;
+    let (vpc, subnet) = default_network();
     let prefix = unique("cf");
     let source = format!("custom.aws.acm.{}", unique("cf"));
     let stack = create_stack(
@@ -1124,6 +1318,8 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
             ("EventSources", format!("aws.acm,{source}")),
             ("DeletionProtection", "false".into()),
             ("EnableApi", "true".into()),
+            ("ReconcileSchedule", "rate(2 hours)".into()),
+            ("AlertEmail", "certflow-ops@example.com".into()),
         ],
     )
     .await;
@@ -1211,18 +1407,79 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         o("IntakeQueueArn")
     );
 
-    // The rules carry the code's patterns and target the events queue.
+    // The rules carry the code's patterns (the new-servers rule: aws.ec2 and the stack's
+    // sources) and schedule, and target the events queue.
     let eb = aws_sdk_eventbridge::Client::new(&sdk);
     let sources: Vec<String> = o("EventSources").split(',').map(String::from).collect();
-    for (suffix, pattern) in workflows::events::patterns(&sources) {
-        let rule = format!("{}-{suffix}", o("RulePrefix"));
-        let got = eb.describe_rule().name(&rule).send().await.unwrap();
-        let deployed: Value = serde_json::from_str(got.event_pattern().unwrap()).unwrap();
-        assert_eq!(deployed, pattern, "{rule}");
-        let targets = eb.list_targets_by_rule().rule(&rule).send().await.unwrap();
+    let mut settings = workflows::events::RuleSettings::new(o("RulePrefix"), sources);
+    settings.reconcile_schedule = "rate(2 hours)".parse().unwrap();
+    for spec in workflows::events::rules(&settings) {
+        let rule = &spec.name;
+        let got = eb.describe_rule().name(rule).send().await.unwrap();
+        match &spec.trigger {
+            workflows::events::Trigger::Pattern(pattern) => {
+                let deployed: Value = serde_json::from_str(got.event_pattern().unwrap()).unwrap();
+                assert_eq!(&deployed, pattern, "{rule}");
+            }
+            workflows::events::Trigger::Schedule(schedule) => {
+                assert_eq!(got.schedule_expression(), Some(schedule.as_str()), "{rule}");
+                assert_eq!(got.arn(), Some(o("ReconcileRuleArn").as_str()));
+            }
+        }
+        if rule.ends_with(workflows::events::suffix::NEW_SERVERS) {
+            assert_eq!(got.arn(), Some(o("NewServersRuleArn").as_str()));
+        }
+        let targets = eb.list_targets_by_rule().rule(rule).send().await.unwrap();
         assert_eq!(targets.targets().len(), 1, "{rule}");
         assert_eq!(targets.targets()[0].arn(), o("EventsQueueArn"), "{rule}");
     }
+
+    // With AlertEmail: the topic, encrypted with the stack's key, e-mails that address,
+    // and the alerts rule sends it certflow's Job Failed, Renewal Failed and Certificate
+    // Expiring events. (The emulator's CloudFormation does not create
+    // AWS::SNS::TopicPolicy resources; the template test checks that policy.)
+    let topic = o("AlertsTopicArn");
+    let attributes = &cli(&["sns", "get-topic-attributes", "--topic-arn", &topic])["Attributes"];
+    assert_eq!(
+        attributes["KmsMasterKeyId"],
+        json!(o("KmsKeyArn")),
+        "{attributes}"
+    );
+    let subscriptions = cli(&["sns", "list-subscriptions-by-topic", "--topic-arn", &topic]);
+    let subscriptions: Vec<(&str, &str)> = subscriptions["Subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["Protocol"].as_str().unwrap(),
+                s["Endpoint"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(subscriptions, [("email", "certflow-ops@example.com")]);
+    let alerts = format!("{}-alerts", o("RulePrefix"));
+    let got = eb.describe_rule().name(&alerts).send().await.unwrap();
+    let deployed: Value = serde_json::from_str(got.event_pattern().unwrap()).unwrap();
+    assert_eq!(
+        deployed,
+        json!({
+            "source": [workflows::notify::SOURCE],
+            "detail-type": [
+                workflows::notify::JOB_FAILED,
+                workflows::notify::RENEWAL_FAILED,
+                workflows::notify::CERTIFICATE_EXPIRING
+            ]
+        })
+    );
+    let targets = eb
+        .list_targets_by_rule()
+        .rule(&alerts)
+        .send()
+        .await
+        .unwrap();
+    let targets: Vec<&str> = targets.targets().iter().map(|t| t.arn()).collect();
+    assert_eq!(targets, [topic.as_str()]);
 
     // The SSM document is the file.
     let ssm = aws_sdk_ssm::Client::new(&sdk);
@@ -1272,6 +1529,10 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
             "CliEnvironment lacks {var}"
         );
     }
+    assert_eq!(
+        env.get("CERTFLOW_EVENT_BUS").map(String::as_str),
+        Some("default")
+    );
     assert_eq!(container["readonlyRootFilesystem"], json!(true));
     assert_eq!(container["user"], json!("65532:65532"));
     assert_eq!(container["stopTimeout"], json!(30));
@@ -1407,4 +1668,60 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         .await
         .unwrap();
     describe_table(&ddb, &o("JobsTableName")).await;
+}
+
+/// Without `AlertEmail` the stack makes no topic, no alerts rule and no `AlertsTopicArn`;
+/// the reconcile runs on the default schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_alert_email_the_stack_makes_no_alerts() {
+    let sdk = emulator().await;
+    let (vpc, subnet) = default_network();
+    let prefix = unique("cf");
+    let stack = create_stack(
+        &sdk,
+        &[
+            ("NamePrefix", prefix.clone()),
+            ("ImageTag", "test".into()),
+            ("VpcId", vpc),
+            ("SubnetIds", subnet),
+            ("SecretPrefix", format!("{}/", unique("certflow-cf"))),
+            ("DocumentName", unique("Install-ACMCertificate")),
+            ("EventSources", "aws.acm".into()),
+            ("DeletionProtection", "false".into()),
+        ],
+    )
+    .await;
+    assert!(
+        !stack.outputs.contains_key("AlertsTopicArn"),
+        "{:?}",
+        stack.outputs
+    );
+    let eb = aws_sdk_eventbridge::Client::new(&sdk);
+    let alerts = eb
+        .describe_rule()
+        .name(format!("{prefix}-alerts"))
+        .send()
+        .await;
+    assert!(
+        alerts.is_err(),
+        "an alerts rule without AlertEmail: {alerts:?}"
+    );
+    let topics = cli(&["sns", "list-topics"]).to_string();
+    assert!(!topics.contains(&format!(":{prefix}-alerts")), "{topics}");
+    let reconcile = eb
+        .describe_rule()
+        .name(format!("{prefix}-reconcile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reconcile.schedule_expression(),
+        Some(workflows::events::DEFAULT_RECONCILE_SCHEDULE)
+    );
+    aws_sdk_cloudformation::Client::new(&sdk)
+        .delete_stack()
+        .stack_name(&stack.name)
+        .send()
+        .await
+        .unwrap();
 }

@@ -48,15 +48,11 @@ async fn put_event(env: &Env, detail_type: &str, arn: &str, detail: &serde_json:
 async fn rules(env: &Env) {
     let sqs = aws_sdk_sqs::Client::new(&env.sdk);
     let eb = aws_sdk_eventbridge::Client::new(&env.sdk);
-    workflows::events::ensure_rules(
-        &eb,
-        &sqs,
-        env.events.url(),
-        &unique("certflow"),
-        std::slice::from_ref(&env.source),
-    )
-    .await
-    .unwrap();
+    let settings =
+        workflows::events::RuleSettings::new(unique("certflow"), vec![env.source.clone()]);
+    workflows::events::ensure_rules(&eb, &sqs, env.events.url(), &settings)
+        .await
+        .unwrap();
 }
 
 /// A renewal's child export jobs: entries beside its record (collection `children`),

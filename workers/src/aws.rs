@@ -205,17 +205,16 @@ pub(crate) async fn bootstrap(
         .url()
         .to_string();
     let events = aws_sdk_eventbridge::Client::new(sdk);
-    let rules = workflows::events::ensure_rules(
-        &events,
-        &sqs,
-        &events_url,
-        &names.rule_prefix,
-        &names.event_sources,
-    )
-    .await
-    .context("creating the EventBridge rules")?;
-    for arn in rules {
-        done("rule", &arn, format!("→ {}", names.events_queue));
+    let settings = rule_settings(global, args);
+    let arns = workflows::events::ensure_rules(&events, &sqs, &events_url, &settings)
+        .await
+        .context("creating the EventBridge rules")?;
+    for (arn, spec) in arns.iter().zip(workflows::events::rules(&settings)) {
+        let trigger = match spec.trigger {
+            workflows::events::Trigger::Schedule(s) => format!("{s} "),
+            workflows::events::Trigger::Pattern(_) => String::new(),
+        };
+        done("rule", arn, format!("{trigger}→ {}", names.events_queue));
     }
     workflows::inventory::create_table(&ddb, &names.inventory_table)
         .await
@@ -237,6 +236,33 @@ pub(crate) async fn bootstrap(
         println!("{}", serde_json::to_string_pretty(&ready)?);
     }
     Ok(())
+}
+
+/// The EventBridge rules bootstrap creates: named after `--rule-prefix`, matching
+/// `--event-sources`, the reconcile on `--reconcile-schedule`.
+fn rule_settings(global: &Global, args: &BootstrapArgs) -> workflows::events::RuleSettings {
+    let mut settings = workflows::events::RuleSettings::new(
+        global.names.rule_prefix.clone(),
+        global.names.event_sources.clone(),
+    );
+    settings.reconcile_schedule = args.reconcile_schedule.clone();
+    settings
+}
+
+/// Where the workflows publish certflow's outcome events (`--event-bus`,
+/// `CERTFLOW_EVENT_BUS`): the bus named, or nowhere when it is `none`.
+#[allow(
+    dead_code,
+    reason = "the reconcile and export workflows' Deps take it (issue 14); remove once they do"
+)]
+pub(crate) fn notifier(
+    sdk: &aws_config::SdkConfig,
+    global: &Global,
+) -> workflows::notify::Notifier {
+    match global.names.notification_bus() {
+        Some(bus) => workflows::notify::Notifier::new(aws_sdk_eventbridge::Client::new(sdk), bus),
+        None => workflows::notify::Notifier::off(),
+    }
 }
 
 /// The allow-list as bootstrap prints it.
@@ -352,12 +378,74 @@ mod tests {
 }
 
 #[cfg(test)]
+mod notifier_tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn global(args: &[&str]) -> Global {
+        let argv = ["certflow"].iter().chain(args).chain(&["worker"]);
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.global,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_notifier_publishes_on_the_bus_unless_it_is_none() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        assert!(notifier(&sdk, &global(&["--event-bus", "default"])).is_on());
+        assert!(notifier(&sdk, &global(&["--event-bus", "ops-bus"])).is_on());
+        assert!(!notifier(&sdk, &global(&["--event-bus", "none"])).is_on());
+    }
+
+    #[test]
+    fn bootstrap_makes_four_rules_with_the_schedule_asked_for() {
+        let cli = Cli::try_parse_from([
+            "certflow",
+            "--rule-prefix",
+            "cf",
+            "--event-sources",
+            "aws.acm,custom.aws.acm",
+            "bootstrap",
+            "--reconcile-schedule",
+            "rate(30 minutes)",
+        ])
+        .unwrap();
+        let crate::cli::Command::Bootstrap(args) = &cli.command else {
+            panic!("not bootstrap");
+        };
+        let settings = rule_settings(&cli.global, args);
+        assert_eq!(settings.prefix, "cf");
+        assert_eq!(settings.sources, ["aws.acm", "custom.aws.acm"]);
+        assert_eq!(settings.reconcile_schedule.as_str(), "rate(30 minutes)");
+        let names: Vec<String> = workflows::events::rules(&settings)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cf-renewal",
+                "cf-attention",
+                "cf-new-servers",
+                "cf-reconcile"
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
 mod document_tests {
     use super::*;
 
     fn args(list: &[&str]) -> BootstrapArgs {
         BootstrapArgs {
             reload_services: list.iter().map(|s| s.to_string()).collect(),
+            reconcile_schedule: workflows::events::Schedule::default(),
         }
     }
 

@@ -18,6 +18,8 @@ pub struct Clients {
     pub ssm: aws_sdk_ssm::Client,
     /// DynamoDB (the inventory table).
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// EventBridge: certflow publishes its outcome events there ([`crate::notify`]).
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl Clients {
@@ -28,6 +30,7 @@ impl Clients {
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            events: aws_sdk_eventbridge::Client::new(sdk),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`demo`]: a small workflow that shows the engine at work.
 //! - [`inventory`]: the inventory table (which certificate is installed where).
 //! - [`aws`]: the AWS clients and the mapping of their errors onto retry or abort.
+//! - [`notify`]: certflow's outcome events (failures, drift, expiry, reconcile summaries)
+//!   on EventBridge.
 //! - `secrets`, `ssm`: the Secrets Manager and Systems Manager adapters the export steps use.
 //!
 //! [`registry`] returns every workflow, ready for a worker.
@@ -28,6 +30,7 @@ pub mod export_certificate;
 pub mod intake;
 pub mod inventory;
 pub mod new_server;
+pub mod notify;
 pub mod reconcile;
 pub mod renew_certificate;
 mod secrets;

@@ -52,7 +52,8 @@ pub(crate) struct Names {
         global = true
     )]
     pub(crate) event_sources: Vec<String>,
-    /// Prefix of the EventBridge rule names (`<prefix>-renewal`, `<prefix>-attention`).
+    /// Prefix of the EventBridge rule names (`<prefix>-renewal`, `<prefix>-attention`,
+    /// `<prefix>-new-servers`, `<prefix>-reconcile`).
     #[arg(
         long,
         env = "CERTFLOW_RULE_PREFIX",
@@ -68,6 +69,32 @@ pub(crate) struct Names {
         global = true
     )]
     pub(crate) document_name: String,
+    /// The EventBridge bus certflow publishes its outcome events on (failed jobs and
+    /// renewals, drift, expiring certificates, reconcile summaries; see docs/events.md): a
+    /// name or an ARN, `default` for the account's default bus, `none` to publish nothing.
+    #[arg(
+        long,
+        env = "CERTFLOW_EVENT_BUS",
+        default_value = DEFAULT_EVENT_BUS,
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        global = true
+    )]
+    pub(crate) event_bus: String,
+}
+
+/// The bus certflow publishes on unless told otherwise: the one a rule (and the stack's
+/// `AlertEmail`) listens on without further set-up.
+pub(crate) const DEFAULT_EVENT_BUS: &str = "default";
+/// The `--event-bus` value that turns notifications off.
+pub(crate) const NO_EVENT_BUS: &str = "none";
+
+impl Names {
+    /// The bus to publish certflow's outcome events on, or `None` when `--event-bus` is
+    /// `none` (in any case: a bus of that name cannot be chosen).
+    pub(crate) fn notification_bus(&self) -> Option<&str> {
+        let bus = self.event_bus.trim();
+        (!bus.eq_ignore_ascii_case(NO_EVENT_BUS)).then_some(bus)
+    }
 }
 
 /// How the AWS SDK retries and times out its calls (see "AWS calls: retries and timeouts"
@@ -242,6 +269,22 @@ pub(crate) struct BootstrapArgs {
         default_values_t = workflows::document::DEFAULT_RELOAD_SERVICES.map(String::from)
     )]
     pub(crate) reload_services: Vec<String>,
+    /// When the reconcile runs (the `<prefix>-reconcile` rule's schedule): `rate(<n>
+    /// <unit>)`, e.g. `rate(6 hours)`, or an EventBridge `cron(...)` of six fields, e.g.
+    /// `cron(0 */6 * * ? *)` (UTC).
+    #[arg(
+        long,
+        env = "CERTFLOW_RECONCILE_SCHEDULE",
+        default_value = workflows::events::DEFAULT_RECONCILE_SCHEDULE,
+        value_parser = parse_schedule
+    )]
+    pub(crate) reconcile_schedule: workflows::events::Schedule,
+}
+
+/// A schedule expression, refused with what EventBridge accepts.
+fn parse_schedule(s: &str) -> Result<workflows::events::Schedule, String> {
+    s.parse()
+        .map_err(|e: workflows::events::ScheduleError| e.to_string())
 }
 
 /// Worker settings.

@@ -243,3 +243,88 @@ fn bootstrap_takes_the_reload_allow_list_comma_separated() {
         .collect();
     assert_eq!(defaults, workflows::document::DEFAULT_RELOAD_SERVICES);
 }
+
+/// The setting `id`'s environment variable and default, as `certflow --help` shows them.
+fn env_and_default(cmd: &clap::Command, id: &str) -> (Option<String>, Vec<String>) {
+    let arg = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == id)
+        .unwrap_or_else(|| panic!("no argument {id}"));
+    (
+        arg.get_env().and_then(|e| e.to_str()).map(str::to_string),
+        arg.get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect(),
+    )
+}
+
+#[test]
+fn the_event_bus_defaults_to_the_default_bus_and_none_turns_it_off() {
+    assert_eq!(
+        env_and_default(&Cli::command(), "event_bus"),
+        (
+            Some("CERTFLOW_EVENT_BUS".to_string()),
+            vec!["default".to_string()]
+        )
+    );
+    for (given, want) in [
+        ("default", Some("default")),
+        ("certflow-alerts", Some("certflow-alerts")),
+        (
+            "arn:aws:events:us-east-1:111122223333:event-bus/ops",
+            Some("arn:aws:events:us-east-1:111122223333:event-bus/ops"),
+        ),
+        ("none", None),
+        ("NONE", None),
+        ("None", None),
+    ] {
+        // A global setting: before or after the command.
+        for cli in [
+            parse(&["--event-bus", given, "worker"]),
+            parse(&["jobs", "list", "--event-bus", given]),
+        ] {
+            assert_eq!(cli.global.names.event_bus, given);
+            assert_eq!(cli.global.names.notification_bus(), want, "{given}");
+        }
+    }
+    let e = refused(&["--event-bus", "", "worker"]);
+    assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+}
+
+#[test]
+fn bootstrap_takes_the_reconcile_schedule_and_refuses_a_malformed_one() {
+    let schedule = |cli: Cli| match cli.command {
+        Command::Bootstrap(args) => args.reconcile_schedule,
+        other => panic!("not bootstrap: {other:?}"),
+    };
+    for given in ["rate(6 hours)", "rate(1 day)", "cron(0 */6 * * ? *)"] {
+        assert_eq!(
+            schedule(parse(&["bootstrap", "--reconcile-schedule", given])).as_str(),
+            given
+        );
+    }
+    for (given, says) in [
+        ("6h", "rate(6 hours)"),
+        ("rate(1 hours)", "write rate(1 hour)"),
+        ("rate(0 hours)", "a whole number from 1"),
+        ("cron(0 6 * * *)", "six fields"),
+        ("cron(0 6 * * MON *)", "exactly one of day-of-month"),
+    ] {
+        let e = refused(&["bootstrap", "--reconcile-schedule", given]);
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{given}");
+        assert!(e.to_string().contains(says), "{given}: {e}");
+    }
+    let cmd = Cli::command();
+    let bootstrap = cmd.find_subcommand("bootstrap").unwrap();
+    assert_eq!(
+        env_and_default(bootstrap, "reconcile_schedule"),
+        (
+            Some("CERTFLOW_RECONCILE_SCHEDULE".to_string()),
+            vec![workflows::events::DEFAULT_RECONCILE_SCHEDULE.to_string()]
+        )
+    );
+    // Only bootstrap creates the rule; the other commands do not take the setting.
+    let e = refused(&["worker", "--reconcile-schedule", "rate(1 hour)"]);
+    assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+}
