@@ -425,7 +425,8 @@ impl Env {
 
     /// Makes the inventory rows of certificate `arn` hold an older serial than ACM's, as
     /// after a real renewal (the emulator never renews a certificate): a renewal event for
-    /// it is then confirmed by ACM and re-exports every row.
+    /// it is then confirmed by ACM and re-exports every row. The servers recorded as
+    /// running the row's certificate are recorded as running that older serial too.
     pub async fn pretend_renewed(&self, arn: &str) {
         use aws_sdk_dynamodb::types::AttributeValue;
         use workflows::inventory::{attr, BY_CERTIFICATE, PK, SK};
@@ -446,8 +447,9 @@ impl Env {
                 .table_name(table)
                 .key(PK, row[PK].clone())
                 .key(SK, row[SK].clone())
-                .update_expression("SET #s = :s")
+                .update_expression("SET #s = :s, #i = :s")
                 .expression_attribute_names("#s", attr::SERIAL)
+                .expression_attribute_names("#i", attr::INSTANCES_SERIAL)
                 .expression_attribute_values(":s", AttributeValue::S("0".into()))
                 .send()
                 .await

@@ -16,6 +16,7 @@
 pub mod certflow;
 pub mod fleet;
 pub mod proxy;
+pub mod subscriber;
 pub mod worker_process;
 
 use std::path::{Path, PathBuf};

@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use aws_sdk_eventbridge::types::{RuleState, Target};
-use aws_sdk_sqs::types::QueueAttributeName;
 use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
+use certflow_tests::subscriber::Subscriber;
 use certflow_tests::{emulator, unique};
 use serde_json::{json, Value};
 use workflows::notify::{self, DriftFound, Notice, Notifier, NotifyError, RenewalFailed};
@@ -25,96 +24,6 @@ fn via(sdk: &aws_config::SdkConfig, proxy: &FaultProxy) -> aws_sdk_eventbridge::
             .endpoint_url(proxy.url())
             .build(),
     )
-}
-
-/// A queue, and a rule on the default bus sending it certflow's events of `detail_type`
-/// about certificate `arn`. Returns the queue's URL and the rule's name.
-async fn subscribe(sdk: &aws_config::SdkConfig, detail_type: &str, arn: &str) -> (String, String) {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let url = sqs
-        .create_queue()
-        .queue_name(unique("notify-sub"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let eb = aws_sdk_eventbridge::Client::new(sdk);
-    let rule = unique("notify-rule");
-    // The rule a subscriber writes (docs/events.md, "Subscribing").
-    let pattern = json!({
-        "source": [notify::SOURCE],
-        "detail-type": [detail_type],
-        "detail": { "CertificateArn": [arn] }
-    });
-    eb.put_rule()
-        .name(&rule)
-        .event_pattern(pattern.to_string())
-        .state(RuleState::Enabled)
-        .send()
-        .await
-        .unwrap();
-    eb.put_targets()
-        .rule(&rule)
-        .targets(Target::builder().id("q").arn(queue_arn).build().unwrap())
-        .send()
-        .await
-        .unwrap();
-    (url, rule)
-}
-
-async fn unsubscribe(sdk: &aws_config::SdkConfig, rule: &str) {
-    let eb = aws_sdk_eventbridge::Client::new(sdk);
-    eb.remove_targets()
-        .rule(rule)
-        .ids("q")
-        .send()
-        .await
-        .unwrap();
-    eb.delete_rule().name(rule).send().await.unwrap();
-}
-
-/// Receives (and deletes) messages from `url` until `want` arrived or `within` passed;
-/// returns the envelopes.
-async fn receive(
-    sdk: &aws_config::SdkConfig,
-    url: &str,
-    want: usize,
-    within: Duration,
-) -> Vec<Value> {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let mut got = Vec::new();
-    let until = tokio::time::Instant::now() + within;
-    while got.len() < want && tokio::time::Instant::now() < until {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in out.messages() {
-            got.push(serde_json::from_str(m.body().unwrap()).unwrap());
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-    }
-    got
 }
 
 fn renewal_failed(arn: &str, job: &str) -> RenewalFailed {
@@ -141,7 +50,7 @@ fn certificate() -> String {
 async fn a_renewal_failed_event_reaches_a_subscriber_as_documented_in_calls_of_ten() {
     let sdk = emulator().await;
     let arn = certificate();
-    let (url, rule) = subscribe(&sdk, notify::RENEWAL_FAILED, &arn).await;
+    let sub = Subscriber::certificate(&sdk, &[notify::RENEWAL_FAILED], &arn).await;
     let proxy = FaultProxy::start(&emulator_url(), 1).await;
     let notifier = Notifier::new(via(&sdk, &proxy), "default");
     assert!(notifier.is_on());
@@ -171,10 +80,10 @@ async fn a_renewal_failed_event_reaches_a_subscriber_as_documented_in_calls_of_t
         "12 notices in two calls (EventBridge takes 10 per call)"
     );
 
-    let mut got = receive(&sdk, &url, 11, Duration::from_secs(10)).await;
+    let mut got = sub.receive(11, Duration::from_secs(10)).await;
     // Nothing more arrives: the drift did not match. (The emulator delivers during the
     // PutEvents call, so a short look is enough.)
-    got.extend(receive(&sdk, &url, 1, Duration::from_secs(2)).await);
+    got.extend(sub.receive(1, Duration::from_secs(2)).await);
     assert_eq!(got.len(), 11, "{got:#?}");
     got.sort_by(|a, b| {
         a["detail"]["JobId"]
@@ -201,7 +110,7 @@ async fn a_renewal_failed_event_reaches_a_subscriber_as_documented_in_calls_of_t
         );
         assert!(envelope["id"].as_str().is_some_and(|id| !id.is_empty()));
     }
-    unsubscribe(&sdk, &rule).await;
+    sub.close().await;
 }
 
 /// A `PutEvents` answer in which every one of `n` entries failed with `code`.
@@ -216,7 +125,7 @@ fn all_failed(n: usize, code: &str) -> String {
 async fn entries_eventbridge_refused_are_sent_again() {
     let sdk = emulator().await;
     let arn = certificate();
-    let (url, rule) = subscribe(&sdk, notify::RENEWAL_FAILED, &arn).await;
+    let sub = Subscriber::certificate(&sdk, &[notify::RENEWAL_FAILED], &arn).await;
     let proxy = FaultProxy::start(&emulator_url(), 2).await;
     // The first call: EventBridge throttled both entries (nothing reaches the emulator).
     proxy.add_rule(Rule::new(
@@ -235,15 +144,15 @@ async fn entries_eventbridge_refused_are_sent_again() {
     ];
     notifier.publish(&notices).await.unwrap();
     assert_eq!(proxy.count("events", "PutEvents"), 2);
-    let mut got = receive(&sdk, &url, 2, Duration::from_secs(10)).await;
-    got.extend(receive(&sdk, &url, 1, Duration::from_secs(2)).await);
+    let mut got = sub.receive(2, Duration::from_secs(10)).await;
+    got.extend(sub.receive(1, Duration::from_secs(2)).await);
     let mut jobs: Vec<&str> = got
         .iter()
         .filter_map(|e| e["detail"]["JobId"].as_str())
         .collect();
     jobs.sort_unstable();
     assert_eq!(jobs, ["job-a", "job-b"], "each delivered once: {got:#?}");
-    unsubscribe(&sdk, &rule).await;
+    sub.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +209,7 @@ async fn entries_that_keep_failing_are_reported_with_how_many_and_why() {
 async fn an_entry_no_new_send_can_fix_is_reported_at_once_and_the_rest_go_out() {
     let sdk = emulator().await;
     let arn = certificate();
-    let (url, rule) = subscribe(&sdk, notify::RENEWAL_FAILED, &arn).await;
+    let sub = Subscriber::certificate(&sdk, &[notify::RENEWAL_FAILED], &arn).await;
     let proxy = FaultProxy::start(&emulator_url(), 5).await;
     // First call: the first entry throttled, the second refused as malformed.
     proxy.add_rule(Rule::new(
@@ -343,14 +252,14 @@ async fn an_entry_no_new_send_can_fix_is_reported_at_once_and_the_rest_go_out() 
         2,
         "the throttled entry alone is sent again"
     );
-    let mut got = receive(&sdk, &url, 1, Duration::from_secs(10)).await;
-    got.extend(receive(&sdk, &url, 1, Duration::from_secs(2)).await);
+    let mut got = sub.receive(1, Duration::from_secs(10)).await;
+    got.extend(sub.receive(1, Duration::from_secs(2)).await);
     let jobs: Vec<&str> = got
         .iter()
         .filter_map(|e| e["detail"]["JobId"].as_str())
         .collect();
     assert_eq!(jobs, ["job-a"]);
-    unsubscribe(&sdk, &rule).await;
+    sub.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

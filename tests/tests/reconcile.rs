@@ -495,3 +495,116 @@ async fn a_large_inventory_is_read_page_by_page() {
     assert_eq!(pages, 3);
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_renewal_export_and_the_drift_it_leaves_reach_a_subscriber() {
+    use certflow_tests::subscriber::Subscriber;
+    use workflows::notify;
+
+    let env = Env::new().await;
+    let worker = env.worker("w1");
+    let (arn, tag, servers) = exported(&env, "web", 1).await;
+    // A subscriber as docs/events.md shows: a queue behind a rule on the default bus.
+    let sub = Subscriber::certificate(
+        &env.sdk,
+        &[
+            notify::JOB_FAILED,
+            notify::RENEWAL_FAILED,
+            notify::DRIFT_FOUND,
+        ],
+        &arn,
+    )
+    .await;
+    // ACM renews; the renewal's export fails on the only server.
+    Fleet::global().set_behaviour(
+        &servers[0],
+        Behaviour::Fail {
+            stderr: "certflow-install: error: disk full".into(),
+        },
+    );
+    env.pretend_renewed(&arn).await;
+    let event_id = unique("ev");
+    let envelope = serde_json::json!({
+        "version": "0", "id": event_id, "detail-type": "ACM Certificate Available",
+        "source": env.source, "resources": [arn], "detail": {"Action": "RENEWAL"}
+    });
+    env.submit_event(&envelope.to_string()).await;
+    env.wait(&JobId::from_key(renew_certificate::NAME, &event_id))
+        .await;
+    let got = sub.receive(2, Duration::from_secs(20)).await;
+    let of = |t: &str| {
+        got.iter()
+            .find(|e| e["detail-type"] == t)
+            .unwrap_or_else(|| panic!("no {t} among {got:?}"))
+            .clone()
+    };
+    let renewal = of(notify::RENEWAL_FAILED);
+    assert_eq!(renewal["source"], "certflow");
+    assert_eq!(renewal["resources"][0], arn.as_str());
+    let d = &renewal["detail"];
+    let job = d["JobId"].as_str().unwrap().to_string();
+    let rec = env.jobs.get(&JobId::new(job.clone())).await.unwrap();
+    assert_eq!(rec.status, JobStatus::Failed);
+    assert_eq!(d["CertificateArn"], arn.as_str());
+    assert_eq!(d["Target"], format!("Tier={tag}").as_str());
+    assert_eq!(d["CertName"], "web");
+    assert!(d["Reason"].as_str().unwrap().contains("disk full"), "{d}");
+    assert!(
+        d["Consequence"]
+            .as_str()
+            .unwrap()
+            .contains("will not renew it again"),
+        "{d}"
+    );
+    assert_eq!(d["Retry"], format!("certflow jobs retry {job}").as_str());
+    let failed = of(notify::JOB_FAILED);
+    assert_eq!(failed["detail"]["JobId"], job.as_str());
+    assert_eq!(failed["detail"]["Workflow"], export_certificate::NAME);
+
+    // The next reconcile finds the server behind, tries it, and says so.
+    let (rec, _) = reconcile(&env).await;
+    let drift = sub.receive(1, Duration::from_secs(20)).await;
+    let d = &drift
+        .iter()
+        .find(|e| e["detail-type"] == notify::DRIFT_FOUND)
+        .unwrap_or_else(|| panic!("no drift event among {drift:?}"))["detail"];
+    assert_eq!(d["ReconcileJobId"], rec.job_id.as_str());
+    assert_eq!(d["Servers"][0], servers[0].as_str());
+    assert_eq!(d["Action"], "install");
+    sub.close().await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_run_sends_its_summary() {
+    use certflow_tests::subscriber::Subscriber;
+    use workflows::notify;
+
+    let env = Env::new().await;
+    let worker = env.worker("w1");
+    exported(&env, "web", 1).await;
+    let key = unique("run");
+    let new = reconcile::new_job("test", Some(&key)).unwrap();
+    let sub = Subscriber::new(
+        &env.sdk,
+        serde_json::json!({
+            "source": [notify::SOURCE],
+            "detail-type": [notify::RECONCILE_SUMMARY],
+            "detail": { "JobId": [new.id.as_str()] }
+        }),
+    )
+    .await;
+    env.jobs.create(new.clone()).await.unwrap();
+    assert_eq!(env.wait(&new.id).await.status, JobStatus::Succeeded);
+    let got = sub.receive(1, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let d = &got[0]["detail"];
+    assert_eq!(
+        (d["Rows"].as_u64(), d["InSync"].as_u64()),
+        (Some(1), Some(1)),
+        "{d}"
+    );
+    assert_eq!(d["Exports"], 0);
+    sub.close().await;
+    worker.stop().await;
+}

@@ -85,6 +85,7 @@ pub(crate) fn export_deps(
     config.reconcile.rules.expiry_alert_days = e.expiry_alert_days;
     config.reconcile.pace = Duration::from_millis(e.reconcile_pace_ms);
     config.agent_timeout = Duration::from_secs(e.agent_timeout_secs);
+    config.event_bus = global.names.notification_bus().map(str::to_string);
     workflows::export_certificate::Deps {
         clients: workflows::aws::Clients::new(sdk),
         config,
@@ -249,22 +250,6 @@ fn rule_settings(global: &Global, args: &BootstrapArgs) -> workflows::events::Ru
     settings
 }
 
-/// Where the workflows publish certflow's outcome events (`--event-bus`,
-/// `CERTFLOW_EVENT_BUS`): the bus named, or nowhere when it is `none`.
-#[allow(
-    dead_code,
-    reason = "the reconcile and export workflows' Deps take it (issue 14); remove once they do"
-)]
-pub(crate) fn notifier(
-    sdk: &aws_config::SdkConfig,
-    global: &Global,
-) -> workflows::notify::Notifier {
-    match global.names.notification_bus() {
-        Some(bus) => workflows::notify::Notifier::new(aws_sdk_eventbridge::Client::new(sdk), bus),
-        None => workflows::notify::Notifier::off(),
-    }
-}
-
 /// The allow-list as bootstrap prints it.
 fn reload_list(services: &[String]) -> String {
     let names: Vec<&str> = services
@@ -393,13 +378,15 @@ mod notifier_tests {
     }
 
     #[test]
-    fn the_notifier_publishes_on_the_bus_unless_it_is_none() {
+    fn the_workflows_publish_on_the_bus_unless_it_is_none() {
         let sdk = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .build();
-        assert!(notifier(&sdk, &global(&["--event-bus", "default"])).is_on());
-        assert!(notifier(&sdk, &global(&["--event-bus", "ops-bus"])).is_on());
-        assert!(!notifier(&sdk, &global(&["--event-bus", "none"])).is_on());
+        let bus = |args: &[&str]| export_deps(&sdk, &global(args)).config.event_bus;
+        assert_eq!(bus(&["--event-bus", "default"]).as_deref(), Some("default"));
+        assert_eq!(bus(&["--event-bus", "ops-bus"]).as_deref(), Some("ops-bus"));
+        assert_eq!(bus(&["--event-bus", "none"]), None);
+        assert_eq!(bus(&["--event-bus", "NONE"]), None);
     }
 
     #[test]

@@ -659,6 +659,7 @@ mod tests {
             acm_status: Some("ISSUED".into()),
             exported_serial: Some("0a:1b:2c:3d:4e:5f:60:71".into()),
             days_to_expiry: Some(200),
+            not_after: None,
             servers: 2,
             current: 2,
             lagging: Vec::new(),

@@ -20,6 +20,7 @@
 use engine::{schema, Delivery, NewJob};
 
 use crate::acm_event::{self, Envelope};
+use crate::events::{EC2_SOURCE, EC2_STATE_CHANGE, SCHEDULED_EVENT, SCHEDULED_SOURCE};
 use crate::export_certificate::{self, ExportRequest};
 use crate::renew_certificate::{self, alert, RenewState};
 use crate::{new_server, reconcile};
@@ -131,11 +132,19 @@ fn event_job(
     e: &Envelope,
     detail: &serde_json::Value,
 ) -> Result<NewJob, String> {
-    if !config.sources.iter().any(|s| s == &e.source) {
+    // EC2's and EventBridge's own sources need no configuring: only AWS can send events
+    // with them, and only certflow's rules may send to this queue.
+    let native = match e.detail_type.as_str() {
+        SCHEDULED_EVENT => Some(SCHEDULED_SOURCE),
+        EC2_STATE_CHANGE => Some(EC2_SOURCE),
+        _ => None,
+    };
+    if native != Some(e.source.as_str()) && !config.sources.iter().any(|s| s == &e.source) {
         return Err(format!(
-            "event source {:?} is not accepted (accepted: {})",
+            "event source {:?} is not accepted (accepted: {}{})",
             e.source,
-            config.sources.join(", ")
+            config.sources.join(", "),
+            native.map(|n| format!(", {n}")).unwrap_or_default()
         ));
     }
     if e.id.trim().is_empty() {
@@ -193,11 +202,6 @@ fn event_job(
         other => Err(format!("unknown event type {other:?}; certflow acts on ACM certificate events, EC2 instance state changes and its reconcile schedule")),
     }
 }
-
-/// `detail-type` of the scheduled event the `<prefix>-reconcile` rule sends.
-pub const SCHEDULED_EVENT: &str = "Scheduled Event";
-/// `detail-type` of EC2's instance state changes.
-pub const EC2_STATE_CHANGE: &str = "EC2 Instance State-change Notification";
 
 /// A `new-server` job for EC2's `running` event; other states are refused (the rule
 /// sends only `running`).

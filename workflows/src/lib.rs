@@ -13,6 +13,7 @@
 //! - [`demo`]: a small workflow that shows the engine at work.
 //! - [`inventory`]: the inventory table (which certificate is installed where).
 //! - [`aws`]: the AWS clients and the mapping of their errors onto retry or abort.
+//! - [`outcomes`]: which events each workflow publishes, built from a job's end and state.
 //! - [`notify`]: certflow's outcome events (failures, drift, expiry, reconcile summaries)
 //!   on EventBridge.
 //! - `secrets`, `ssm`: the Secrets Manager and Systems Manager adapters the export steps use.
@@ -31,6 +32,7 @@ pub mod intake;
 pub mod inventory;
 pub mod new_server;
 pub mod notify;
+pub mod outcomes;
 pub mod reconcile;
 pub mod renew_certificate;
 mod secrets;
@@ -43,20 +45,24 @@ pub const JOB_LABELS: &[&str] = &["CertificateArn"];
 
 /// Every workflow certflow runs.
 pub fn registry(export: export_certificate::Deps) -> Registry {
+    let notifier = outcomes::notifier(&export.clients, export.config.event_bus.as_deref());
     let renew = renew_certificate::Deps {
         acm: export.clients.acm.clone(),
         dynamodb: export.clients.dynamodb.clone(),
         inventory_table: export.config.inventory_table.clone(),
+        notifier: notifier.clone(),
     };
     let reconcile = reconcile::Deps {
         clients: export.clients.clone(),
         inventory_table: export.config.inventory_table.clone(),
         config: export.config.reconcile.clone(),
+        notifier: notifier.clone(),
     };
     let new_server = new_server::Deps {
         clients: export.clients.clone(),
         inventory_table: export.config.inventory_table.clone(),
         agent_timeout: export.config.agent_timeout,
+        notifier: notifier.clone(),
     };
     Registry::new()
         .register(demo::workflow())
@@ -64,5 +70,5 @@ pub fn registry(export: export_certificate::Deps) -> Registry {
         .register(new_server::workflow(new_server))
         .register(export_certificate::workflow(export))
         .register(renew_certificate::workflow(renew))
-        .register(renew_certificate::alert::workflow())
+        .register(renew_certificate::alert::workflow(notifier))
 }

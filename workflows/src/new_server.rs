@@ -45,6 +45,8 @@ pub struct Deps {
     pub inventory_table: String,
     /// How long the instance's SSM agent may take to come online.
     pub agent_timeout: Duration,
+    /// Where a failure is told.
+    pub notifier: crate::notify::Notifier,
 }
 
 /// State of a new-server job.
@@ -238,8 +240,21 @@ pub fn workflow(deps: Deps) -> Workflow<NewServerState> {
         .step_with("agent", policy, move |ctx, st| agent(d.clone(), ctx, st));
     let d = deps.clone();
     let wf = wf.step_with("match", policy, move |ctx, st| matching(d.clone(), ctx, st));
+    let notifier = deps.notifier.clone();
     let d = deps;
     wf.step_with("collect", policy, move |ctx, st| {
         collect(d.clone(), ctx, st)
+    })
+    // An instance that never came online, or an inventory that could not be read, is
+    // told here; an install that failed has told its own failure.
+    .on_end(move |ended, _: NewServerState| {
+        let notifier = notifier.clone();
+        async move {
+            if ended.status != engine::JobStatus::Failed || ended.step == "collect" {
+                return;
+            }
+            let notice = crate::outcomes::job_failed(&ended, None, None, None);
+            crate::outcomes::publish(&notifier, ended.job_id.as_str(), &[notice]).await;
+        }
     })
 }

@@ -20,10 +20,10 @@ use aws_sdk_acm::types::CertificateStatus;
 use engine::{Outcome, StepContext, StepError, StepPolicy, Workflow};
 use serde::{Deserialize, Serialize};
 
-use crate::children;
 pub use crate::children::{Child, ChildStatus, Tally, CHILDREN, RUNNING};
 use crate::export_certificate::{self, Cause};
 use crate::inventory::{self, InventoryRow};
+use crate::{children, outcomes};
 
 /// The workflow's name.
 pub const NAME: &str = "renew-certificate";
@@ -37,6 +37,8 @@ pub struct Deps {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The inventory table.
     pub inventory_table: String,
+    /// Where a failed renewal is told.
+    pub notifier: crate::notify::Notifier,
 }
 
 /// State of a renewal job.
@@ -194,9 +196,22 @@ pub fn workflow(deps: Deps) -> Workflow<RenewState> {
         .step_with("fan-out", policy, move |ctx, st| {
             fan_out(d.clone(), ctx, st)
         });
+    let notifier = deps.notifier.clone();
     let d = deps;
     wf.step_with("collect", policy, move |ctx, st| {
         collect(d.clone(), ctx, st)
+    })
+    // The renewal itself failing (not in the inventory, not ISSUED) is told here; its
+    // export jobs tell their own failures.
+    .on_end(move |ended, st: RenewState| {
+        let notifier = notifier.clone();
+        async move {
+            if ended.status != engine::JobStatus::Failed {
+                return;
+            }
+            let notice = outcomes::job_failed(&ended, Some(&st.certificate_arn), None, None);
+            outcomes::publish(&notifier, ended.job_id.as_str(), &[notice]).await;
+        }
     })
 }
 
@@ -207,6 +222,8 @@ pub fn workflow(deps: Deps) -> Workflow<RenewState> {
 pub mod alert {
     use engine::{Outcome, StepError, Workflow};
     use serde::{Deserialize, Serialize};
+
+    use crate::notify::{CertificateExpiring, Notice};
 
     /// The workflow's name.
     pub const NAME: &str = "acm-alert";
@@ -234,15 +251,31 @@ pub mod alert {
         Ok(engine::NewJob::new(NAME, Some(&key), &alert)?.label("CertificateArn", arn))
     }
 
-    /// The workflow: one step that states the alert.
-    pub fn workflow() -> Workflow<Alert> {
-        Workflow::new(NAME).step("record", |_ctx, a: Alert| async move {
+    /// The workflow: one step that states the alert, and the alert told as
+    /// `certflow Certificate Expiring` through `notifier`.
+    pub fn workflow(notifier: crate::notify::Notifier) -> Workflow<Alert> {
+        let wf = Workflow::new(NAME).step("record", |_ctx, a: Alert| async move {
             let days = a
                 .days_to_expiry
                 .map(|d| format!(", {d} day(s) to expiry"))
                 .unwrap_or_default();
             let reason = format!("{}: {}{days} — {}", a.event, a.certificate_arn, a.action);
             Ok::<_, StepError>(Outcome::fail(a, reason))
+        });
+        wf.on_end(move |ended, a: Alert| {
+            let notifier = notifier.clone();
+            async move {
+                let notice = Notice::CertificateExpiring(CertificateExpiring {
+                    certificate_arn: a.certificate_arn.clone(),
+                    status: None,
+                    not_after: None,
+                    days_to_expiry: a.days_to_expiry.map(i64::from),
+                    targets: Vec::new(),
+                    why: format!("{}: {}", a.event, a.action),
+                    job_id: ended.job_id.to_string(),
+                });
+                crate::outcomes::publish(&notifier, ended.job_id.as_str(), &[notice]).await;
+            }
         })
     }
 }

@@ -85,6 +85,8 @@ pub struct ExportConfig {
     pub reconcile: crate::reconcile::ReconcileConfig,
     /// How long a new server's SSM agent may take to come online.
     pub agent_timeout: Duration,
+    /// The EventBridge bus certflow's outcome events go to (`None`: none are published).
+    pub event_bus: Option<String>,
 }
 
 /// Default batch size after the canary: a tenth of the servers (at least one, at most
@@ -118,6 +120,7 @@ impl ExportConfig {
             verify_name: None,
             reconcile: crate::reconcile::ReconcileConfig::default(),
             agent_timeout: crate::new_server::DEFAULT_AGENT_TIMEOUT,
+            event_bus: Some("default".into()),
         }
     }
 }
@@ -283,8 +286,16 @@ pub fn workflow(deps: Deps) -> Workflow<ExportState> {
     let wf = wf.step_with("wait", aws_step, move |ctx, s| {
         wait::wait(d.clone(), ctx, s)
     });
+    let notifier = crate::outcomes::notifier(&deps.clients, deps.config.event_bus.as_deref());
     let d = deps;
     wf.on_stop(move |ctx, s, reason| wait::stop(d.clone(), ctx, s, reason))
+        .on_end(move |ended, s| {
+            let notifier = notifier.clone();
+            async move {
+                let notices = crate::outcomes::export_ended(&ended, &s);
+                crate::outcomes::publish(&notifier, ended.job_id.as_str(), &notices).await;
+            }
+        })
 }
 
 #[cfg(test)]

@@ -118,7 +118,8 @@ fn envelope(detail_type: &str, source: &str, detail: serde_json::Value) -> Strin
 
 #[test]
 fn the_schedule_starts_one_reconcile_per_event() {
-    let events = IntakeConfig::events(vec!["aws.events".into()]);
+    // EventBridge's own source needs no configuring.
+    let events = IntakeConfig::events(vec![acm_event::ACM_SOURCE.into()]);
     let body = envelope(SCHEDULED_EVENT, "aws.events", serde_json::json!({}));
     let job = parse(&events, &delivery(&body, None)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(job.workflow, reconcile::NAME);
@@ -162,8 +163,17 @@ fn an_ec2_running_event_starts_a_new_server_job_and_nothing_else_does() {
             "{bad:?}: {err}"
         );
     }
+    // EC2's own source needs no configuring; another needs to be listed.
     let acm_only = IntakeConfig::events(vec![acm_event::ACM_SOURCE.into()]);
-    let err = parse(&acm_only, &delivery(&running, None))
+    assert!(parse(&acm_only, &delivery(&running, None)).is_ok());
+    let forged = running.replace("\"aws.ec2\"", "\"custom.ec2\"");
+    let err = parse(&acm_only, &delivery(&forged, None))
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("is not accepted"), "{err}");
+    // And it is EC2's source for EC2's events only.
+    let schedule_as_ec2 = envelope(SCHEDULED_EVENT, "aws.ec2", serde_json::json!({}));
+    let err = parse(&acm_only, &delivery(&schedule_as_ec2, None))
         .err()
         .unwrap_or_default();
     assert!(err.contains("is not accepted"), "{err}");

@@ -133,6 +133,9 @@ pub struct Assessment {
     /// Days to the expiry of ACM's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days_to_expiry: Option<i64>,
+    /// That expiry, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
     /// Servers carrying the target now (online or not).
     pub servers: u32,
     /// Of them, how many are recorded as running the row's serial.
@@ -208,6 +211,7 @@ pub fn assess(
         },
         exported_serial: row.serial.clone(),
         days_to_expiry: days,
+        not_after: cert.not_after.map(engine::clock::rfc3339),
         servers: servers.len() as u32,
         current,
         lagging,

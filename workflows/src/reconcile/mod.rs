@@ -41,6 +41,11 @@ use crate::aws::Clients;
 use crate::children::{self, ChildStatus, Tally};
 use crate::export_certificate::{self, Cause};
 use crate::inventory::{self, InventoryRow};
+use crate::notify::{CertificateExpiring, DriftFound, Notice, Notifier, ReconcileSummary};
+use crate::outcomes;
+
+/// How many lagging servers a drift event names (it counts them all).
+const DRIFT_SERVERS: usize = 20;
 
 /// The workflow's name.
 pub const NAME: &str = "reconcile";
@@ -96,6 +101,8 @@ pub struct Deps {
     pub inventory_table: String,
     /// Settings.
     pub config: ReconcileConfig,
+    /// Where drift, alerts and the summary are told.
+    pub notifier: Notifier,
 }
 
 /// What a run found, in counts.
@@ -229,6 +236,9 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
         .await?;
     let mut entries = Vec::new();
     let mut children = Vec::new();
+    let mut notices = Vec::new();
+    // One expiry alert per certificate, naming every target of it on this page.
+    let mut expiring: Vec<CertificateExpiring> = Vec::new();
     let now = rfc3339(ctx.now());
     for (row, a) in page.rows {
         st.counts.rows += 1;
@@ -305,8 +315,25 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
         if let Some(alert) = &a.alert {
             if st.alerted.insert(a.certificate_arn.clone()) {
                 st.counts.alerts += 1;
+                expiring.push(CertificateExpiring {
+                    certificate_arn: a.certificate_arn.clone(),
+                    status: a.acm_status.clone(),
+                    not_after: a.not_after.clone(),
+                    days_to_expiry: a.days_to_expiry,
+                    targets: vec![a.target.clone()],
+                    why: alert.clone(),
+                    job_id: ctx.job_id().to_string(),
+                });
+            } else if let Some(e) = expiring
+                .iter_mut()
+                .find(|e| e.certificate_arn == a.certificate_arn)
+            {
+                e.targets.push(a.target.clone());
             }
             note_problem(&mut st, &a, alert);
+        }
+        if matches!(group, FIXING | UNFIXED | WAITING) {
+            notices.push(drift(&ctx, &a, &result));
         }
         if let Some(why) = &result.unfixed {
             note_problem(&mut st, &a, why);
@@ -323,6 +350,8 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
     }
     ctx.put_entries(ROWS, &entries).await?;
     ctx.put_entries(children::CHILDREN, &children).await?;
+    notices.extend(expiring.into_iter().map(Notice::CertificateExpiring));
+    let unpublished = outcomes::publish(&deps.notifier, ctx.job_id().as_str(), &notices).await;
     // Counted as they start, so that `collect`'s notes say "n of N" before the end.
     st.tally.started += children.len() as u32;
     st.pages += 1;
@@ -337,10 +366,38 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
         st.counts.alerts,
         st.counts.unfixed
     );
+    let note = match unpublished {
+        Some(e) => format!("{note}; {e}"),
+        None => note,
+    };
     if st.cursor.is_some() {
         return Ok(Outcome::poll(st, deps.config.pace).with_note(note));
     }
     Ok(Outcome::next("collect", st).with_note(note))
+}
+
+/// `certflow Drift Found` for a row the run acts on, or cannot fix.
+fn drift(ctx: &StepContext, a: &Assessment, r: &RowResult) -> Notice {
+    let lagging: Vec<String> = a
+        .lagging
+        .iter()
+        .chain(&a.offline_lagging)
+        .cloned()
+        .collect();
+    let acted = r.unfixed.is_none() && r.job_id.is_some();
+    Notice::DriftFound(DriftFound {
+        certificate_arn: a.certificate_arn.clone(),
+        target: a.target.clone(),
+        cert_name: a.cert_name.clone(),
+        acm_serial: a.acm_serial.clone(),
+        exported_serial: a.exported_serial.clone(),
+        lagging: lagging.len() as u32,
+        servers: lagging.into_iter().take(DRIFT_SERVERS).collect(),
+        action: if acted { a.action.word() } else { "none" }.to_string(),
+        job_id: r.job_id.clone(),
+        why: r.unfixed.clone().unwrap_or_else(|| a.why.clone()),
+        reconcile_job_id: ctx.job_id().to_string(),
+    })
 }
 
 fn note_problem(st: &mut ReconcileState, a: &Assessment, why: &str) {
@@ -350,7 +407,7 @@ fn note_problem(st: &mut ReconcileState, a: &Assessment, why: &str) {
     }
 }
 
-async fn collect(_deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> StepResultOf {
+async fn collect(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> StepResultOf {
     let running = children::poll(&ctx).await?;
     if running > 0 {
         let delay = children::poll_delay(st.polls);
@@ -379,6 +436,26 @@ async fn collect(_deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> 
     if st.tally.started > 0 {
         note.push_str(&format!("; {}", st.tally.summary("job(s)")));
     }
+    // Sent whatever the run found: a summary that stops coming says the schedule broke.
+    let summary = Notice::ReconcileSummary(ReconcileSummary {
+        job_id: ctx.job_id().to_string(),
+        rows: c.rows,
+        in_sync: c.in_sync,
+        exports: c.exports,
+        installs: c.installs,
+        alerts: c.alerts,
+        unfixed: c.unfixed + st.tally.unsuccessful,
+        first_problems: st
+            .first_problems
+            .iter()
+            .cloned()
+            .chain(st.tally.first_failures.iter().cloned())
+            .take(FIRST_PROBLEMS)
+            .collect(),
+    });
+    if let Some(e) = outcomes::publish(&deps.notifier, ctx.job_id().as_str(), &[summary]).await {
+        note.push_str(&format!("; {e}"));
+    }
     Ok(Outcome::succeed(st).with_note(note))
 }
 
@@ -395,8 +472,19 @@ pub fn workflow(deps: Deps) -> Workflow<ReconcileState> {
     let wf = Workflow::new(NAME)
         .deadline(Duration::from_secs(24 * 3600))
         .step_with("scan", policy, move |ctx, st| scan(d.clone(), ctx, st));
+    let notifier = deps.notifier.clone();
     let d = deps;
     wf.step_with("collect", policy, move |ctx, st| {
         collect(d.clone(), ctx, st)
+    })
+    .on_end(move |ended, _: ReconcileState| {
+        let notifier = notifier.clone();
+        async move {
+            if ended.status != engine::JobStatus::Failed {
+                return;
+            }
+            let notice = outcomes::job_failed(&ended, None, None, None);
+            outcomes::publish(&notifier, ended.job_id.as_str(), &[notice]).await;
+        }
     })
 }
