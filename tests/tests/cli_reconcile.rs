@@ -220,7 +220,8 @@ async fn a_dry_run_shows_each_rows_drift_action_and_why_and_changes_nothing() {
     for expected in [
         format!("Tier={} shop  {}\n", d.shop_tag, d.shop_arn),
         format!("  export: ACM's certificate is serial {serial}, the target was last sent serial 0: a renewal that was not exported\n"),
-        "  servers: 2 carry the target, 0 run the exported serial; lagging: ".to_string(),
+        // They run the exported serial: it is the export that is behind ACM.
+        "  servers: 2 carry the target, 2 run the exported serial\n".to_string(),
         format!("Tier={} web  {}\n", d.web_tag, d.web_arn),
         format!("  install: 1 of 2 server(s) carrying Tier={} do not run serial", d.web_tag),
         format!("  servers: 2 carry the target, 1 run the exported serial; lagging: {}\n", d.joined),
@@ -316,7 +317,10 @@ async fn a_run_fixes_the_drift_and_the_inventory_shows_what_lags() {
     assert_eq!(shop["AcmSerial"], serial.as_str());
     assert_eq!(shop["AcmStatus"], "ISSUED");
     assert_eq!(shop["Serial"], "0");
-    assert_eq!(shop["CurrentServers"], 0, "its servers run another serial");
+    assert_eq!(
+        shop["CurrentServers"], 2,
+        "its servers run the exported serial; the export is behind ACM"
+    );
     for field in [
         "TagKeyValue",
         "CertExpiryDate",
