@@ -44,8 +44,15 @@ if cmp -s "$template" "$with_api"; then
   echo "could not switch EnableApi's default in a copy of $template" >&2
   exit 1
 fi
+# Likewise the optional alerts topic (AlertEmail, default empty).
+with_alerts=.local/certflow-with-alerts.yaml
+sed '/^  AlertEmail:$/,/^  [A-Za-z]/ s/^    Default: ""$/    Default: "ops@example.com"/' "$template" >"$with_alerts"
+if cmp -s "$template" "$with_alerts"; then
+  echo "could not switch AlertEmail's default in a copy of $template" >&2
+  exit 1
+fi
 LOG_LEVEL=ERROR .venv-lint/bin/checkov --quiet --compact --skip-download \
-  --framework cloudformation -f "$template" -f "$with_api"
+  --framework cloudformation -f "$template" -f "$with_api" -f "$with_alerts"
 
 echo "==> building"
 cargo build --workspace --bins --locked
