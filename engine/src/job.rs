@@ -192,6 +192,8 @@ pub enum EventKind {
     Cancelled,
     /// An operator restarted a failed job from the step that failed.
     Retried,
+    /// An outside signal woke a job waiting on a timer: its step is due now.
+    Woken,
 }
 
 impl EventKind {
@@ -206,6 +208,7 @@ impl EventKind {
             EventKind::Failed => "failed",
             EventKind::Cancelled => "cancelled",
             EventKind::Retried => "retried",
+            EventKind::Woken => "woken",
         }
     }
 
@@ -220,6 +223,7 @@ impl EventKind {
             EventKind::Failed,
             EventKind::Cancelled,
             EventKind::Retried,
+            EventKind::Woken,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -92,9 +92,9 @@ pub use clock::{Clock, SystemClock};
 pub use entries::{Entry, EntryPage, Groups};
 pub use error::{JobsError, QueueError, StepError, StoreError};
 pub use job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
-pub use ops::{Created, Jobs, NewJob};
+pub use ops::{Created, Jobs, NewJob, Wake};
 pub use request::RequestKey;
-pub use worker::{Intake, IntakeParser, Worker, WorkerConfig};
+pub use worker::{Intake, IntakeParser, Intent, Signal, Worker, WorkerConfig};
 pub use workflow::{
     Ended, Outcome, Registry, StepContext, StepPolicy, StopReason, Transition, Workflow,
 };

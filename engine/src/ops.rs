@@ -90,6 +90,15 @@ struct Inner {
     actor: String,
 }
 
+/// What [`Jobs::wake`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wake {
+    /// The job's step is due now; its record after the wake-up.
+    Woken(Box<JobRecord>),
+    /// Nothing changed, and why (the signal was late, early, repeated, or for another step).
+    Ignored(String),
+}
+
 /// A handle for operations on jobs. Cheap to clone.
 #[derive(Clone)]
 pub struct Jobs {
@@ -359,6 +368,52 @@ impl Jobs {
         }
         self.send_traced(&record, Duration::ZERO).await?;
         Ok(record)
+    }
+
+    /// Wakes job `id` if it waits on a timer at `step` (rule 12 of [`crate::transition`]):
+    /// the step runs now instead of at its timer, and the history records `reason`. A
+    /// signal that comes too late, too early or twice — the job running, at another step,
+    /// due already, or ended — changes nothing and returns [`Wake::Ignored`] with why.
+    pub async fn wake(&self, id: &JobId, step: &str, reason: &str) -> Result<Wake, JobsError> {
+        let old = self.get(id).await?;
+        let driven_by = format!("wake:{}", uuid::Uuid::new_v4());
+        let wake = self.wake_record(&old, step, reason, driven_by).await?;
+        if let Wake::Woken(record) = &wake {
+            self.send_traced(record, Duration::ZERO).await?;
+        }
+        Ok(wake)
+    }
+
+    /// The wake-up's commit alone, driven by `driven_by`: whoever calls it hands the job
+    /// on (a task, or the signal's own message, which `DrivenBy` makes valid for it).
+    pub(crate) async fn wake_record(
+        &self,
+        old: &JobRecord,
+        step: &str,
+        reason: &str,
+        driven_by: String,
+    ) -> Result<Wake, JobsError> {
+        let now = self.inner.clock.now();
+        let (record, event) =
+            match transition::woken(old, step, now, driven_by, &self.inner.actor, reason) {
+                Ok(pair) => pair,
+                Err(Refusal(why)) => return Ok(Wake::Ignored(why)),
+            };
+        match self
+            .inner
+            .store
+            .commit_unleased(old.version, now, &record, &event)
+            .await
+        {
+            Ok(()) => Ok(Wake::Woken(Box::new(record))),
+            // Someone moved the job meanwhile (a worker took it, another signal woke it):
+            // what this signal asked for has happened or is moot.
+            Err(CommitError::Conflict) => Ok(Wake::Ignored(format!(
+                "job {} changed meanwhile",
+                old.job_id
+            ))),
+            Err(CommitError::Store(e)) => Err(e.into()),
+        }
     }
 
     /// Sends the task for `record`'s current version, carrying its trace context.

@@ -36,6 +36,11 @@
 //!     next step boundary (rule 3).
 //! 11. **Timers** longer than the queue's longest delay are chained: the task arrives early,
 //!     finds the step not yet due and is sent again for the rest (`task_delay`).
+//! 12. **Wake-ups.** An outside signal naming a job and the step it expects makes that step
+//!     due now, if the job waits there on a timer and nobody holds it; anything else (a
+//!     running, ended or already due job, another step) refuses it and changes nothing.
+//!     The commit is an ordinary versioned one (rule 8), so the timer's task turns stale
+//!     (`woken`).
 
 use std::time::Duration;
 
@@ -47,7 +52,9 @@ mod lease;
 mod operator;
 
 pub(crate) use lease::{judge, take_lease, Verdict};
-pub(crate) use operator::{cancellable, created, needs_first_task, retried, Creation, Refusal};
+pub(crate) use operator::{
+    cancellable, created, needs_first_task, retried, woken, Creation, Refusal,
+};
 
 /// The version of a job's record when it is created; every commit adds one (rule 8).
 pub const FIRST_VERSION: u64 = 1;

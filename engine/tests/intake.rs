@@ -57,7 +57,9 @@ impl Rig {
             queue: Arc::new(intake.clone()),
             parse: Arc::new(move |d| {
                 seen.fetch_max(d.receive_count, Ordering::SeqCst);
-                NewJob::new("slow", Some(&d.body), &0u32).map_err(|e| e.to_string())
+                NewJob::new("slow", Some(&d.body), &0u32)
+                    .map(Into::into)
+                    .map_err(|e| e.to_string())
             }),
         };
         Rig {

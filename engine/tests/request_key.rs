@@ -126,7 +126,7 @@ fn an_intake_request_reusing_a_key_for_another_payload_is_dead_lettered() {
             queue: Arc::new(rig.intake.clone()),
             parse: Arc::new(|d| {
                 let v: Value = serde_json::from_str(&d.body).map_err(|e| e.to_string())?;
-                Ok(new_job(&v))
+                Ok(new_job(&v).into())
             }),
         };
         let worker = Worker::new(

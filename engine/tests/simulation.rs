@@ -9,9 +9,10 @@
 //! twice at once, the history agreeing with the record, and a bounded number of messages
 //! per job.
 //!
-//! Three scenarios: jobs created by the operator, with and without lost messages (the
-//! sweeper's case), and jobs requested on an intake queue, where the request is also the
-//! job's first wake-up.
+//! Four scenarios: jobs created by the operator, with and without lost messages (the
+//! sweeper's case); jobs requested on an intake queue, where the request is also the job's
+//! first wake-up; and jobs whose long poll is cut short by outside signals (rule 12 of
+//! `engine::transition`) that arrive early, late, twice, for the wrong step, or never.
 //!
 //! `SIM_SEEDS=n` sets how many seeds run (default 1000); `SIM_SEED=s` replays one.
 
@@ -25,8 +26,8 @@ use engine::backend::memory::{Faults, MemoryJobStore, MemoryTaskQueue, QueueChao
 use engine::backend::{JobStore, TaskQueue};
 use engine::clock::{SharedClock, TokioClock};
 use engine::{
-    EventKind, Intake, JobId, JobStatus, Jobs, NewJob, Outcome, Registry, StepError, StepPolicy,
-    Worker, WorkerConfig, Workflow,
+    EventKind, Intake, Intent, JobId, JobStatus, Jobs, NewJob, Outcome, Registry, Signal,
+    StepError, StepPolicy, Worker, WorkerConfig, Workflow,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -42,10 +43,17 @@ struct SimState {
     polls: u32,
     /// Virtual milliseconds step `e` takes (beyond the lease: needs heartbeats).
     long_ms: u64,
+    /// Seconds step `c` waits between polls.
+    #[serde(default = "default_poll_secs")]
+    poll_secs: u64,
     /// Whether step `e` ends the job as failed.
     fail_at_end: bool,
     /// Steps completed, as the state saw them.
     trail: Vec<String>,
+}
+
+fn default_poll_secs() -> u64 {
+    30
 }
 
 /// Records which steps are executing, to catch two executions of one step at once.
@@ -123,7 +131,8 @@ fn workflow(tracker: Arc<Tracker>) -> Workflow<SimState> {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if s.polls > 0 {
                 s.polls -= 1;
-                return Ok(Outcome::poll(s, Duration::from_secs(30)));
+                let wait = Duration::from_secs(s.poll_secs);
+                return Ok(Outcome::poll(s, wait));
             }
             s.trail.push("c".into());
             Ok(Outcome::next_after("d", s, Duration::from_secs(10)))
@@ -213,11 +222,19 @@ struct Config {
     /// Jobs are requested on an intake queue (created by the worker that takes the
     /// request) instead of created by the operator.
     intake: bool,
+    /// Step `c` polls every half hour, and signals on an events queue wake it: some early
+    /// (before the job polls), some late (after it moved on), some for another step, some
+    /// duplicated by the queue, some lost.
+    wakes: bool,
 }
+
+/// Half an hour: a poll a wake-up should cut short.
+const LONG_POLL_SECS: u64 = 1800;
 
 #[derive(Debug, Default)]
 struct Figures {
     crashes: u32,
+    wakes: usize,
     commits: usize,
     sends: usize,
     max_sends_per_job: usize,
@@ -272,6 +289,7 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
                 flaky: r.random_range(0..3),
                 polls: r.random_range(0..3),
                 long_ms: r.random_range(0..(LEASE.as_millis() as u64 * 3)),
+                poll_secs: if cfg.wakes { LONG_POLL_SECS } else { 30 },
                 fail_at_end: r.random_bool(0.2),
                 trail: Vec::new(),
             }
@@ -290,10 +308,54 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
             ids.push((created.record.job_id, state.fail_at_end));
         }
     }
+    // Signals: up to four per job, at random times over the first hour, each for step `c`
+    // (its long poll) or `d` (the short timer before it); the queue duplicates and loses
+    // some.
+    let signals = MemoryTaskQueue::new(
+        clock.clone(),
+        seed ^ 0x5197,
+        QueueChaos {
+            duplicate: 0.2,
+            lose: 0.2,
+        },
+    );
+    if cfg.wakes {
+        let mut planned = Vec::new();
+        {
+            let mut r = rng.lock().unwrap();
+            for (id, _) in &ids {
+                for _ in 0..r.random_range(0..=4) {
+                    let at = Duration::from_secs(r.random_range(0..3600));
+                    let step = if r.random_bool(0.8) { "c" } else { "d" };
+                    planned.push((at, id.clone(), step));
+                }
+            }
+        }
+        planned.sort_by_key(|(at, _, _)| *at);
+        let q = signals.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for (at, id, step) in planned {
+                tokio::time::sleep_until(start + at).await;
+                let body = serde_json::json!({ "wake": id.as_str(), "step": step }).to_string();
+                let _ = q.send(&body, Duration::ZERO, &[]).await;
+            }
+        });
+    }
+    let signal: engine::IntakeParser = Arc::new(|d| {
+        let v: serde_json::Value = serde_json::from_str(&d.body).map_err(|e| e.to_string())?;
+        Ok(Intent::Wake(Signal {
+            job: JobId::new(v["wake"].as_str().ok_or("no job")?),
+            step: v["step"].as_str().ok_or("no step")?.to_string(),
+            reason: "simulated signal".into(),
+        }))
+    });
     let parse: engine::IntakeParser = Arc::new(|d| {
         let v: serde_json::Value = serde_json::from_str(&d.body).map_err(|e| e.to_string())?;
         let key = v["key"].as_str().ok_or("no key")?;
-        NewJob::new("sim", Some(key), &v["state"]).map_err(|e| e.to_string())
+        NewJob::new("sim", Some(key), &v["state"])
+            .map(Into::into)
+            .map_err(|e| e.to_string())
     });
 
     let spawn_worker = |slot: usize, generation: u32| {
@@ -324,14 +386,24 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
             ..WorkerConfig::default()
         };
         let worker = Worker::new(jobs, config);
-        let intake = cfg.intake.then(|| Intake {
-            queue: Arc::new(requests.view(chaos.clone())),
-            parse: Arc::clone(&parse),
+        let mut intakes = Vec::new();
+        if cfg.intake {
+            intakes.push(Intake {
+                queue: Arc::new(requests.view(chaos.clone())),
+                parse: Arc::clone(&parse),
+            });
+        }
+        if cfg.wakes {
+            intakes.push(Intake {
+                queue: Arc::new(signals.view(chaos.clone())),
+                parse: Arc::clone(&signal),
+            });
+        }
+        let handle = tokio::spawn(async move {
+            worker
+                .run_with_intakes(intakes, std::future::pending())
+                .await
         });
-        let handle =
-            tokio::spawn(
-                async move { worker.run_with_intake(intake, std::future::pending()).await },
-            );
         *chaos.abort.lock().unwrap() = Some(handle.abort_handle());
         handle
     };
@@ -443,6 +515,24 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
         if history[0].kind != EventKind::Created {
             return Err(format!("job {id}: first event is {:?}", history[0].kind));
         }
+        // A wake-up only ever cut a wait at the step it named, right after the job began
+        // waiting there: a late, early, repeated or misdirected one changed nothing.
+        for (i, e) in history.iter().enumerate() {
+            if e.kind != EventKind::Woken {
+                continue;
+            }
+            let before = &history[i.saturating_sub(1)];
+            if before.to_step != e.step
+                || before.to_status != JobStatus::Waiting
+                || before.kind == EventKind::Woken
+            {
+                return Err(format!(
+                    "job {id}: woken at {} after {:?} to {} at {}",
+                    e.step, before.kind, before.to_status, before.to_step
+                ));
+            }
+            figures.wakes += 1;
+        }
         match rec.status {
             JobStatus::Succeeded if *planned_failure => {
                 return Err(format!("job {id} succeeded but was planned to fail"))
@@ -506,6 +596,7 @@ fn run_many(name: &str, cfg: &Config) {
                 total.sends += f.sends;
                 total.max_sends_per_job = total.max_sends_per_job.max(f.max_sends_per_job);
                 total.virtual_secs += f.virtual_secs;
+                total.wakes += f.wakes;
             }
             Err(e) => {
                 eprintln!("{name}: seed {seed} FAILED: {e}\n  replay: SIM_SEED={seed} cargo test -p certflow-engine --test simulation {name}");
@@ -514,7 +605,7 @@ fn run_many(name: &str, cfg: &Config) {
         }
     }
     println!(
-        "{name}: {} seeds, {} failed; {} worker crashes, {} commits, {} task sends ({:.2} per commit, max {} per job), {} virtual hours",
+        "{name}: {} seeds, {} failed; {} worker crashes, {} commits, {} task sends ({:.2} per commit, max {} per job), {} wake-ups, {} virtual hours",
         seeds.len(),
         failures.len(),
         total.crashes,
@@ -522,9 +613,14 @@ fn run_many(name: &str, cfg: &Config) {
         total.sends,
         total.sends as f64 / total.commits.max(1) as f64,
         total.max_sends_per_job,
+        total.wakes,
         total.virtual_secs / 3600
     );
     assert!(failures.is_empty(), "{name}: failing seeds {failures:?}");
+    assert!(
+        !cfg.wakes || total.wakes > 0,
+        "{name}: no signal ever woke a job: the scenario tests nothing"
+    );
 }
 
 /// The protocol alone (no sweeper) survives crashes at every operation, stalls past the
@@ -542,6 +638,7 @@ fn crashes_duplicates_and_stalls_lose_no_job() {
             lose: 0.0,
             sweeper: false,
             intake: false,
+            wakes: false,
         },
     );
 }
@@ -561,6 +658,7 @@ fn sweeper_recovers_lost_messages() {
             lose: 0.05,
             sweeper: true,
             intake: false,
+            wakes: false,
         },
     );
 }
@@ -582,6 +680,28 @@ fn intake_requests_survive_crashes_duplicates_and_stalls() {
             lose: 0.0,
             sweeper: false,
             intake: true,
+            wakes: false,
+        },
+    );
+}
+
+/// Signals that wake a waiting step (rule 12), delivered early, late, twice, for the wrong
+/// step, or lost, among crashes, stalls and duplicated tasks: a wake-up only ever cuts the
+/// wait it names, and a job whose signals were all lost finishes on its timer.
+#[test]
+fn wake_ups_early_late_duplicated_or_lost_change_only_the_wait_they_name() {
+    run_many(
+        "wake_ups_early_late_duplicated_or_lost_change_only_the_wait_they_name",
+        &Config {
+            jobs: 4,
+            workers: 3,
+            crash: 0.02,
+            stall: 0.01,
+            duplicate: 0.05,
+            lose: 0.0,
+            sweeper: false,
+            intake: false,
+            wakes: true,
         },
     );
 }

@@ -1,5 +1,5 @@
 //! The rules for changes made from outside a step: creating a job, an operator's retry
-//! (rule 9) and cancel (rule 10).
+//! (rule 9) and cancel (rule 10), and a wake-up by an outside signal (rule 12).
 
 use super::{FIRST_EVENT, FIRST_VERSION};
 use crate::job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
@@ -132,6 +132,58 @@ pub(crate) fn retried(
             .last_error
             .as_ref()
             .map(|e| format!("previous error: {e}")),
+        worker: actor.to_string(),
+    };
+    Ok((record, event))
+}
+
+/// Rule 12: an outside signal (e.g. an AWS event saying what a step waits for has
+/// happened) wakes a job whose step `step` waits on a timer: the step is due now, and
+/// everything else about the job is as it was. A signal that finds the job anywhere else —
+/// running, at another step, already due, ended — is refused, so that a late, early or
+/// repeated signal changes nothing; the timer then runs as it would have. The timer's own
+/// task becomes stale (the version moves on) and is deleted when it arrives.
+pub(crate) fn woken(
+    old: &JobRecord,
+    step: &str,
+    now: Millis,
+    driven_by: String,
+    actor: &str,
+    reason: &str,
+) -> Result<(JobRecord, HistoryEvent), Refusal> {
+    let refuse = |why: String| Err(Refusal(format!("job {} {why}", old.job_id)));
+    if old.status.is_terminal() {
+        return refuse(format!("is {}", old.status));
+    }
+    if old.step != step {
+        return refuse(format!("is at step {}, not {step}", old.step));
+    }
+    if old.lease_live(now) {
+        return refuse("is running".into());
+    }
+    if old.next_wake_at <= now {
+        return refuse("is due already".into());
+    }
+    if old.cancel_requested {
+        return refuse("is being cancelled".into());
+    }
+    let mut record = old.clone();
+    record.version += 1;
+    record.updated_at = now;
+    record.next_wake_at = now;
+    record.driven_by = Some(driven_by);
+    record.history_count += 1;
+    let event = HistoryEvent {
+        seq: record.history_count,
+        at: now,
+        kind: EventKind::Woken,
+        step: record.step.clone(),
+        attempt: record.attempt,
+        duration_ms: None,
+        to_step: record.step.clone(),
+        to_status: record.status,
+        error: None,
+        note: Some(reason.to_string()),
         worker: actor.to_string(),
     };
     Ok((record, event))

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::backend::{Delivery, TaskQueue};
-use crate::job::Millis;
+use crate::job::{JobId, Millis};
 use crate::ops::{Jobs, NewJob};
 
 pub use config::WorkerConfig;
@@ -57,9 +57,35 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
-/// Turns an intake message into a job, or says why it cannot be one (the message then goes
-/// to the intake queue's dead-letter queue with that reason).
-pub type IntakeParser = Arc<dyn Fn(&Delivery) -> Result<NewJob, String> + Send + Sync>;
+/// Turns an intake message into a job or a wake-up, or says why it cannot be either (the
+/// message then goes to the intake queue's dead-letter queue with that reason).
+pub type IntakeParser = Arc<dyn Fn(&Delivery) -> Result<Intent, String> + Send + Sync>;
+
+/// What an intake message asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intent {
+    /// A new job (or, for a message delivered again, the job it made).
+    Start(NewJob),
+    /// Wake a job waiting on a timer ([`crate::Jobs::wake`]).
+    Wake(Signal),
+}
+
+impl From<NewJob> for Intent {
+    fn from(new: NewJob) -> Self {
+        Intent::Start(new)
+    }
+}
+
+/// A wake-up for one job: what its step waits for has happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    /// The job.
+    pub job: JobId,
+    /// The step it should be waiting at; a job anywhere else is not woken.
+    pub step: String,
+    /// What happened, for the history.
+    pub reason: String,
+}
 
 /// An intake queue and how to read it.
 #[derive(Clone)]

@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::config::{RECEIVE_BACKOFF_BASE, RECEIVE_BACKOFF_MAX_DOUBLINGS};
 use super::run::report_panic;
-use super::{Intake, Worker};
+use super::{Intake, Intent, Worker};
 
 impl Worker {
     /// Receives from one queue (the task queue, or an intake queue) until told to stop,
@@ -86,7 +86,8 @@ impl Worker {
                             match parse {
                                 None => me.handle(q, d).await,
                                 Some(parse) => match parse(&d) {
-                                    Ok(new) => me.start(q, d, new).await,
+                                    Ok(Intent::Start(new)) => me.start(q, d, new).await,
+                                    Ok(Intent::Wake(signal)) => me.signal(q, d, signal).await,
                                     Err(reason) => {
                                         warn!(message_id = %d.message_id, %reason, "intake message refused; dead-lettering it");
                                         me.dead_letter(&q, &d, &reason).await;

@@ -14,11 +14,11 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::config::TAKEOVER_MARGIN;
 use super::lease::Hold;
-use super::{metrics, millis, Phase, Worker};
+use super::{metrics, millis, Phase, Signal, Worker};
 use crate::backend::{Acquired, Commit, Delivery, LeaseRequest, Task, TaskQueue};
-use crate::error::CommitError;
+use crate::error::{CommitError, JobsError};
 use crate::job::{EventKind, JobId, JobRecord, Millis};
-use crate::ops::{task_body, trace_attributes, NewJob};
+use crate::ops::{task_body, trace_attributes, NewJob, Wake};
 use crate::transition::{
     self, Decision, FuseLease, Happened, Preflight, StepLookup, Then, Turn, FIRST_VERSION,
 };
@@ -87,6 +87,55 @@ impl Worker {
                 self.drive(source, hold.d, &existing.job_id, FIRST_VERSION)
                     .await;
             }
+        }
+    }
+
+    /// Wakes the job a signal names (rule 12 of [`crate::transition`]) and runs its step
+    /// at once, the signal's own message driving it (the wake-up names it in `DrivenBy`,
+    /// so it is valid for the job as a task would be, and no task round trip is needed).
+    /// Should this worker die after the wake-up's commit, the message comes back, finds the
+    /// job woken by it, and drives it then. A signal that changes nothing is deleted; only
+    /// a failure to read or write the job leaves the message, to come back.
+    pub async fn signal(&self, source: Arc<dyn TaskQueue>, d: Delivery, s: Signal) {
+        let jobs = &self.inner.jobs;
+        let old = match jobs.get(&s.job).await {
+            Ok(old) => old,
+            Err(JobsError::NotFound(_)) => {
+                info!(job_id = %s.job, "wake-up for a job that does not exist; ignored");
+                self.delete_signal(&source, &d).await;
+                return;
+            }
+            Err(e) => {
+                warn!(job_id = %s.job, error = %e, "wake-up failed; the message will come back");
+                return;
+            }
+        };
+        if old.driven_by.as_deref() == Some(d.message_id.as_str()) && !old.status.is_terminal() {
+            debug!(job_id = %s.job, "this wake-up woke the job before: it drives it now");
+            self.drive(source, d, &s.job, old.version).await;
+            return;
+        }
+        match jobs
+            .wake_record(&old, &s.step, &s.reason, d.message_id.clone())
+            .await
+        {
+            Ok(Wake::Woken(rec)) => {
+                info!(job_id = %s.job, step = %s.step, version = rec.version, reason = %s.reason, "job woken");
+                self.drive(source, d, &s.job, rec.version).await;
+            }
+            Ok(Wake::Ignored(why)) => {
+                debug!(job_id = %s.job, step = %s.step, %why, "wake-up changed nothing");
+                self.delete_signal(&source, &d).await;
+            }
+            Err(e) => {
+                warn!(job_id = %s.job, error = %e, "wake-up failed; the message will come back")
+            }
+        }
+    }
+
+    async fn delete_signal(&self, source: &Arc<dyn TaskQueue>, d: &Delivery) {
+        if let Err(e) = source.delete(&d.receipt).await {
+            debug!(error = %e, "could not delete the wake-up; it comes back and changes nothing");
         }
     }
 

@@ -1,4 +1,4 @@
-//! Rules 9 and 10 and creation: the changes made from outside a step.
+//! Rules 9, 10 and 12 and creation: the changes made from outside a step.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{idle, record, HOUR, NOW};
 use crate::job::{EventKind, JobId, JobStatus};
 use crate::transition::{
-    cancellable, created, needs_first_task, retried, Creation, FIRST_EVENT, FIRST_VERSION,
+    cancellable, created, needs_first_task, retried, woken, Creation, FIRST_EVENT, FIRST_VERSION,
 };
 
 // Rule 9: retry from the failed step.
@@ -104,4 +104,91 @@ fn a_new_job_is_pending_at_its_first_step_with_its_created_event() {
     assert_eq!(rec.driven_by.as_deref(), Some("m-9"));
     assert_eq!(event.worker, "w#3");
     assert!(!needs_first_task(&rec, NOW), "its creator is running it");
+}
+
+// Rule 12: wake-ups.
+
+/// A job waiting at step `wait` on a timer due in ten minutes.
+fn waiting() -> crate::job::JobRecord {
+    let mut rec = idle(record());
+    rec.status = JobStatus::Waiting;
+    rec.step = "wait".into();
+    rec.attempt = 0;
+    rec.next_wake_at = NOW + 600_000;
+    rec
+}
+
+#[test]
+fn a_wake_up_makes_the_waiting_step_due_now_and_nothing_else() {
+    let old = waiting();
+    let (rec, event) = woken(
+        &old,
+        "wait",
+        NOW,
+        "wake:x".into(),
+        "events",
+        "command c-1 Success",
+    )
+    .unwrap();
+    assert_eq!(rec.next_wake_at, NOW);
+    assert_eq!(rec.version, old.version + 1, "the timer's task turns stale");
+    assert_eq!(rec.driven_by.as_deref(), Some("wake:x"));
+    assert_eq!(
+        (
+            rec.status,
+            &rec.step,
+            rec.attempt,
+            &rec.data,
+            rec.deadline_at
+        ),
+        (
+            old.status,
+            &old.step,
+            old.attempt,
+            &old.data,
+            old.deadline_at
+        )
+    );
+    assert_eq!(event.kind, EventKind::Woken);
+    assert_eq!(event.note.as_deref(), Some("command c-1 Success"));
+    assert_eq!(event.seq, old.history_count + 1);
+    assert_eq!(
+        (event.worker.as_str(), event.to_status),
+        ("events", JobStatus::Waiting)
+    );
+}
+
+#[test]
+fn a_late_early_repeated_or_misdirected_wake_up_changes_nothing() {
+    let woke = |rec: &crate::job::JobRecord, step: &str| {
+        woken(rec, step, NOW, "w".into(), "events", "r")
+            .map(|_| ())
+            .map_err(|e| e.0)
+    };
+    assert!(woke(&waiting(), "wait").is_ok());
+    // Another step: the signal is for a wait the job is not in (early, or late).
+    let err = woke(&waiting(), "install").unwrap_err();
+    assert!(err.contains("is at step wait, not install"), "{err}");
+    // Repeated: the first wake-up made it due.
+    let (again, _) = woken(&waiting(), "wait", NOW, "w".into(), "events", "r").unwrap();
+    assert!(woke(&again, "wait").unwrap_err().contains("is due already"));
+    // Running: a worker holds it.
+    let mut running = waiting();
+    running.lease_owner = Some("w1#1".into());
+    running.lease_until = Some(NOW + 60_000);
+    assert!(woke(&running, "wait").unwrap_err().contains("is running"));
+    // Ended.
+    for status in [
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ] {
+        let mut ended = waiting();
+        ended.status = status;
+        assert!(woke(&ended, "wait").unwrap_err().contains(status.as_str()));
+    }
+    // Being cancelled: its own task is on the way.
+    let mut cancelling = waiting();
+    cancelling.cancel_requested = true;
+    assert!(woke(&cancelling, "wait").is_err());
 }
