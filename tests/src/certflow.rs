@@ -170,6 +170,10 @@ impl Env {
         config.kms_key_id = names.kms_key_id.clone();
         config.inventory_table = names.inventory_table.clone();
         config.document_name = names.document_name.clone();
+        // Nothing sends SSM's command status events here unless a test publishes them:
+        // the looks at a batch stay as frequent as before wake-ups (tests/tests/wake.rs
+        // sets its own ceiling).
+        config.wait_poll_max = Duration::from_secs(15);
         configure(&mut config);
         let deps = Deps {
             clients: workflows::aws::Clients::new(&client_sdk),

@@ -1,7 +1,7 @@
-//! `certflow bootstrap` (the built binary) on the emulator: the four EventBridge rules —
+//! `certflow bootstrap` (the built binary) on the emulator: the five EventBridge rules —
 //! renewal, attention, new-servers (EC2 instances entering `running`) and reconcile (a
 //! schedule) — exist with the code's patterns and schedule, each targeting the events
-//! queue, whose policy admits exactly those four rules; run again with another schedule,
+//! queue, whose policy admits exactly those five rules; run again with another schedule,
 //! the reconcile rule follows it; a malformed schedule is refused before anything is made.
 //!
 //! The binary is the one `cargo build --workspace --bins` put next to this test's
@@ -83,7 +83,16 @@ impl Names {
     fn settings(&self, schedule: &str) -> RuleSettings {
         let mut s = RuleSettings::new(&self.prefix, vec!["aws.acm".into(), self.source.clone()]);
         s.reconcile_schedule = schedule.parse().unwrap();
+        s.document_name = self.var("CERTFLOW_DOCUMENT_NAME");
         s
+    }
+
+    fn var(&self, name: &str) -> String {
+        self.vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -166,13 +175,13 @@ async fn rules_are_the_codes(sdk: &aws_config::SdkConfig, names: &Names, setting
         );
         arns.push(got.arn().unwrap().to_string());
     }
-    assert_eq!(arns.len(), 4);
-    assert_eq!(allowed, json!(arns), "the Allow names the four rules");
-    assert_eq!(not_denied, json!(arns), "the Deny excepts the four rules");
+    assert_eq!(arns.len(), 5);
+    assert_eq!(allowed, json!(arns), "the Allow names the five rules");
+    assert_eq!(not_denied, json!(arns), "the Deny excepts the five rules");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_creates_the_four_rules_and_follows_the_schedule() {
+async fn bootstrap_creates_the_five_rules_and_follows_the_schedule() {
     let sdk = emulator().await;
     let names = Names::new();
 
@@ -186,7 +195,7 @@ async fn bootstrap_creates_the_four_rules_and_follows_the_schedule() {
         .iter()
         .filter(|r| r["Kind"] == json!("rule"))
         .collect();
-    assert_eq!(rules.len(), 4, "{ready:#}");
+    assert_eq!(rules.len(), 5, "{ready:#}");
     assert!(
         rules[3]["Detail"]
             .as_str()

@@ -380,14 +380,28 @@ fn tables_queues_rules_and_settings_are_the_codes() {
         match spec.trigger {
             workflows::events::Trigger::Pattern(pattern) => {
                 let mut in_template = rule["EventPattern"].clone();
-                if id == "NewServersRule" {
-                    // aws.ec2, then the sources: a list parameter cannot be prefixed in
-                    // place, so the template joins and splits it again.
+                if id == "NewServersRule" || id == "CommandsRule" {
+                    // aws.ec2 (aws.ssm), then the sources: a list parameter cannot be
+                    // prefixed in place, so the template joins and splits it again.
+                    let native = if id == "NewServersRule" {
+                        workflows::events::EC2_SOURCE
+                    } else {
+                        workflows::events::SSM_SOURCE
+                    };
                     assert_eq!(
                         in_template["source"],
-                        json!({ "Fn::Split": [",", { "Fn::Join": [",", [workflows::events::EC2_SOURCE, { "Fn::Join": [",", { "Ref": "EventSources" }] }]] }] })
+                        json!({ "Fn::Split": [",", { "Fn::Join": [",", [native, { "Fn::Join": [",", { "Ref": "EventSources" }] }]] }] })
                     );
-                    in_template["source"] = json!([workflows::events::EC2_SOURCE, "SOURCES"]);
+                    in_template["source"] = json!([native, "SOURCES"]);
+                    if id == "CommandsRule" {
+                        // The stack's own document.
+                        assert_eq!(
+                            in_template["detail"]["document-name"],
+                            json!([{ "Ref": "DocumentName" }])
+                        );
+                        in_template["detail"]["document-name"] =
+                            json!([settings.document_name.clone()]);
+                    }
                 } else {
                     assert_eq!(in_template["source"], json!({ "Ref": "EventSources" }));
                     in_template["source"] = json!(sources);
@@ -716,7 +730,7 @@ fn statements_on<'a>(t: &'a Value, id: &str, queue: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// The events queue: EventBridge may send for the four rules, everyone else is denied. The
+/// The events queue: EventBridge may send for the five rules, everyone else is denied. The
 /// intake queue: nothing is allowed by the queue policy, and everyone but the producers
 /// (and the API's role) is denied.
 fn queue_policies_let_only_the_rules_and_the_producers_send(t: &Value) {
@@ -724,7 +738,8 @@ fn queue_policies_let_only_the_rules_and_the_producers_send(t: &Value) {
         get_att("RenewalRule", "Arn"),
         get_att("AttentionRule", "Arn"),
         get_att("NewServersRule", "Arn"),
-        get_att("ReconcileRule", "Arn")
+        get_att("ReconcileRule", "Arn"),
+        get_att("CommandsRule", "Arn")
     ]);
     let queues = |id: &str| props(t, id)["Queues"].clone();
     assert_eq!(
@@ -800,6 +815,7 @@ fn rule_id(suffix: &str) -> &'static str {
         suffix::ATTENTION => "AttentionRule",
         suffix::NEW_SERVERS => "NewServersRule",
         suffix::RECONCILE => "ReconcileRule",
+        suffix::COMMANDS => "CommandsRule",
         other => panic!("a rule {other} the template lacks"),
     }
 }
@@ -1413,6 +1429,7 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
     let sources: Vec<String> = o("EventSources").split(',').map(String::from).collect();
     let mut settings = workflows::events::RuleSettings::new(o("RulePrefix"), sources);
     settings.reconcile_schedule = "rate(2 hours)".parse().unwrap();
+    settings.document_name = o("DocumentName");
     for spec in workflows::events::rules(&settings) {
         let rule = &spec.name;
         let got = eb.describe_rule().name(rule).send().await.unwrap();
@@ -1428,6 +1445,9 @@ async fn the_stack_runs_an_export_and_a_renewal_end_to_end() {
         }
         if rule.ends_with(workflows::events::suffix::NEW_SERVERS) {
             assert_eq!(got.arn(), Some(o("NewServersRuleArn").as_str()));
+        }
+        if rule.ends_with(workflows::events::suffix::COMMANDS) {
+            assert_eq!(got.arn(), Some(o("CommandsRuleArn").as_str()));
         }
         let targets = eb.list_targets_by_rule().rule(rule).send().await.unwrap();
         assert_eq!(targets.targets().len(), 1, "{rule}");

@@ -240,13 +240,15 @@ pub(crate) async fn bootstrap(
 }
 
 /// The EventBridge rules bootstrap creates: named after `--rule-prefix`, matching
-/// `--event-sources`, the reconcile on `--reconcile-schedule`.
+/// `--event-sources`, the reconcile on `--reconcile-schedule`, and the status changes of
+/// `--document-name`'s commands.
 fn rule_settings(global: &Global, args: &BootstrapArgs) -> workflows::events::RuleSettings {
     let mut settings = workflows::events::RuleSettings::new(
         global.names.rule_prefix.clone(),
         global.names.event_sources.clone(),
     );
     settings.reconcile_schedule = args.reconcile_schedule.clone();
+    settings.document_name = global.names.document_name.clone();
     settings
 }
 
@@ -390,7 +392,7 @@ mod notifier_tests {
     }
 
     #[test]
-    fn bootstrap_makes_four_rules_with_the_schedule_asked_for() {
+    fn bootstrap_makes_five_rules_with_the_schedule_asked_for() {
         let cli = Cli::try_parse_from([
             "certflow",
             "--rule-prefix",
@@ -419,7 +421,8 @@ mod notifier_tests {
                 "cf-renewal",
                 "cf-attention",
                 "cf-new-servers",
-                "cf-reconcile"
+                "cf-reconcile",
+                "cf-commands"
             ]
         );
     }

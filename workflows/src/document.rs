@@ -14,6 +14,9 @@ use aws_sdk_ssm::types::{DocumentFormat, DocumentType};
 /// The document's YAML, with the default allow-list.
 pub const CONTENT: &str = include_str!("../../deploy/ssm/Install-ACMCertificate.yaml");
 
+/// The document's name unless `CERTFLOW_DOCUMENT_NAME` says otherwise.
+pub const DEFAULT_NAME: &str = "Install-ACMCertificate";
+
 /// The services `ReloadService` may name unless the deployment says otherwise.
 pub const DEFAULT_RELOAD_SERVICES: [&str; 4] = ["nginx", "apache2", "httpd", "haproxy"];
 

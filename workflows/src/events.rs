@@ -3,7 +3,7 @@
 //! rules, and an explicit Deny of `sqs:SendMessage` for every other principal, so that no
 //! identity policy in the account (`sqs:*` on `*`) can forge an event.
 //!
-//! Four rules, all on the default bus and all targeting the events queue:
+//! Five rules, all on the default bus and all targeting the events queue:
 //!
 //! - `<prefix>-renewal`: ACM renewed a certificate (export it again);
 //! - `<prefix>-attention`: ACM events that need a person;
@@ -11,7 +11,10 @@
 //!   that starts the reconcile, which converges the inventory on what ACM and the servers
 //!   hold;
 //! - `<prefix>-new-servers`: an EC2 instance entered `running`, so that a server that joins
-//!   a target tag gets its certificate without waiting for the next schedule.
+//!   a target tag gets its certificate without waiting for the next schedule;
+//! - `<prefix>-commands`: SSM's status change of an install command that ended, which
+//!   wakes the job waiting for it (its `CertflowJob` parameter names the job), so that a
+//!   batch's end is seen at once instead of at the next poll.
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,6 +39,13 @@ pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 pub const EC2_SOURCE: &str = "aws.ec2";
 /// The source of the events a scheduled rule sends (their `resources` hold the rule's ARN).
 pub const SCHEDULED_SOURCE: &str = "aws.events";
+/// The `detail-type` of SSM's Run Command status changes, one per command when it ends;
+/// `<prefix>-commands` matches those of the install document.
+pub const COMMAND_STATUS_CHANGE: &str = "EC2 Command Status-change Notification";
+/// The source of SSM's events.
+pub const SSM_SOURCE: &str = "aws.ssm";
+/// The command statuses that end a command (what `<prefix>-commands` sends).
+pub const FINAL_COMMAND_STATUSES: &[&str] = &["Success", "Failed", "TimedOut", "Cancelled"];
 /// How often the reconcile runs unless `--reconcile-schedule` says otherwise: often enough
 /// that drift is found the same day, seldom enough that reading every inventory row and
 /// describing every certificate stays cheap.
@@ -51,6 +61,8 @@ pub mod suffix {
     pub const RECONCILE: &str = "reconcile";
     /// EC2 instances entering `running`.
     pub const NEW_SERVERS: &str = "new-servers";
+    /// Install commands that ended.
+    pub const COMMANDS: &str = "commands";
 }
 
 /// Errors creating the rules.
@@ -190,17 +202,33 @@ pub struct RuleSettings {
     pub sources: Vec<String>,
     /// When the reconcile runs.
     pub reconcile_schedule: Schedule,
+    /// The install document whose commands' status changes wake their jobs.
+    pub document_name: String,
 }
 
 impl RuleSettings {
-    /// Rules named `<prefix>-…` matching `sources`, with the default reconcile schedule.
+    /// Rules named `<prefix>-…` matching `sources`, with the default reconcile schedule and
+    /// install document name.
     pub fn new(prefix: impl Into<String>, sources: Vec<String>) -> Self {
         RuleSettings {
             prefix: prefix.into(),
             sources,
             reconcile_schedule: Schedule::default(),
+            document_name: crate::document::DEFAULT_NAME.to_string(),
         }
     }
+}
+
+/// SSM's status changes of `document`'s commands that ended (from `aws.ssm` or one of
+/// `sources`).
+pub fn commands_pattern(sources: &[String], document: &str) -> serde_json::Value {
+    let mut all = vec![SSM_SOURCE.to_string()];
+    all.extend(sources.iter().filter(|s| *s != SSM_SOURCE).cloned());
+    json!({
+        "source": all,
+        "detail-type": [COMMAND_STATUS_CHANGE],
+        "detail": { "document-name": [document], "status": FINAL_COMMAND_STATUSES }
+    })
 }
 
 /// The event patterns, by rule-name suffix: renewals, the ACM events that need a person,
@@ -263,7 +291,7 @@ pub struct RuleSpec {
 }
 
 /// Every rule, in the order [`ensure_rules`] creates them (and returns their ARNs):
-/// renewal, attention, new-servers, reconcile.
+/// renewal, attention, new-servers, reconcile, commands.
 pub fn rules(settings: &RuleSettings) -> Vec<RuleSpec> {
     let mut out: Vec<RuleSpec> = patterns(&settings.sources)
         .into_iter()
@@ -281,6 +309,11 @@ pub fn rules(settings: &RuleSettings) -> Vec<RuleSpec> {
         name: format!("{}-{}", settings.prefix, suffix::RECONCILE),
         trigger: Trigger::Schedule(settings.reconcile_schedule.clone()),
         description: "certflow: the reconcile's schedule, to the events queue",
+    });
+    out.push(RuleSpec {
+        name: format!("{}-{}", settings.prefix, suffix::COMMANDS),
+        trigger: Trigger::Pattern(commands_pattern(&settings.sources, &settings.document_name)),
+        description: "certflow: install commands that ended, to the events queue",
     });
     out
 }

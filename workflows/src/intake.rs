@@ -17,10 +17,14 @@
 //! (the engine compares the requests' digests). Every job made here carries the message's SQS `SenderId` as the
 //! label [`engine::schema::SENDER_ID_LABEL`].
 
-use engine::{schema, Delivery, NewJob};
+use engine::{schema, Delivery, Intent, NewJob, Signal};
 
 use crate::acm_event::{self, Envelope};
-use crate::events::{EC2_SOURCE, EC2_STATE_CHANGE, SCHEDULED_EVENT, SCHEDULED_SOURCE};
+use crate::events::{
+    COMMAND_STATUS_CHANGE, EC2_SOURCE, EC2_STATE_CHANGE, SCHEDULED_EVENT, SCHEDULED_SOURCE,
+    SSM_SOURCE,
+};
+use crate::export_certificate::JOB_PARAMETER;
 use crate::export_certificate::{self, ExportRequest};
 use crate::renew_certificate::{self, alert, RenewState};
 use crate::{new_server, reconcile};
@@ -78,8 +82,65 @@ impl IntakeConfig {
 
     /// The parser the engine's intake loop calls.
     pub fn parser(self) -> engine::IntakeParser {
-        std::sync::Arc::new(move |d: &Delivery| parse(&self, d))
+        std::sync::Arc::new(move |d: &Delivery| read(&self, d))
     }
+}
+
+/// Reads one intake message: a job to start ([`parse`]), or, on the events queue, SSM's
+/// status change of a certflow install command, which wakes the job waiting for it.
+pub fn read(config: &IntakeConfig, d: &Delivery) -> Result<Intent, String> {
+    if config.kind == IntakeKind::Events && d.body.len() <= MAX_BODY {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&d.body) {
+            if value.get("detail-type").and_then(|t| t.as_str()) == Some(COMMAND_STATUS_CHANGE) {
+                return command_signal(config, &value).map(Intent::Wake);
+            }
+        }
+    }
+    parse(config, d).map(Intent::Start)
+}
+
+/// The wake-up an SSM command status event asks for: the job its `CertflowJob` parameter
+/// names, at its `wait` step. A wake-up can only make a waiting job look now instead of
+/// later, so a forged or stale one changes nothing but the time of a look.
+fn command_signal(config: &IntakeConfig, v: &serde_json::Value) -> Result<Signal, String> {
+    let source = v.get("source").and_then(|s| s.as_str()).unwrap_or("");
+    if source != SSM_SOURCE && !config.sources.iter().any(|s| s == source) {
+        return Err(format!(
+            "event source {source:?} is not accepted for {COMMAND_STATUS_CHANGE} (accepted: {SSM_SOURCE}, {})",
+            config.sources.join(", ")
+        ));
+    }
+    let detail = v.get("detail").cloned().unwrap_or_default();
+    let text = |name: &str| detail.get(name).and_then(|x| x.as_str()).unwrap_or("");
+    let command = text("command-id");
+    let status = text("status");
+    let job = detail
+        .get("parameters")
+        .and_then(|p| p.get(JOB_PARAMETER))
+        .and_then(|j| j.get(0).or(Some(j)))
+        .and_then(|j| j.as_str())
+        .unwrap_or("");
+    if uuid::Uuid::parse_str(job).is_err() || job.len() != 36 {
+        return Err(format!(
+            "{COMMAND_STATUS_CHANGE} of command {:?} has no {JOB_PARAMETER} parameter naming a job: not a certflow install command (or one from a document before wake-ups)",
+            command.chars().take(64).collect::<String>()
+        ));
+    }
+    let printable = |s: &str| {
+        s.chars()
+            .take(64)
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect::<String>()
+    };
+    Ok(Signal {
+        job: engine::JobId::new(job.to_ascii_lowercase()),
+        step: "wait".to_string(),
+        reason: format!(
+            "SSM command {} is {}",
+            printable(command),
+            printable(status)
+        ),
+    })
 }
 
 /// Parses one intake message.

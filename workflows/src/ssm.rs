@@ -231,20 +231,35 @@ async fn describe_servers(
 /// send fails (the document may have been updated: the next attempt describes it again).
 #[derive(Debug, Default)]
 pub(crate) struct DocumentHashes {
-    /// (document name, its SHA-256 hash).
-    cached: Mutex<Option<(String, String)>>,
+    /// (document name, what is pinned).
+    cached: Mutex<Option<(String, Pinned)>>,
 }
 
+/// The install document's version a command is pinned to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pinned {
+    /// Its SHA-256 hash.
+    pub(crate) hash: String,
+    /// Whether it declares [`JOB_PARAMETER`] (documents from before wake-ups do not, and
+    /// SSM refuses a parameter a document does not declare).
+    pub(crate) names_job: bool,
+}
+
+/// The install document's parameter that names the job a command is for: SSM's command
+/// status events carry the command's parameters, so the event can wake that job.
+pub const JOB_PARAMETER: &str = "CertflowJob";
+
 impl DocumentHashes {
-    /// The SHA-256 hash of `document`'s default version (DescribeDocument, unless cached).
+    /// The SHA-256 hash of `document`'s default version, and whether it names the job
+    /// (DescribeDocument, unless cached).
     pub(crate) async fn get(
         &self,
         ssm: &aws_sdk_ssm::Client,
         document: &str,
-    ) -> Result<String, StepError> {
-        if let Some((name, hash)) = self.lock().as_ref() {
+    ) -> Result<Pinned, StepError> {
+        if let Some((name, pinned)) = self.lock().as_ref() {
             if name == document {
-                return Ok(hash.clone());
+                return Ok(pinned.clone());
             }
         }
         let out = ssm
@@ -269,8 +284,15 @@ impl DocumentHashes {
             .filter(|h| !h.is_empty())
             .ok_or_else(|| StepError::retry(format!("DescribeDocument {document}: no hash")))?
             .to_string();
-        *self.lock() = Some((document.to_string(), hash.clone()));
-        Ok(hash)
+        let pinned = Pinned {
+            hash,
+            names_job: d
+                .parameters()
+                .iter()
+                .any(|p| p.name() == Some(JOB_PARAMETER)),
+        };
+        *self.lock() = Some((document.to_string(), pinned.clone()));
+        Ok(pinned)
     }
 
     /// Forgets the cached hash (after a send failed).
@@ -278,7 +300,7 @@ impl DocumentHashes {
         *self.lock() = None;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, Pinned)>> {
         // The cache holds no invariant a panicking holder could break.
         self.cached.lock().unwrap_or_else(|e| e.into_inner())
     }

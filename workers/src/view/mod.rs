@@ -84,6 +84,7 @@ pub(crate) fn outcome(e: &HistoryEvent) -> String {
         EventKind::Failed => "FAILED".into(),
         EventKind::Cancelled => "CANCELLED".into(),
         EventKind::Retried => format!("retried by {} → {}", e.worker, e.to_step),
+        EventKind::Woken => "woken: runs now".into(),
     }
 }
 

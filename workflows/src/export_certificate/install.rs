@@ -108,7 +108,12 @@ pub(super) async fn install(
             parameters.push(("VerifyName", name));
         }
     }
-    let hash = hashes.get(&deps.clients.ssm, &cfg.document_name).await?;
+    let pinned = hashes.get(&deps.clients.ssm, &cfg.document_name).await?;
+    if pinned.names_job {
+        // SSM's command status event carries it: the event wakes this job's `wait`.
+        parameters.push((ssm::JOB_PARAMETER, ctx.job_id().to_string()));
+    }
+    let hash = pinned.hash;
     let command = ssm::Command {
         document: &cfg.document_name,
         instance_ids: &members,

@@ -32,7 +32,7 @@ use sha2::Digest;
 
 use crate::inventory::InventoryRow;
 
-pub use crate::ssm::{valid_max_concurrency, valid_max_errors, InstanceStatus};
+pub use crate::ssm::{valid_max_concurrency, valid_max_errors, InstanceStatus, JOB_PARAMETER};
 pub use request::{ExportRequest, InvalidRequest};
 pub use rollout::{Rollout, ServerResult, Staging};
 pub use state::{Cause, ExportState, InstallOnly, InstanceResult};
@@ -87,7 +87,15 @@ pub struct ExportConfig {
     pub agent_timeout: Duration,
     /// The EventBridge bus certflow's outcome events go to (`None`: none are published).
     pub event_bus: Option<String>,
+    /// The longest pause between two looks at a batch's command. SSM's command status
+    /// event wakes `wait` as soon as a batch ends, so the looks are only the fallback for a
+    /// lost event.
+    pub wait_poll_max: Duration,
 }
+
+/// Default [`ExportConfig::wait_poll_max`]: a lost command status event costs at most a
+/// minute; a received one ends the wait at once.
+pub const DEFAULT_WAIT_POLL_MAX: Duration = Duration::from_secs(60);
 
 /// Default batch size after the canary: a tenth of the servers (at least one, at most
 /// 50), so that a fleet of 100 installs in ten batches of a few seconds each, and a
@@ -121,6 +129,7 @@ impl ExportConfig {
             reconcile: crate::reconcile::ReconcileConfig::default(),
             agent_timeout: crate::new_server::DEFAULT_AGENT_TIMEOUT,
             event_bus: Some("default".into()),
+            wait_poll_max: DEFAULT_WAIT_POLL_MAX,
         }
     }
 }

@@ -63,9 +63,11 @@ pub(super) async fn wait(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) 
                     s.request.target()
                 )));
             }
+            // 2 s growing by half each time, up to the configured ceiling: SSM's command
+            // status event usually wakes this step first.
             let delay =
-                Duration::from_millis((2_000.0 * 1.5f64.powi(s.wait_polls.min(10) as i32)) as u64)
-                    .min(Duration::from_secs(15));
+                Duration::from_millis((2_000.0 * 1.5f64.powi(s.wait_polls.min(20) as i32)) as u64)
+                    .min(deps.config.wait_poll_max);
             s.wait_polls += 1;
             return Ok(Outcome::poll(s, delay));
         }

@@ -178,3 +178,59 @@ fn an_ec2_running_event_starts_a_new_server_job_and_nothing_else_does() {
         .unwrap_or_default();
     assert!(err.contains("is not accepted"), "{err}");
 }
+
+fn command_event(source: &str, job: serde_json::Value) -> String {
+    serde_json::json!({
+        "version": "0", "id": "ev-2", "detail-type": COMMAND_STATUS_CHANGE, "source": source,
+        "account": "123456789012", "time": "2026-12-05T10:00:00Z", "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "command-id": "0b1c2d3e-aaaa-bbbb-cccc-0123456789ab",
+            "document-name": "Install-ACMCertificate",
+            "expire-after": "2026-12-05T12:00:00.000Z",
+            "parameters": {"CertName": ["web"], "CertflowJob": job},
+            "requested-date-time": "2026-12-05T09:59:00.000Z",
+            "status": "Success"
+        }
+    })
+    .to_string()
+}
+
+#[test]
+fn an_install_command_s_status_event_wakes_its_job_s_wait() {
+    let events = IntakeConfig::events(vec![acm_event::ACM_SOURCE.into()]);
+    let job = "9f1c2e4a-0b3d-5e6f-8a9b-0c1d2e3f4a5b";
+    let body = command_event(SSM_SOURCE, serde_json::json!([job]));
+    match read(&events, &delivery(&body, None)) {
+        Ok(Intent::Wake(s)) => {
+            assert_eq!(s.job.as_str(), job);
+            assert_eq!(s.step, "wait");
+            assert_eq!(
+                s.reason,
+                "SSM command 0b1c2d3e-aaaa-bbbb-cccc-0123456789ab is Success"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without the parameter (another document, or one from before wake-ups): refused,
+    // with the reason.
+    for bad in [
+        serde_json::json!(null),
+        serde_json::json!(["x; rm -rf /"]),
+        serde_json::json!([]),
+    ] {
+        let err = read(&events, &delivery(&command_event(SSM_SOURCE, bad), None))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("no CertflowJob parameter"), "{err}");
+    }
+    // Another source is refused; on the request queue it is refused as any envelope is.
+    let err = read(
+        &events,
+        &delivery(&command_event("custom.ssm", serde_json::json!([job])), None),
+    )
+    .err()
+    .unwrap_or_default();
+    assert!(err.contains("is not accepted"), "{err}");
+    assert!(read(&IntakeConfig::requests(), &delivery(&body, None)).is_err());
+}
