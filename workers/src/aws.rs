@@ -86,6 +86,7 @@ pub(crate) fn export_deps(
     config.reconcile.pace = Duration::from_millis(e.reconcile_pace_ms);
     config.agent_timeout = Duration::from_secs(e.agent_timeout_secs);
     config.event_bus = global.names.notification_bus().map(str::to_string);
+    config.wait_poll_max = Duration::from_secs(e.wait_poll_max_secs);
     workflows::export_certificate::Deps {
         clients: workflows::aws::Clients::new(sdk),
         config,

@@ -241,6 +241,17 @@ pub(crate) struct ExportArgs {
         global = true
     )]
     pub(crate) reconcile_pace_ms: u64,
+    /// Longest pause, in seconds, between two looks at an install batch. SSM's command
+    /// status event (the `<prefix>-commands` rule) wakes the job as soon as a batch ends;
+    /// the looks are the fallback when an event is lost.
+    #[arg(
+        long,
+        env = "CERTFLOW_WAIT_POLL_MAX_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(2..=900),
+        global = true
+    )]
+    pub(crate) wait_poll_max_secs: u64,
 }
 
 /// A parser for an SSM limit (`MaxConcurrency`, `MaxErrors`) that `valid` accepts.
