@@ -1100,6 +1100,70 @@ fn secrets_policies_bind_secrets_to_their_target() {
 /// Issue 14: the worker publishes its outcome events on the default bus (the container's
 /// CERTFLOW_EVENT_BUS), reads the whole inventory for the reconcile, and has what the
 /// reconcile's exports and installs need.
+/// No task at rest by default, and scaling that needs no paid metric: the two alarms read
+/// only the queues' own (free) metrics, and set exactly the tasks the backlog wants.
+#[test]
+fn the_service_scales_to_zero_on_the_queues_own_metrics() {
+    let t = template();
+    let param = |name: &str| t["Parameters"][name]["Default"].clone();
+    assert_eq!(param("MinTasks"), json!(0));
+    assert_eq!(param("ContainerInsights"), json!("disabled"));
+    assert_eq!(
+        props(&t, "Cluster")["ClusterSettings"],
+        json!([{ "Name": "containerInsights", "Value": { "Ref": "ContainerInsights" } }])
+    );
+    assert_eq!(
+        props(&t, "ScalableTarget")["MinCapacity"],
+        json!({ "Ref": "MinTasks" })
+    );
+    for (alarm, policy, comparison) in [
+        (
+            "WorkQueuedAlarm",
+            "ScaleToBacklogPolicy",
+            "GreaterThanOrEqualToThreshold",
+        ),
+        ("QuietAlarm", "ScaleInPolicy", "LessThanThreshold"),
+    ] {
+        let a = props(&t, alarm);
+        assert_eq!(a["ComparisonOperator"], json!(comparison), "{alarm}");
+        assert_eq!(a["AlarmActions"], json!([{ "Ref": policy }]), "{alarm}");
+        let metrics = a["Metrics"].as_array().unwrap();
+        let namespaces: Vec<&Value> = metrics
+            .iter()
+            .filter_map(|m| m.get("MetricStat"))
+            .map(|m| &m["Metric"]["Namespace"])
+            .collect();
+        assert_eq!(
+            namespaces.len(),
+            6,
+            "{alarm}: visible and in flight, three queues"
+        );
+        assert!(
+            namespaces.iter().all(|n| **n == json!("AWS/SQS")),
+            "{alarm}"
+        );
+        let wanted = metrics
+            .iter()
+            .find(|m| m["ReturnData"] == json!(true))
+            .unwrap();
+        assert_eq!(
+            wanted["Expression"],
+            json!({ "Fn::Sub": "CEIL((FILL(iv,0)+FILL(ii,0)+FILL(ev,0)+FILL(ei,0)+FILL(tv,0)+FILL(ti,0)) / ${BacklogPerTask})" })
+        );
+        let p = &props(&t, policy)["StepScalingPolicyConfiguration"];
+        assert_eq!(p["AdjustmentType"], json!("ExactCapacity"), "{policy}");
+    }
+    assert_eq!(props(&t, "QuietAlarm")["EvaluationPeriods"], json!(15));
+    assert_eq!(
+        props(&t, "QuietAlarm")["TreatMissingData"],
+        json!("breaching")
+    );
+    assert!(
+        !template_text().contains("ECS/ContainerInsights"),
+        "no alarm or policy depends on Container Insights"
+    );
+}
+
 #[test]
 fn the_task_role_can_publish_outcomes_and_reconcile() {
     let t = template();

@@ -527,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn four_rules_the_acm_ones_unchanged() {
+    fn five_rules_the_acm_ones_unchanged() {
         let sources = vec!["aws.acm".to_string(), "custom.aws.acm".to_string()];
         let mut settings = RuleSettings::new("cf", sources.clone());
         settings.reconcile_schedule = "cron(0 6 * * ? *)".parse().unwrap();
@@ -539,7 +539,8 @@ mod tests {
                 "cf-renewal",
                 "cf-attention",
                 "cf-new-servers",
-                "cf-reconcile"
+                "cf-reconcile",
+                "cf-commands"
             ]
         );
         assert_eq!(
@@ -573,8 +574,21 @@ mod tests {
             rules[3].trigger,
             Trigger::Schedule("cron(0 6 * * ? *)".parse().unwrap())
         );
-        // aws.ec2 among the sources is not listed twice.
+        assert_eq!(
+            rules[4].trigger,
+            Trigger::Pattern(json!({
+                "source": ["aws.ssm", "aws.acm", "custom.aws.acm"],
+                "detail-type": ["EC2 Command Status-change Notification"],
+                "detail": {
+                    "document-name": ["Install-ACMCertificate"],
+                    "status": ["Success", "Failed", "TimedOut", "Cancelled"]
+                }
+            }))
+        );
+        // aws.ec2 (aws.ssm) among the sources is not listed twice.
         let with_ec2 = new_servers_pattern(&["aws.ec2".to_string()]);
         assert_eq!(with_ec2["source"], json!(["aws.ec2"]));
+        let with_ssm = commands_pattern(&["aws.ssm".to_string()], "D");
+        assert_eq!(with_ssm["source"], json!(["aws.ssm"]));
     }
 }
