@@ -72,6 +72,9 @@
 //! assert_eq!(jobs.get(&id).await.unwrap().status, JobStatus::Succeeded);
 //! # }
 //! ```
+// A worker must not panic on what it reads or is told: every failure is an error value.
+// Unit tests may unwrap (a panic there is a failed test).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod backend;

@@ -14,6 +14,7 @@
 //! never panics on it.
 
 pub mod certflow;
+pub mod command;
 pub mod fleet;
 pub mod proxy;
 pub mod subscriber;

@@ -1,6 +1,7 @@
 //! A subscriber to certflow's outcome events, as a user makes one (docs/events.md,
 //! *Subscribing*): an SQS queue, and an EventBridge rule on the default bus with a pattern
-//! that sends it the events it wants.
+//! that sends it the events it wants. Like the rest of this crate it runs only in tests:
+//! a call that fails panics, which fails the test that asked for it.
 
 use std::time::Duration;
 

@@ -9,11 +9,11 @@
 //! interface, regenerate them with `UPDATE_SNAPSHOTS=1` and review the diff.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use certflow_tests::certflow::{certflow_bin, Env};
+use certflow_tests::command::Out;
 use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
 use certflow_tests::unique;
 use certflow_tests::worker_process::{LogDir, WorkerCommand, WorkerProcess};
@@ -24,30 +24,6 @@ use workflows::export_certificate;
 
 fn emulator_url() -> String {
     std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run deploy/local/test.sh)")
-}
-
-/// What a command printed and how it exited.
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
-    }
-}
-
-impl fmt::Display for Out {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
 }
 
 /// A certflow on the emulator, with the settings the binary reads.
@@ -96,11 +72,7 @@ impl Cf {
         .await
         .unwrap_or_else(|_| panic!("certflow {args:?} did not finish"))
         .expect("run certflow");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        out.into()
     }
 
     /// Starts `certflow worker` talking to `endpoint` (the emulator, or a proxy to it);
@@ -784,11 +756,7 @@ async fn bare(args: &[&str]) -> Out {
         .output()
         .await
         .expect("run certflow");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    out.into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,11 +8,11 @@
 //! more instance carrying a target after its export.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use certflow_tests::certflow::Env;
+use certflow_tests::command::{self, Out};
 use certflow_tests::fleet::{Behaviour, Fleet};
 use certflow_tests::unique;
 use engine::{JobId, JobStatus};
@@ -23,35 +23,6 @@ fn emulator_url() -> String {
     std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run deploy/local/test.sh)")
 }
 
-/// What a command printed and how it exited.
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
-    }
-
-    fn ok(self) -> Out {
-        assert_eq!(self.code, 0, "{self}");
-        self
-    }
-}
-
-impl fmt::Display for Out {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// Runs `certflow ARGS` on `env`'s resources, with `vars` set besides.
 async fn certflow(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Out {
     let mut cmd = env.certflow_command(&emulator_url());
@@ -59,17 +30,7 @@ async fn certflow(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Out {
     for (k, v) in vars {
         cmd.env(k, v);
     }
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("certflow {args:?} did not finish"))
-        .expect("run certflow");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    command::run(cmd, Duration::from_secs(180)).await
 }
 
 fn payload(arn: &str, name: &str, key: &str, value: &str) -> String {
@@ -353,7 +314,7 @@ async fn a_run_fixes_the_drift_and_the_inventory_shows_what_lags() {
     for expected in [
         "started: reconcile job ",
         " SUCCEEDED at step collect after ",
-        "2 row(s): 0 in sync, 1 export(s) and 1 install(s) started, 0 alert(s), 0 unfixed; 2 of 2 job(s) succeeded\n",
+        "2 row(s): 0 in sync, 1 export(s), 1 install(s), 0 alert(s), 0 unfixed; 2 of 2 job(s) succeeded\n",
         "\nNot in sync when the run looked\n",
         &format!("Tier={} shop  {}\n  export: ", d.shop_tag, d.shop_arn),
         &format!("Tier={} web  {}\n  install: ", d.web_tag, d.web_arn),
@@ -440,7 +401,7 @@ async fn a_run_fixes_the_drift_and_the_inventory_shows_what_lags() {
     for expected in [
         &format!("lagging: {broken}\n") as &str,
         "FAILED: unfixed",
-        "a run reports it and does not run it again",
+        "certflow does not run it again",
         "disk full",
         "retry it with `certflow jobs retry ",
         "2 row(s): 1 in sync, 0 export(s), 0 install(s), 0 alert(s), 1 unfixed\n",

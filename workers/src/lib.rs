@@ -28,6 +28,9 @@
 //! - [`dlq`]: `certflow dlq list|redrive`.
 //! - [`demo`]: `certflow demo`, demo jobs through a running worker.
 
+// A worker must not panic on what it reads or is told: every failure is an error value.
+// Unit tests may unwrap (a panic there is a failed test).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs, unreachable_pub)]
 // The map above links to private modules: read it with `cargo doc
 // --document-private-items`. The public API is only what `main.rs` needs.

@@ -3,6 +3,9 @@
 //!
 //! Exit codes: 0 success; 1 the command failed or the job it followed did not succeed;
 //! 2 the command line was wrong (clap's own).
+// A worker must not panic on what it reads or is told: every failure is an error value.
+// Unit tests may unwrap (a panic there is a failed test).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::process::ExitCode;
 

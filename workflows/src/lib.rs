@@ -19,6 +19,9 @@
 //! - `secrets`, `ssm`: the Secrets Manager and Systems Manager adapters the export steps use.
 //!
 //! [`registry`] returns every workflow, ready for a worker.
+// A worker must not panic on what it reads or is told: every failure is an error value.
+// Unit tests may unwrap (a panic there is a failed test).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod acm_event;

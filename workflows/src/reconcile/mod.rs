@@ -24,6 +24,7 @@
 
 pub mod assess;
 mod look;
+pub mod outcome;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -36,9 +37,10 @@ use sha2::Digest;
 
 pub use assess::{assess, Action, Assessment, Certificate, Rules, Server};
 pub use look::{certificate, Cursor, Page, Planner};
+pub use outcome::{classify, EndedJob};
 
 use crate::aws::Clients;
-use crate::children::{self, ChildStatus, Tally};
+use crate::children::{self, Tally};
 use crate::export_certificate::{self, Cause};
 use crate::inventory::{self, InventoryRow};
 use crate::notify::{CertificateExpiring, DriftFound, Notice, Notifier, ReconcileSummary};
@@ -241,7 +243,6 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
     let mut expiring: Vec<CertificateExpiring> = Vec::new();
     let now = rfc3339(ctx.now());
     for (row, a) in page.rows {
-        st.counts.rows += 1;
         inventory::observe(
             &deps.clients.dynamodb,
             &deps.inventory_table,
@@ -259,13 +260,7 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
         };
         let new = fixing_job(&row, &a, ctx.job_id().as_str())
             .map_err(|e| StepError::abort(e.to_string()))?;
-        let mut group = match (&a.action, &a.alert) {
-            (Action::Busy { .. }, _) => BUSY,
-            (Action::None, Some(_)) => ALERT,
-            (Action::None, None) if !a.offline_lagging.is_empty() => WAITING,
-            (Action::None, None) => IN_SYNC,
-            _ => FIXING,
-        };
+        let mut ended = None;
         if let Some(new) = new {
             let (child, rec, existed) =
                 children::start(&ctx, new, a.target.clone(), a.cert_name.clone()).await?;
@@ -274,47 +269,23 @@ async fn scan(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> Step
             match child.status {
                 // Its job ended before this run without fixing the row: it is not run
                 // again (it would fail the same way); a person decides.
-                Some(status) if existed => {
-                    let why = match status {
-                        ChildStatus::Succeeded => {
-                            format!("job {} succeeded, yet the row still differs", child.job_id)
-                        }
-                        ChildStatus::Cancelled => format!(
-                            "job {} was cancelled, and certflow does not run it again: export the certificate to the target with `certflow submit --certificate-arn {} --cert-name {} --target {}`",
-                            child.job_id, a.certificate_arn, a.cert_name, a.target
-                        ),
-                        ChildStatus::Failed => format!(
-                            "job {} FAILED{}; retry it with `certflow jobs retry {}`",
-                            child.job_id,
-                            rec.last_error
-                                .as_deref()
-                                .map(|e| format!(": {e}"))
-                                .unwrap_or_default(),
-                            child.job_id
-                        ),
-                    };
-                    result.unfixed = Some(why);
-                    group = UNFIXED;
-                    st.counts.unfixed += 1;
-                }
-                _ => {
-                    match a.action {
-                        Action::Export { .. } => st.counts.exports += 1,
-                        _ => st.counts.installs += 1,
-                    }
-                    children.push(child.entry());
-                }
+                Some(status) if existed => ended = Some((status, rec.last_error.clone())),
+                _ => children.push(child.entry()),
             }
         }
-        match group {
-            IN_SYNC => st.counts.in_sync += 1,
-            BUSY => st.counts.busy += 1,
-            WAITING => st.counts.waiting += 1,
-            _ => {}
-        }
+        let (group, unfixed) = outcome::classify(
+            &a,
+            ended.as_ref().map(|(status, error)| outcome::EndedJob {
+                job_id: result.job_id.as_deref().unwrap_or_default(),
+                status: *status,
+                error: error.as_deref(),
+            }),
+        );
+        result.unfixed = unfixed;
+        let new_alert = a.alert.is_some() && !st.alerted.contains(&a.certificate_arn);
+        st.counts.count(group, &a, new_alert);
         if let Some(alert) = &a.alert {
             if st.alerted.insert(a.certificate_arn.clone()) {
-                st.counts.alerts += 1;
                 expiring.push(CertificateExpiring {
                     certificate_arn: a.certificate_arn.clone(),
                     status: a.acm_status.clone(),
@@ -417,22 +388,7 @@ async fn collect(deps: Arc<Deps>, ctx: StepContext, mut st: ReconcileState) -> S
     }
     st.tally = children::tally(&ctx).await?;
     let c = &st.counts;
-    let mut note = format!(
-        "{} row(s): {} in sync, {} export(s) and {} install(s) started, {} alert(s), {} unfixed",
-        c.rows, c.in_sync, c.exports, c.installs, c.alerts, c.unfixed
-    );
-    if c.busy > 0 {
-        note.push_str(&format!(", {} busy with their export", c.busy));
-    }
-    if c.waiting > 0 {
-        note.push_str(&format!(", {} waiting for offline servers", c.waiting));
-    }
-    if c.unreadable > 0 {
-        note.push_str(&format!(
-            ", {} item(s) not rows certflow wrote",
-            c.unreadable
-        ));
-    }
+    let mut note = c.summary();
     if st.tally.started > 0 {
         note.push_str(&format!("; {}", st.tally.summary("job(s)")));
     }
