@@ -13,8 +13,10 @@
 //! proxy and its simulated fleet, answers a malformed request with an error response and
 //! never panics on it.
 
+pub mod bench;
 pub mod certflow;
 pub mod command;
+pub mod fake_aws;
 pub mod fleet;
 pub mod proxy;
 pub mod subscriber;

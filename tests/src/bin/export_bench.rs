@@ -1,22 +1,38 @@
 //! Export benchmark: runs export jobs on the emulator through a `certflow worker` process
 //! whose every AWS call goes through the fault proxy (no faults, just counting), and prints
 //! the AWS calls per successful job by service and operation, the job wall time from
-//! enqueue to SUCCEEDED, and the same service calls made directly in the same run — the
-//! engine's overhead ratio.
+//! enqueue to SUCCEEDED (p50/p99), the worker process's CPU per job and when idle, and the
+//! same service calls made directly in the same run — the engine's overhead ratio.
+//!
+//! **Keep-alive.** The proxy keeps the worker's connections open whatever the emulator
+//! does (moto answers `Connection: close`; the proxy does not pass that on and opens its
+//! own upstream connections), so the worker's CPU is the engine's and the SDK's, not a TCP
+//! handshake per call. The client connections the worker opened during the jobs are
+//! printed: about none per job after the warm-up job.
+//!
+//! **CPU.** utime + stime of the worker process (`/proc/<pid>/stat`) over the measured
+//! jobs, per job; then over `--idle-secs` of idleness, per second. The release build's
+//! figure is the one that counts: the bench uses `target/release/certflow` when it exists
+//! (`cargo build --release -p certflow`), else the debug build, and says which.
 //!
 //! The install goes to `--servers N` (default 1) servers of the simulated SSM fleet
 //! ([`certflow_tests::fleet`]) tagged for the job; the fleet's SSM calls per job are
-//! printed beside the per-service figures.
+//! printed beside the per-service figures. `--concurrent C` keeps C jobs in flight (the
+//! emulator's storm) instead of one at a time.
 //!
 //! ```text
 //! deploy/local/emulator.sh start && source .local/emulator.env
-//! cargo build -p certflow && cargo run -p certflow-tests --bin export_bench -- 10 --servers 50
+//! cargo build --release -p certflow
+//! cargo run --release -p certflow-tests --bin export_bench -- 20 --idle-secs 30 --json /tmp/export.json
+//! cargo run --release -p certflow-tests --bin export_bench -- 100 --concurrent 20
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use certflow_tests::bench;
 use certflow_tests::certflow::Env;
 use certflow_tests::fleet::Fleet;
 use certflow_tests::proxy::FaultProxy;
@@ -25,15 +41,63 @@ use certflow_tests::worker_process::WorkerCommand;
 use engine::backend::sqs::create_queue_with_dlq;
 use engine::{EventKind, JobStatus};
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let (jobs, servers) = args();
+fn main() {
+    let args = args();
+    // The worker binary: `--worker-bin`, else the release build when there is one (the
+    // CPU figures are a release build's), else the debug build beside this bench.
+    let (bin, build) = match &args.worker_bin {
+        Some(p) => (
+            PathBuf::from(p),
+            if p.contains("/release/") {
+                "release"
+            } else {
+                "debug"
+            },
+        ),
+        None => {
+            let target = bench::target_dir().expect("the cargo target directory");
+            let release = target.join("release/certflow");
+            if release.exists() {
+                (release, "release")
+            } else {
+                (target.join("debug/certflow"), "debug")
+            }
+        }
+    };
+    assert!(
+        bin.exists(),
+        "{} not found: build it (cargo build --release -p certflow) or pass --worker-bin",
+        bin.display()
+    );
+    // `certflow_bin()` reads it; set before any thread starts.
+    std::env::set_var("CERTFLOW_BIN", &bin);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(run(args, bin, build));
+}
+
+async fn run(args: Args, bin: PathBuf, build: &'static str) {
+    let Args {
+        jobs,
+        servers,
+        concurrent,
+        idle_secs,
+        warmup,
+        ..
+    } = args;
     let env = Env::new().await;
     let proxy = FaultProxy::start(
         &std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL"),
         1,
     )
     .await;
+    if concurrent > 1 {
+        // moto's own transactions are not fit for concurrent writers on one table.
+        proxy.isolate_dynamodb_transactions(true);
+    }
     let tasks = unique("bench-tasks");
     create_queue_with_dlq(
         &aws_sdk_sqs::Client::new(&env.sdk),
@@ -54,25 +118,50 @@ async fn main() {
         .env("CERTFLOW_TASKS_QUEUE", &tasks)
         .log_level("warn")
         .spawn();
+    let pid = worker.pid();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let body = |i: usize| {
+        format!(
+            r#"{{"CertificateArn":"{arn}","CertName":"bench-{i}","TargetTagKey":"Tier","TargetTagValue":"{tag}"}}"#
+        )
+    };
+    // Warm-up: the worker's first job opens its connections and caches the install
+    // document's hash; neither is a per-job cost.
+    for i in 0..warmup {
+        let id = env.submit(&body(jobs + i)).await;
+        let rec = env.wait(&id).await;
+        assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+    }
     proxy.clear_calls();
     let fleet_before = Fleet::global().call_counts();
+    let connections_before = proxy.client_connections();
+    let cpu_before = bench::pid_cpu_ms(pid).expect("the worker's /proc stat");
 
-    let mut wall = Duration::ZERO;
+    let started = Instant::now();
+    let mut walls_ms: Vec<f64> = Vec::with_capacity(jobs);
     let mut timers = Duration::ZERO;
     let mut last = None;
-    for i in 0..jobs {
-        let started = Instant::now();
-        let id = env
-            .submit(&format!(
-                r#"{{"CertificateArn":"{arn}","CertName":"bench-{i}","TargetTagKey":"Tier","TargetTagValue":"{tag}"}}"#
-            ))
-            .await;
-        let rec = env.wait(&id).await;
-        wall += started.elapsed();
+    let mut next = 0;
+    let mut pending = tokio::task::JoinSet::new();
+    while next < jobs || !pending.is_empty() {
+        while next < jobs && pending.len() < concurrent {
+            let (i, b) = (next, body(next));
+            next += 1;
+            let submitted = bench::now_ms();
+            let id = env.submit(&b).await;
+            let jobs_api = env.jobs.clone();
+            pending.spawn(async move {
+                let rec = wait_terminal(&jobs_api, &id).await;
+                (i, id, submitted, rec)
+            });
+        }
+        let Some(done) = pending.join_next().await else {
+            break;
+        };
+        let (_, id, submitted, rec) = done.expect("a job waiter");
         assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
-        last = Some(id.clone());
-        // The durable timers the workflow asked for (the wait step's first poll after
+        walls_ms.push((rec.updated_at - submitted).max(0) as f64);
+        // The durable timers the workflow asked for (the wait step's first look after
         // ~2 s): time the job spent waiting by design, not engine overhead.
         let history = env.jobs.history(&id).await.expect("history");
         for pair in history.windows(2) {
@@ -80,10 +169,22 @@ async fn main() {
                 timers += Duration::from_millis((pair[1].at - pair[0].at).max(0) as u64);
             }
         }
+        last = Some(id);
     }
+    let elapsed = started.elapsed();
+    let cpu_jobs = bench::pid_cpu_ms(pid).expect("the worker's /proc stat") - cpu_before;
+    let connections = proxy.client_connections() - connections_before;
     let calls = proxy.calls();
     let fleet_calls = Fleet::global().call_counts();
+
+    // Idle: the worker long-polls its three queues and nothing else happens.
+    let idle_before = bench::pid_cpu_ms(pid).expect("the worker's /proc stat");
+    let idle_calls_before = proxy.calls().len();
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let idle_ms = bench::pid_cpu_ms(pid).expect("the worker's /proc stat") - idle_before;
+    let idle_calls = proxy.calls().len() - idle_calls_before;
     worker.kill();
+    let idle_per_s = idle_ms / idle_secs.max(1) as f64;
 
     let mut by_op: BTreeMap<(String, String), usize> = BTreeMap::new();
     for c in &calls {
@@ -96,8 +197,18 @@ async fn main() {
         .copied()
         .unwrap_or(0);
     let total: usize = by_op.values().sum();
+    let how = if concurrent > 1 {
+        format!("up to {concurrent} at once")
+    } else {
+        "one at a time".to_string()
+    };
     println!(
-        "export-bench: {jobs} jobs, one at a time, {servers} tagged server(s) of the simulated fleet, moto on loopback"
+        "export-bench {}: {jobs} jobs, {how}, after {warmup} warm-up job(s) not counted; {servers} tagged server(s) of the simulated fleet, moto on loopback",
+        bench::today()
+    );
+    println!(
+        "worker: {} ({build} build), every AWS call through the keep-alive fault proxy",
+        bin.display()
     );
     println!("\nAWS calls per successful job, by service and operation:");
     for ((svc, op), n) in &by_op {
@@ -246,64 +357,172 @@ async fn main() {
             .await;
     }
     let direct = direct_started.elapsed() / rounds as u32;
-    let per_job = wall / jobs as u32;
-    let per_job_active = per_job.saturating_sub(timers / jobs as u32);
+    let mean_ms = walls_ms.iter().sum::<f64>() / jobs as f64;
+    let timers_ms = (timers / jobs as u32).as_secs_f64() * 1e3;
+    let active_ms = (mean_ms - timers_ms).max(0.0);
+    let p50 = bench::percentile(&walls_ms, 50.0);
+    let p99 = bench::percentile(&walls_ms, 99.0);
+    let jobs_per_s = jobs as f64 / elapsed.as_secs_f64();
     println!(
-        "\nJob wall time, enqueue to SUCCEEDED:      {:>8.1} ms",
-        per_job.as_secs_f64() * 1e3
+        "\nJob wall time, enqueue to SUCCEEDED:      {mean_ms:>8.1} ms mean, p50 {p50:.0} ms, p99 {p99:.0} ms (record's updated_at − submission)"
     );
-    println!(
-        "  of which durable timers (by design):    {:>8.1} ms",
-        (timers / jobs as u32).as_secs_f64() * 1e3
-    );
-    println!(
-        "  active time:                            {:>8.1} ms",
-        per_job_active.as_secs_f64() * 1e3
-    );
+    println!("  of which durable timers (by design):    {timers_ms:>8.1} ms");
+    println!("  active time:                            {active_ms:>8.1} ms");
     println!(
         "Same service calls made directly:         {:>8.1} ms",
         direct.as_secs_f64() * 1e3
     );
     println!(
         "Engine overhead ratio (active / direct):  {:>8.2}   (target ≤ 1.2; the engine's own calls — jobs table, task queue — are the difference)",
-        per_job_active.as_secs_f64() / direct.as_secs_f64()
+        active_ms / (direct.as_secs_f64() * 1e3)
     );
+    println!(
+        "Throughput:                               {jobs_per_s:>8.2} jobs/s ({jobs} jobs in {:.1} s, {how})",
+        elapsed.as_secs_f64()
+    );
+
+    let cpu_per_job = cpu_jobs / jobs as f64;
+    let total_f = total as f64;
+    println!("\nWorker CPU ({build} build, utime+stime of pid {pid} from /proc, USER_HZ 100):");
+    println!(
+        "  per export job                         {cpu_per_job:>8.2} ms   [target <= 5 ms: {}] ({:.0} ms over {jobs} jobs; {:.3} ms per proxied call, receives included)",
+        if cpu_per_job <= 5.0 { "met" } else { "MISSED" },
+        cpu_jobs,
+        cpu_jobs / total_f.max(1.0)
+    );
+    println!(
+        "  idle                                   {idle_per_s:>8.2} ms per s [target < 1 ms/s: {}] ({idle_ms:.0} ms over {idle_secs} s; {idle_calls} calls meanwhile, long polls of 20 s on 3 queues)",
+        if idle_per_s < 1.0 { "met" } else { "MISSED" },
+    );
+    println!(
+        "Client connections the worker opened to the proxy during the jobs: {connections} ({:.3} per job; the proxy keeps them alive although moto answers `Connection: close`)",
+        connections as f64 / jobs as f64
+    );
+
+    if let Some(path) = &args.json {
+        let calls_per_job: serde_json::Map<String, serde_json::Value> = by_op
+            .iter()
+            .map(|((svc, op), n)| (format!("{svc} {op}"), (*n as f64 / jobs as f64).into()))
+            .collect();
+        let out = serde_json::json!({
+            "kind": "export_bench",
+            "date": bench::today(),
+            "jobs": jobs,
+            "servers": servers,
+            "concurrent": concurrent,
+            "calls_per_job": calls_per_job,
+            "calls_per_job_total": total_f / jobs as f64,
+            "receives_per_job": receives as f64 / jobs as f64,
+            "worker_cpu_ms_per_job": cpu_per_job,
+            "worker_build": build,
+            "idle_cpu_ms_per_s": idle_per_s,
+            "client_connections": connections,
+            "wall_ms_p50": p50,
+            "wall_ms_p99": p99,
+            "jobs_per_s": jobs_per_s,
+        });
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&out).expect("JSON") + "\n",
+        )
+        .unwrap_or_else(|e| panic!("write {path}: {e}"));
+        println!("\nfigures written to {path}");
+    }
+}
+
+/// Waits until job `id` is terminal (polling its record every 100 ms, up to 5 minutes).
+async fn wait_terminal(jobs: &engine::Jobs, id: &engine::JobId) -> engine::JobRecord {
+    let until = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(rec) = jobs.get(id).await {
+            if rec.status.is_terminal() {
+                return rec;
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "job {id} did not finish in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 const USAGE: &str = "\
-usage: export_bench [JOBS] [--servers N]
+usage: export_bench [JOBS] [--servers N] [--concurrent C] [--idle-secs S] [--warmup W]
+                    [--worker-bin PATH] [--json PATH]
 
-Runs JOBS export jobs (default 10), one at a time, through a `certflow worker` process
-whose AWS calls go through the fault proxy, each installing on N servers (default 1) of
-the simulated SSM fleet (a canary, then batches of MaxConcurrency); prints the AWS calls
-per job, the job wall time, and the same service calls made directly.
+Runs JOBS export jobs (default 10) through a `certflow worker` process whose AWS calls go
+through the fault proxy (which keeps the worker's connections alive), each installing on N
+servers (default 1) of the simulated SSM fleet (a canary, then batches of MaxConcurrency);
+prints the AWS calls per job, the job wall time (p50/p99), the worker's CPU per job and
+when idle, the client connections it opened, and the same service calls made directly.
+
+  --concurrent C   keep C jobs in flight (default 1: one at a time)
+  --idle-secs S    after the jobs, measure the idle worker for S seconds (default 30)
+  --warmup W       jobs run first and not counted (default 1: connections, document hash)
+  --worker-bin P   the certflow binary (default target/release/certflow if built, else
+                   target/debug/certflow)
+  --json PATH      also write the figures as JSON
+
 Needs the emulator (deploy/local/emulator.sh start; source .local/emulator.env) and the
-certflow binary (cargo build -p certflow).";
+certflow binary (cargo build --release -p certflow).";
 
-/// The number of jobs (first plain argument, default 10) and `--servers N` (default 1).
-fn args() -> (usize, u32) {
-    let mut jobs = 10;
-    let mut servers = 1;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--help" || a == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        } else if a == "--servers" {
-            servers = args
-                .next()
-                .and_then(|n| n.parse().ok())
-                .filter(|n| *n >= 1)
-                .expect("--servers N (N >= 1)");
-        } else if let Some(n) = a.strip_prefix("--servers=") {
-            servers = n.parse().expect("--servers=N");
-        } else {
-            jobs = a
-                .parse()
-                .ok()
-                .filter(|n| *n >= 1)
-                .unwrap_or_else(|| panic!("the number of jobs (>= 1), not {a:?}\n{USAGE}"));
+struct Args {
+    jobs: usize,
+    servers: u32,
+    concurrent: usize,
+    idle_secs: u64,
+    warmup: usize,
+    worker_bin: Option<String>,
+    json: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        jobs: 10,
+        servers: 1,
+        concurrent: 1,
+        idle_secs: 30,
+        warmup: 1,
+        worker_bin: None,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> String {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .unwrap_or_else(|| panic!("{what} needs a value\n{USAGE}"))
+        };
+        let number = |what: &str, v: String| -> u64 {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{what}: not a number: {v:?}\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--servers" => a.servers = number("--servers", value("--servers")).max(1) as u32,
+            "--concurrent" => {
+                a.concurrent = number("--concurrent", value("--concurrent")).max(1) as usize
+            }
+            "--idle-secs" => a.idle_secs = number("--idle-secs", value("--idle-secs")),
+            "--warmup" => a.warmup = number("--warmup", value("--warmup")) as usize,
+            "--worker-bin" => a.worker_bin = Some(value("--worker-bin")),
+            "--json" => a.json = Some(value("--json")),
+            _ => {
+                a.jobs =
+                    arg.parse().ok().filter(|n| *n >= 1).unwrap_or_else(|| {
+                        panic!("the number of jobs (>= 1), not {arg:?}\n{USAGE}")
+                    });
+            }
         }
     }
-    (jobs, servers)
+    a
 }

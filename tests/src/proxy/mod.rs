@@ -158,6 +158,8 @@ struct State {
     isolator: Isolator,
     next_seq: AtomicU64,
     calls: Mutex<Vec<Call>>,
+    /// Client connections accepted so far (see [`FaultProxy::client_connections`]).
+    connections: AtomicU64,
 }
 
 /// The lock, also when a thread panicked holding it (the data stay usable).
@@ -198,6 +200,7 @@ impl FaultProxy {
             isolator: Isolator::new(),
             next_seq: AtomicU64::new(1),
             calls: Mutex::new(Vec::new()),
+            connections: AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(server::accept_loop(listener, state.clone(), shutdown_rx));
@@ -273,6 +276,16 @@ impl FaultProxy {
     /// default; only the calls that go through the proxy are isolated.
     pub fn isolate_dynamodb_transactions(&self, on: bool) {
         self.state.isolator.set(on);
+    }
+
+    /// How many client connections the proxy has accepted since it started. The proxy
+    /// keeps a client's connection open across requests whatever the upstream does (the
+    /// emulator answers `Connection: close`; that hop-by-hop header is not passed on, and
+    /// the proxy opens upstream connections of its own), so a client that keeps its
+    /// connections alive opens only a few in all: the difference between two readings is
+    /// how many it opened meanwhile.
+    pub fn client_connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
     }
 
     /// How many calls had a fault injected.

@@ -115,6 +115,9 @@ pub(super) async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                state
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::spawn(serve_connection(stream, state.clone(), shutdown.clone()));
             }
             // Out of file descriptors and the like: back off rather than spin.
