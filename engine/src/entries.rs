@@ -15,11 +15,15 @@
 //! 1. An entry is written whole, and a later write of the same key replaces it: writing
 //!    the same observation twice changes nothing, so a step that runs again (a retry, a
 //!    duplicate task, a holder that lost its lease) may write its entries again.
-//! 2. Entries are not part of a transition: a step's entries are written while the step
-//!    runs, before its outcome is committed. A crash in between leaves entries the next
-//!    attempt writes again; the record never names an entry that was not written.
+//! 2. Entries are written with the commit of the task whose steps wrote them
+//!    ([`EntryWrites`]): in the commit's own transaction when they fit in it, else just
+//!    before it. A crash before the commit loses them with the decisions they belong to,
+//!    and the steps that run again write them again; the record never names an entry that
+//!    was not written. Until then, the task's own steps read them as if written.
 //! 3. Entries expire with the job's history (the job's deadline plus the retention).
 //! 4. Listings are in key order, and a page's cursor is the last key it returned.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +85,72 @@ impl Groups {
     }
 }
 
+/// The entries a task's steps wrote, waiting for the task's commit (rule 2): one per
+/// collection and key, a later write replacing an earlier one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntryWrites {
+    by_key: BTreeMap<(String, String), Entry>,
+}
+
+impl EntryWrites {
+    /// Adds `entries` to `collection`, each replacing an earlier write of its key.
+    pub fn put(&mut self, collection: &str, entries: &[Entry]) {
+        for e in entries {
+            self.by_key
+                .insert((collection.to_string(), e.key.clone()), e.clone());
+        }
+    }
+
+    /// How many entries are waiting.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether none are waiting.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// The waiting entries, by collection then key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.by_key.iter().map(|((c, _), e)| (c.as_str(), e))
+    }
+
+    /// The waiting entries grouped by collection, for stores that write a collection at a
+    /// time.
+    pub fn by_collection(&self) -> BTreeMap<&str, Vec<Entry>> {
+        let mut out: BTreeMap<&str, Vec<Entry>> = BTreeMap::new();
+        for (c, e) in self.iter() {
+            out.entry(c).or_default().push(e.clone());
+        }
+        out
+    }
+
+    /// `stored` (a whole collection as the store lists it, in `groups`, in key order) as
+    /// it reads once the waiting writes of `collection` land.
+    pub fn overlay(&self, collection: &str, groups: &Groups, stored: Vec<Entry>) -> Vec<Entry> {
+        let mine: BTreeMap<&str, &Entry> = self
+            .iter()
+            .filter(|(c, _)| *c == collection)
+            .map(|(_, e)| (e.key.as_str(), e))
+            .collect();
+        if mine.is_empty() {
+            return stored;
+        }
+        let mut all: BTreeMap<String, Entry> = stored
+            .into_iter()
+            .filter(|e| !mine.contains_key(e.key.as_str()))
+            .map(|e| (e.key.clone(), e))
+            .collect();
+        for (k, e) in mine {
+            if groups.admits(&e.group) {
+                all.insert(k.to_string(), e.clone());
+            }
+        }
+        all.into_values().collect()
+    }
+}
+
 /// One page of a collection.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EntryPage {
@@ -130,6 +200,28 @@ mod tests {
         assert!(only.admits("failed") && !only.admits("ok"));
         let except = Groups::Except(vec!["failed".into()]);
         assert!(!except.admits("failed") && except.admits("ok"));
+    }
+
+    #[test]
+    fn waiting_writes_replace_what_the_store_lists() {
+        let e = |k: &str, g: &str| Entry::new(k, g, serde_json::json!({ "g": g }));
+        let mut w = EntryWrites::default();
+        w.put("servers", &[e("b", "ok"), e("c", "pending")]);
+        w.put("servers", &[e("c", "failed")]);
+        w.put("children", &[e("x", "ok")]);
+        assert_eq!(w.len(), 4 - 1, "one write per collection and key");
+        let stored = vec![e("a", "pending"), e("b", "pending"), e("c", "pending")];
+        let all = w.overlay("servers", &Groups::All, stored.clone());
+        let seen: Vec<_> = all.iter().map(|x| (x.key.as_str(), x.group.as_str())).collect();
+        assert_eq!(seen, [("a", "pending"), ("b", "ok"), ("c", "failed")]);
+        // A waiting write that moves an entry out of the groups asked for hides it.
+        let pending = Groups::Only(vec!["pending".into()]);
+        let stored_pending = stored.clone();
+        let only = w.overlay("servers", &pending, stored_pending);
+        let keys: Vec<_> = only.iter().map(|x| x.key.as_str()).collect();
+        assert_eq!(keys, ["a"]);
+        assert_eq!(w.overlay("other", &Groups::All, stored.clone()), stored);
+        assert_eq!(w.by_collection()["children"].len(), 1);
     }
 
     #[test]

@@ -92,12 +92,14 @@ pub mod workflow;
 
 pub use backend::{Acquired, Delivery, JobStore, Task, TaskQueue};
 pub use clock::{Clock, SystemClock};
-pub use entries::{Entry, EntryPage, Groups};
+pub use entries::{Entry, EntryPage, EntryWrites, Groups};
 pub use error::{JobsError, QueueError, StepError, StoreError};
 pub use job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 pub use ops::{Created, Jobs, NewJob, Wake};
 pub use request::RequestKey;
-pub use worker::{Intake, IntakeParser, Intent, Signal, Worker, WorkerConfig};
+pub use worker::{
+    Intake, IntakeParser, Intent, Signal, Worker, WorkerConfig, DEFAULT_HOLD_WAITS,
+};
 pub use workflow::{
     Ended, Outcome, Registry, StepContext, StepPolicy, StopReason, Transition, Workflow,
 };

@@ -28,8 +28,13 @@
 //!    `LastError` kept; on the last attempt the job FAILS instead. A time-out is retryable.
 //! 7. **Abort** and a step's own **fail** end the job FAILED with the reason in `LastError`;
 //!    **succeed** ends it SUCCEEDED. A step naming a step the workflow lacks fails the job.
-//! 8. **Every commit** bumps `Version`, records the driving message in `DrivenBy`, clears
-//!    the lease (unless fused) and appends exactly one history event.
+//! 8. **Every decision** bumps `Version`, records the driving message in `DrivenBy`, clears
+//!    the lease (unless fused or held) and makes exactly one history event. A task commits
+//!    its decisions together, once, when the job leaves it (a wait through the queue, the
+//!    end, a retry, shutdown): one transaction with the record, one history item per
+//!    decision and the entries its steps wrote, conditioned on the version and lease it
+//!    started from. A task that dies before its commit leaves the job where its lease
+//!    found it (so `StepContext::first_run` is false for every step run again).
 //! 9. **Retry** (an operator's redrive) is allowed from FAILED only: the job goes back to
 //!    RUNNING at the step that failed, attempt 0, with a fresh deadline (`retried`).
 //! 10. **Cancel** is allowed while the job is active (`cancellable`); the job stops at its
@@ -41,6 +46,11 @@
 //!     running, ended or already due job, another step) refuses it and changes nothing.
 //!     The commit is an ordinary versioned one (rule 8), so the timer's task turns stale
 //!     (`woken`).
+//! 13. **Held waits.** A wait the runtime may hold (no longer than what is left of its
+//!     budget, while it may fuse) is kept in the task instead of a round trip through the
+//!     queue: the decision says WAITING as any wait does, then at the wake-up instant the
+//!     task takes the job again in memory, counting an attempt as a lease would
+//!     (`Then::Hold`, `resumed`). Nothing of it is durable until the task's commit (rule 8).
 
 use std::time::Duration;
 
@@ -169,6 +179,8 @@ pub(crate) struct Turn<'a> {
     pub(crate) has_step: &'a (dyn Fn(&str) -> bool + Sync),
     /// Set when the next step may run in this same task (rule 4).
     pub(crate) fuse: Option<FuseLease<'a>>,
+    /// The longest wait the task may still hold (rule 13); zero: none.
+    pub(crate) hold: Duration,
 }
 
 /// The lease a fused step runs under.
@@ -187,6 +199,9 @@ pub(crate) enum Then {
     Fuse,
     /// Send a task for the job's new version, due at this instant (see [`task_delay`]).
     SendAt(Millis),
+    /// Keep the job in this task until this instant, then take it again ([`resumed`]) and
+    /// run its step (rule 13).
+    Hold(Millis),
     /// The job is finished: acknowledge the message, send nothing.
     Finish,
 }
@@ -366,10 +381,16 @@ fn event(
         note,
         worker: turn.worker.to_string(),
     };
+    let holdable = matches!(kind, EventKind::StepCompleted | EventKind::Polled)
+        && next.status == JobStatus::Waiting
+        && turn.fuse.is_some()
+        && next.next_wake_at - turn.now <= turn.hold.as_millis() as Millis;
     let then = if next.status.is_terminal() {
         Then::Finish
     } else if next.lease_owner.is_some() {
         Then::Fuse
+    } else if holdable {
+        Then::Hold(next.next_wake_at)
     } else {
         Then::SendAt(next.next_wake_at)
     };
@@ -378,6 +399,14 @@ fn event(
         event,
         then,
     }
+}
+
+/// Rule 13: the job a held wait kept, taken again under the task's lease exactly as a
+/// task message would take it (rule 2: the attempt is counted, the status is left as is).
+pub(crate) fn resumed(rec: &JobRecord, owner: &str, until: Millis) -> JobRecord {
+    let mut next = rec.clone();
+    take_lease(&mut next, owner, until);
+    next
 }
 
 /// Rule 5: a wake-up `after` from `now`, never past the deadline.

@@ -8,13 +8,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::entries::{Entry, Groups};
+use crate::entries::{Entry, EntryWrites, Groups};
 use crate::error::StepError;
 use crate::job::{JobId, JobStatus, Millis};
 use crate::ops::Jobs;
@@ -195,6 +195,10 @@ pub struct StepContext {
     pub(crate) deadline_at: Millis,
     pub(crate) now: Millis,
     pub(crate) jobs: Option<Jobs>,
+    /// Whether an earlier run of this step may have begun (see [`StepContext::first_run`]).
+    pub(crate) replay: bool,
+    /// The entries the task's steps wrote, committed with the task (`entries`, rule 2).
+    pub(crate) writes: Option<Arc<Mutex<EntryWrites>>>,
 }
 
 impl StepContext {
@@ -213,9 +217,24 @@ impl StepContext {
         &self.step
     }
 
-    /// Which attempt of this step this is (1-based).
+    /// Which attempt of this step this is (1-based): attempts are counted when a worker
+    /// takes the job, and restart when the job moves to another step or polls.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// `true` only when no earlier run of this step can have begun since the job came to
+    /// it: this is its first attempt, and the task runs on the first lease taken since the
+    /// job's last commit. A task commits once, when the job leaves it (rule 8 of
+    /// `engine::transition`), so a worker that dies after running steps it fused (rule 4)
+    /// or waits it held (rule 13) leaves no trace of them, and the job runs them again
+    /// from its last commit, attempt 1 in memory: the attempt alone cannot tell.
+    ///
+    /// A step with a side effect that must happen once (an export, a command sent) may act
+    /// at once when this is `true`; when it is `false` it first looks for what an earlier
+    /// run left under its [`idempotency_token`](Self::idempotency_token).
+    pub fn first_run(&self) -> bool {
+        !self.replay
     }
 
     /// When the job was created.
@@ -241,8 +260,23 @@ impl StepContext {
     /// Writes entries of this job's `collection` ([`crate::entries`]): per-item results
     /// kept beside the record. Idempotent per key, so a step that runs again may write
     /// them again.
+    ///
+    /// In a worker's task they are written with the task's commit (`entries`, rule 2), and
+    /// the task's later steps read them through [`entries`](Self::entries) meanwhile.
     pub async fn put_entries(&self, collection: &str, entries: &[Entry]) -> Result<(), StepError> {
         if entries.is_empty() {
+            return Ok(());
+        }
+        if let Some(writes) = &self.writes {
+            let invalid = crate::entries::invalid(collection, None).or_else(|| {
+                entries
+                    .iter()
+                    .find_map(|e| crate::entries::invalid(collection, Some(e)))
+            });
+            if let Some(why) = invalid {
+                return Err(StepError::abort(format!("writing {collection} entries: {why}")));
+            }
+            lock(writes).put(collection, entries);
             return Ok(());
         }
         self.jobs_or_abort()?
@@ -257,10 +291,15 @@ impl StepContext {
         collection: &str,
         groups: &Groups,
     ) -> Result<Vec<Entry>, StepError> {
-        self.jobs_or_abort()?
+        let stored = self
+            .jobs_or_abort()?
             .all_entries(&self.job_id, collection, groups)
             .await
-            .map_err(|e| StepError::retry(format!("reading {collection} entries: {e}")))
+            .map_err(|e| StepError::retry(format!("reading {collection} entries: {e}")))?;
+        Ok(match &self.writes {
+            Some(writes) => lock(writes).overlay(collection, groups, stored),
+            None => stored,
+        })
     }
 
     fn jobs_or_abort(&self) -> Result<&Jobs, StepError> {
@@ -285,6 +324,12 @@ pub fn idempotency_token(job: &JobId, step: &str, purpose: &str) -> String {
         format!("{job}\u{1f}{step}\u{1f}{purpose}").as_bytes(),
     )
     .to_string()
+}
+
+/// The task's entry writes; a step that panicked while holding them left them whole (each
+/// `put` is one map insert), so a poisoned lock is still usable.
+fn lock(writes: &Mutex<EntryWrites>) -> MutexGuard<'_, EntryWrites> {
+    writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

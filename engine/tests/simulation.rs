@@ -9,6 +9,11 @@
 //! twice at once, the history agreeing with the record, and a bounded number of messages
 //! per job.
 //!
+//! Every step with a side effect checks the guarantee `StepContext::first_run` gives (rule 8
+//! of `engine::transition`): a run that says it is the first of its step must be, even
+//! though a task commits once, after all the steps it fused and the short waits it held
+//! (rule 13), so that a worker dying in between leaves no trace of them.
+//!
 //! Four scenarios: jobs created by the operator, with and without lost messages (the
 //! sweeper's case); jobs requested on an intake queue, where the request is also the job's
 //! first wake-up; and jobs whose long poll is cut short by outside signals (rule 12 of
@@ -16,7 +21,7 @@
 //!
 //! `SIM_SEEDS=n` sets how many seeds run (default 1000); `SIM_SEED=s` replays one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,11 +61,14 @@ fn default_poll_secs() -> u64 {
     30
 }
 
-/// Records which steps are executing, to catch two executions of one step at once.
+/// Records which steps are executing, to catch two executions of one step at once, and
+/// which have begun, to check every run that claims to be the first of its step.
 #[derive(Default)]
 struct Tracker {
     running: Mutex<HashMap<(String, String), u32>>,
     violations: Mutex<Vec<String>>,
+    begun: Mutex<HashSet<(String, String)>>,
+    replays: AtomicU32,
 }
 
 struct Running {
@@ -69,6 +77,25 @@ struct Running {
 }
 
 impl Tracker {
+    /// A run of a step that happens once per job (`a`, `b`, `d`, `e`) begins: if it says it
+    /// is the first, no run of it may have begun before — the promise the export step's
+    /// shortcut (no read-back before writing its secret) rests on.
+    fn begin(&self, ctx: &engine::StepContext) {
+        let key = (ctx.job_id().to_string(), ctx.step().to_string());
+        let seen_before = !self.begun.lock().unwrap().insert(key.clone());
+        if ctx.first_run() && seen_before {
+            self.violations.lock().unwrap().push(format!(
+                "job {} step {} said first_run, attempt {}, but an earlier run had begun",
+                key.0,
+                key.1,
+                ctx.attempt()
+            ));
+        }
+        if !ctx.first_run() {
+            self.replays.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     fn enter(self: &Arc<Self>, job: &JobId, step: &str) -> Running {
         let key = (job.to_string(), step.to_string());
         let mut running = self.running.lock().unwrap();
@@ -107,6 +134,7 @@ fn workflow(tracker: Arc<Tracker>) -> Workflow<SimState> {
     let wf = wf.step_with("a", policy, move |ctx, mut s: SimState| {
         let t = t.clone();
         async move {
+            t.begin(&ctx);
             let _g = t.enter(ctx.job_id(), "a");
             tokio::time::sleep(Duration::from_millis(200)).await;
             s.trail.push("a".into());
@@ -117,6 +145,7 @@ fn workflow(tracker: Arc<Tracker>) -> Workflow<SimState> {
     let wf = wf.step_with("b", policy, move |ctx, mut s: SimState| {
         let t = t.clone();
         async move {
+            t.begin(&ctx);
             let _g = t.enter(ctx.job_id(), "b");
             tokio::time::sleep(Duration::from_millis(300)).await;
             s.trail.push("b".into());
@@ -142,6 +171,7 @@ fn workflow(tracker: Arc<Tracker>) -> Workflow<SimState> {
     let wf = wf.step_with("d", policy, move |ctx, mut s: SimState| {
         let t = t.clone();
         async move {
+            t.begin(&ctx);
             let _g = t.enter(ctx.job_id(), "d");
             tokio::time::sleep(Duration::from_millis(500)).await;
             if ctx.attempt() <= s.flaky {
@@ -155,6 +185,7 @@ fn workflow(tracker: Arc<Tracker>) -> Workflow<SimState> {
     wf.step_with("e", policy, move |ctx, mut s: SimState| {
         let t = t.clone();
         async move {
+            t.begin(&ctx);
             let _g = t.enter(ctx.job_id(), "e");
             tokio::time::sleep(Duration::from_millis(s.long_ms)).await;
             s.trail.push("e".into());
@@ -234,6 +265,7 @@ const LONG_POLL_SECS: u64 = 1800;
 #[derive(Debug, Default)]
 struct Figures {
     crashes: u32,
+    replays: u32,
     wakes: usize,
     commits: usize,
     sends: usize,
@@ -289,7 +321,14 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
                 flaky: r.random_range(0..3),
                 polls: r.random_range(0..3),
                 long_ms: r.random_range(0..(LEASE.as_millis() as u64 * 3)),
-                poll_secs: if cfg.wakes { LONG_POLL_SECS } else { 30 },
+                // Short polls are held in the task (rule 13), long ones go through the queue.
+                poll_secs: if cfg.wakes {
+                    LONG_POLL_SECS
+                } else if r.random_bool(0.5) {
+                    r.random_range(1..=4)
+                } else {
+                    30
+                },
                 fail_at_end: r.random_bool(0.2),
                 trail: Vec::new(),
             }
@@ -469,6 +508,7 @@ async fn simulate(seed: u64, cfg: &Config) -> Result<Figures, String> {
 
     let mut figures = Figures {
         crashes: crashes.load(Ordering::SeqCst),
+        replays: tracker.replays.load(Ordering::SeqCst),
         virtual_secs,
         ..Figures::default()
     };
@@ -592,6 +632,7 @@ fn run_many(name: &str, cfg: &Config) {
         match run_seed(seed, cfg) {
             Ok(f) => {
                 total.crashes += f.crashes;
+                total.replays += f.replays;
                 total.commits += f.commits;
                 total.sends += f.sends;
                 total.max_sends_per_job = total.max_sends_per_job.max(f.max_sends_per_job);
@@ -605,10 +646,11 @@ fn run_many(name: &str, cfg: &Config) {
         }
     }
     println!(
-        "{name}: {} seeds, {} failed; {} worker crashes, {} commits, {} task sends ({:.2} per commit, max {} per job), {} wake-ups, {} virtual hours",
+        "{name}: {} seeds, {} failed; {} worker crashes, {} steps run again knowing it (not first_run), {} history events, {} task sends ({:.2} per event, max {} per job), {} wake-ups, {} virtual hours",
         seeds.len(),
         failures.len(),
         total.crashes,
+        total.replays,
         total.commits,
         total.sends,
         total.sends as f64 / total.commits.max(1) as f64,

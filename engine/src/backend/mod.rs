@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::entries::{Entry, EntryPage, Groups};
+use crate::entries::{Entry, EntryPage, EntryWrites, Groups};
 use crate::error::{CommitError, QueueError, StoreError};
 use crate::job::{HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 
@@ -56,7 +56,9 @@ pub enum Acquired {
     NotFound,
 }
 
-/// One transition, to be written atomically: the new record and its history event.
+/// What one task decided, to be written atomically: the new record, the history event of
+/// each decision (a run of fused steps and waits held in the task makes several), and the
+/// entries its steps wrote.
 #[derive(Debug, Clone)]
 pub struct Commit<'a> {
     /// The record as read when the lease was taken (its version and cancel flag are the
@@ -66,10 +68,14 @@ pub struct Commit<'a> {
     pub owner: &'a str,
     /// Whether the holder had seen a cancel request (if one arrived since, the write fails).
     pub saw_cancel: bool,
-    /// The record to write (version already bumped).
+    /// The record to write (version already bumped, once per event).
     pub record: &'a JobRecord,
-    /// The event describing the transition.
-    pub event: &'a HistoryEvent,
+    /// The events describing the transitions, oldest first (at least one).
+    pub events: &'a [HistoryEvent],
+    /// Entries the task's steps wrote ([`crate::entries`], rule 2), kept until the job's
+    /// deadline at least. A store writes them in the same transaction when they fit, else
+    /// just before it.
+    pub entries: &'a EntryWrites,
 }
 
 /// One page of a listing.
@@ -119,8 +125,8 @@ pub trait JobStore: Send + Sync + 'static {
         owner: &str,
     ) -> Result<(), StoreError>;
 
-    /// Writes a transition and its history event in one transaction, conditioned on the
-    /// version, the lease owner and the cancel flag.
+    /// Writes a task's transitions, their history events and its entries in one
+    /// transaction, conditioned on the version, the lease owner and the cancel flag.
     async fn commit(&self, commit: &Commit<'_>) -> Result<(), CommitError>;
 
     /// Writes an operator's transition (cancel of an idle job, retry of a failed one):

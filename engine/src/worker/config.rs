@@ -23,6 +23,10 @@ pub struct WorkerConfig {
     pub visibility: Duration,
     /// Steps run back to back in one task before handing over through the queue.
     pub max_fused_steps: u32,
+    /// How long one task may hold short waits in-process (rule 13 of the state machine)
+    /// instead of a round trip through the queue: a wait no longer than what is left of
+    /// this budget is slept in the task. Zero: every wait goes through the queue.
+    pub hold_waits: Duration,
     /// A step due within this much counts as due (absorbs early deliveries and skew).
     pub due_slack: Duration,
     /// After a shutdown request, how long in-flight steps may take before they are
@@ -46,6 +50,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(60),
             visibility: Duration::from_secs(60),
             max_fused_steps: 32,
+            hold_waits: DEFAULT_HOLD_WAITS,
             due_slack: Duration::from_millis(1_000),
             shutdown_budget: Duration::from_secs(25),
             sweep_every: Duration::from_secs(60),
@@ -62,6 +67,12 @@ impl WorkerConfig {
         (self.lease.min(self.visibility) / HEARTBEAT_FRACTION).max(MIN_HEARTBEAT)
     }
 }
+
+/// Default [`WorkerConfig::hold_waits`]: a few seconds, the wait of a step that looks
+/// again at something it started (a command, an export), which costs a message, a receive,
+/// a lease and a delete through the queue; longer waits go through the queue, so that the
+/// job's record shows where it is and no slot is held for long.
+pub const DEFAULT_HOLD_WAITS: Duration = Duration::from_secs(5);
 
 /// A holder heartbeats when its work outlives this fraction of its lease or visibility.
 pub(crate) const HEARTBEAT_FRACTION: u32 = 3;

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use super::config::ACK_MARGIN;
 use super::{millis, Worker};
 use crate::backend::{Delivery, TaskQueue};
-use crate::job::{JobRecord, Millis};
+use crate::job::{JobId, Millis};
 
 /// A message being handled, and until when it is ours: past that instant the queue may have
 /// handed it to another worker, so we must not delete it (with SQS an outdated receipt can
@@ -20,6 +20,8 @@ pub(super) struct Hold {
     pub(super) visible_until: Millis,
     /// The lease owner token (see `Worker::owner_token`).
     pub(super) owner: String,
+    /// Until when the store holds the lease for us, as last written (taken or extended).
+    pub(super) lease_until: Millis,
 }
 
 impl Worker {
@@ -29,15 +31,18 @@ impl Worker {
             visible_until: self.now() + millis(self.config().visibility),
             d,
             owner: self.owner_token(),
+            lease_until: 0,
         }
     }
 
-    /// Extends the lease and the message's visibility; `false` if the lease is gone.
+    /// Extends the lease of `job` (at `version` in the store) and the message's visibility;
+    /// `false` if the lease is gone.
     pub(super) async fn heartbeat(
         &self,
         source: &Arc<dyn TaskQueue>,
         hold: &mut Hold,
-        rec: &JobRecord,
+        job: &JobId,
+        version: u64,
     ) -> bool {
         let cfg = self.config();
         let until = self.now() + millis(cfg.lease);
@@ -45,10 +50,15 @@ impl Worker {
             .inner
             .jobs
             .store()
-            .extend_lease(&rec.job_id, rec.version, &hold.owner, until)
+            .extend_lease(job, version, &hold.owner, until)
             .await
         {
-            Ok(kept) => kept,
+            Ok(kept) => {
+                if kept {
+                    hold.lease_until = until;
+                }
+                kept
+            }
             Err(e) => {
                 // Unknown: keep going; if the lease really lapses the commit will fail.
                 warn!(error = %e, "heartbeat could not extend the lease");
@@ -68,26 +78,33 @@ impl Worker {
     /// Whether a lease taken at some point before now must be confirmed before any work:
     /// less than two thirds of it is left, so this worker stalled since taking it and the
     /// lease may have lapsed and passed to another worker.
-    pub(super) fn lease_needs_confirming(&self, rec: &JobRecord) -> bool {
+    pub(super) fn lease_needs_confirming(&self, hold: &Hold) -> bool {
         let lease_ms = millis(self.config().lease);
-        rec.lease_until.unwrap_or(0) - self.now() < lease_ms * 2 / 3
+        hold.lease_until - self.now() < lease_ms * 2 / 3
     }
 
-    /// Gives the job back at shutdown: lease released, message visible again at once.
-    pub(super) async fn release(&self, source: &Arc<dyn TaskQueue>, hold: &Hold, rec: &JobRecord) {
+    /// Gives the job back at shutdown: lease released, message visible again at once. What
+    /// the task decided and did not commit is lost, and runs again (rule 8).
+    pub(super) async fn release(
+        &self,
+        source: &Arc<dyn TaskQueue>,
+        hold: &Hold,
+        job: &JobId,
+        version: u64,
+    ) {
         if let Err(e) = self
             .inner
             .jobs
             .store()
-            .release_lease(&rec.job_id, rec.version, &hold.owner)
+            .release_lease(job, version, &hold.owner)
             .await
         {
-            warn!(job_id = %rec.job_id, error = %e, "could not release lease at shutdown");
+            warn!(job_id = %job, error = %e, "could not release lease at shutdown");
         }
         if let Err(e) = source.set_visibility(&hold.d.receipt, Duration::ZERO).await {
             debug!(error = %e, "could not make message visible at shutdown");
         }
-        info!(job_id = %rec.job_id, step = %rec.step, "released job at shutdown");
+        info!(job_id = %job, "released job at shutdown");
     }
 
     /// Deletes the message, unless it may be another worker's by now.

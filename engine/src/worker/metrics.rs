@@ -1,7 +1,7 @@
 //! What the runtime tells the engine's metrics ([`crate::trace::metrics`]): how late a job
 //! started, how long steps ran, retries by class, and jobs finished by status.
 
-use crate::job::{EventKind, HistoryEvent, JobRecord, Millis};
+use crate::job::{EventKind, HistoryEvent, Millis};
 use crate::trace::{attrs, metrics};
 
 /// A job's step starts `lag_ms` after it was due.
@@ -17,9 +17,8 @@ pub(super) fn job_started(workflow: &str) {
 }
 
 /// A transition committed: `next` with its `event`.
-pub(super) fn committed(next: &JobRecord, event: &HistoryEvent) {
+pub(super) fn committed(wf: &str, event: &HistoryEvent) {
     let m = metrics();
-    let wf = &next.workflow;
     if let Some(ms) = event.duration_ms {
         let outcome = event.kind.as_str().to_string();
         m.step_duration.record(
@@ -39,10 +38,10 @@ pub(super) fn committed(next: &JobRecord, event: &HistoryEvent) {
             ),
         );
     }
-    if next.status.is_terminal() {
+    if event.to_status.is_terminal() {
         m.jobs_finished.add(
             1,
-            &attrs(wf, &[("status", next.status.as_str().to_string())]),
+            &attrs(wf, &[("status", event.to_status.as_str().to_string())]),
         );
     }
 }

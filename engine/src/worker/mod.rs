@@ -31,7 +31,7 @@ use crate::backend::{Delivery, TaskQueue};
 use crate::job::{JobId, Millis};
 use crate::ops::{Jobs, NewJob};
 
-pub use config::WorkerConfig;
+pub use config::{WorkerConfig, DEFAULT_HOLD_WAITS};
 
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -7,7 +7,7 @@
 //! [`crate::transition::decide`]; this file only carries it out, in the order the task
 //! protocol requires (docs/architecture.md, *Task protocol*).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -16,8 +16,9 @@ use super::config::TAKEOVER_MARGIN;
 use super::lease::Hold;
 use super::{metrics, millis, Phase, Signal, Worker};
 use crate::backend::{Acquired, Commit, Delivery, LeaseRequest, Task, TaskQueue};
+use crate::entries::EntryWrites;
 use crate::error::{CommitError, JobsError};
-use crate::job::{EventKind, JobId, JobRecord, Millis};
+use crate::job::{EventKind, HistoryEvent, JobId, JobRecord, Millis};
 use crate::ops::{task_body, trace_attributes, NewJob, Wake};
 use crate::transition::{
     self, Decision, FuseLease, Happened, Preflight, StepLookup, Then, Turn, FIRST_VERSION,
@@ -188,9 +189,11 @@ impl Worker {
         }
     }
 
-    /// Runs the leased job's steps, committing after each, for as long as they may be
-    /// fused; then sends the next task (unless the job finished) and deletes the message.
-    async fn run_leased(&self, source: Arc<dyn TaskQueue>, mut hold: Hold, mut rec: JobRecord) {
+    /// Runs the leased job's steps for as long as they may be fused (rule 4 of
+    /// [`crate::transition`]) or their waits held (rule 13), commits what they decided in
+    /// one transaction (rule 8), then sends the next task (unless the job finished) and
+    /// deletes the message.
+    async fn run_leased(&self, source: Arc<dyn TaskQueue>, mut hold: Hold, rec: JobRecord) {
         let cfg = self.config();
         let span =
             info_span!("job", job_id = %rec.job_id, workflow = %rec.workflow, worker = %cfg.id);
@@ -199,78 +202,191 @@ impl Worker {
         let beat = cfg.heartbeat_every();
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut fused: u32 = 0;
-        let then = loop {
-            let step = self.run_step(&source, &mut hold, &rec, fused, &mut heartbeat);
-            let Some(decision) = step.instrument(span.clone()).await else {
+        hold.lease_until = rec.lease_until.unwrap_or(0);
+        let mut task = TaskRun {
+            stored_version: rec.version,
+            saw_cancel: rec.cancel_requested,
+            // Taking this lease counted an attempt: beyond the first, an earlier task may
+            // have run steps past this point and died before its commit.
+            replay: rec.attempt > 1,
+            writes: Arc::new(Mutex::new(EntryWrites::default())),
+            events: Vec::new(),
+            fused: 0,
+            held: Duration::ZERO,
+        };
+        let mut rec = rec;
+        let (next, then) = loop {
+            let Some((next, then)) = self
+                .run_steps(&source, &mut hold, rec, &mut task, &mut heartbeat)
+                .instrument(span.clone())
+                .await
+            else {
                 return;
             };
+            match self.commit_task(&hold, &task, &next).await {
+                Committed::Landed => break (next, then),
+                Committed::Lost => {
+                    info!(parent: &span, "lost the job to another worker; abandoning");
+                    return;
+                }
+                Committed::Failed(e) => {
+                    warn!(parent: &span, error = %e, "commit failed; the message will come back");
+                    return;
+                }
+                Committed::CancelRequested => {
+                    // A cancel request arrived while the task ran: keep what it decided and
+                    // let the cancel stop the job now, in the same commit (rule 10).
+                    task.saw_cancel = true;
+                    if then == Then::Finish {
+                        match self.commit_task(&hold, &task, &next).await {
+                            Committed::Landed => break (next, then),
+                            _ => {
+                                info!(parent: &span, "could not commit after a cancel request; the message will come back");
+                                return;
+                            }
+                        }
+                    }
+                    let until = self.now() + millis(cfg.lease);
+                    rec = transition::resumed(&next, &hold.owner, until);
+                    rec.cancel_requested = true;
+                }
+            }
+        };
+        for event in &task.events {
+            info!(parent: &span, step = %event.step, attempt = event.attempt, event = event.kind.as_str(), to_step = %event.to_step, status = %event.to_status, "committed");
+            metrics::committed(&next.workflow, event);
+        }
+        if next.status.is_terminal() {
+            self.ended(&next).instrument(span.clone()).await;
+        }
+        if let Then::SendAt(due) = then {
+            // If this send fails the message stays: it is the job's `DrivenBy`, so when it
+            // comes back it is still valid and re-sends.
+            if !self.send_task(&next, due).await {
+                return;
+            }
+        }
+        self.ack(&source, &hold).await;
+    }
+
+    /// Runs steps from `rec` while they fuse or their waits are held; returns the record
+    /// the task ends with and what comes after its commit (never [`Then::Fuse`] or
+    /// [`Then::Hold`]). `None` when the lease was lost or released.
+    async fn run_steps(
+        &self,
+        source: &Arc<dyn TaskQueue>,
+        hold: &mut Hold,
+        mut rec: JobRecord,
+        task: &mut TaskRun,
+        heartbeat: &mut tokio::time::Interval,
+    ) -> Option<(JobRecord, Then)> {
+        let cfg = self.config();
+        loop {
+            let decision = self.run_step(source, hold, &rec, task, heartbeat).await?;
             let Decision {
                 record: next,
                 event,
                 then,
             } = decision;
-            let commit = Commit {
-                expected_version: rec.version,
-                owner: &hold.owner,
-                saw_cancel: rec.cancel_requested,
-                record: &next,
-                event: &event,
-            };
-            let store = self.inner.jobs.store();
-            let outcome = store.commit(&commit).await;
-            // A write that failed on the wire may still have landed (the connection dropped
-            // after DynamoDB applied it, and the SDK's retry then lost its condition to our
-            // own first attempt): the record tells.
-            let landed = outcome.is_ok()
-                || matches!(store.get(&rec.job_id).await, Ok(Some(cur)) if same_commit(&cur, &next));
-            if landed {
-                info!(parent: &span, step = %event.step, attempt = event.attempt, event = event.kind.as_str(), to_step = %next.step, status = %next.status, "committed");
-                metrics::committed(&next, &event);
-            } else if let Err(err) = outcome {
-                match err {
-                    CommitError::Conflict => {
-                        // A cancel request may have arrived: if we still hold the job, handle
-                        // it now; otherwise someone else has it and we let go quietly, leaving
-                        // the message alone (another worker may be holding it now).
-                        match store.get(&rec.job_id).await {
-                            Ok(Some(cur))
-                                if cur.version == rec.version
-                                    && cur.lease_owner.as_deref() == Some(hold.owner.as_str())
-                                    && cur.cancel_requested =>
-                            {
-                                rec = cur;
-                                continue;
-                            }
-                            _ => {
-                                info!(parent: &span, "lost the job to another worker; abandoning");
-                                return;
-                            }
+            task.events.push(event);
+            match then {
+                Then::Fuse => {
+                    task.fused += 1;
+                    rec = next;
+                }
+                Then::Hold(due) => {
+                    let wait = Duration::from_millis((due - self.now()).max(0) as u64);
+                    let job = next.job_id.clone();
+                    match self.hold_wait(source, hold, task, &job, wait, heartbeat).await {
+                        Held::Due => {
+                            task.fused += 1;
+                            task.held += wait;
+                            let until = self.now() + millis(cfg.lease);
+                            rec = transition::resumed(&next, &hold.owner, until);
                         }
+                        // Shutting down: the wait goes through the queue after all.
+                        Held::Draining => return Some((next, Then::SendAt(due))),
+                        Held::Lost => return None,
                     }
-                    CommitError::Store(e) => {
-                        warn!(parent: &span, error = %e, "commit failed; the message will come back");
-                        return;
+                }
+                Then::SendAt(_) | Then::Finish => return Some((next, then)),
+            }
+        }
+    }
+
+    /// Sleeps through a held wait (rule 13), keeping the lease and the message alive.
+    async fn hold_wait(
+        &self,
+        source: &Arc<dyn TaskQueue>,
+        hold: &mut Hold,
+        task: &TaskRun,
+        job: &JobId,
+        wait: Duration,
+        heartbeat: &mut tokio::time::Interval,
+    ) -> Held {
+        if self.phase() != Phase::Running {
+            return Held::Draining;
+        }
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        let mut phase = self.inner.phase.subscribe();
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Held::Due,
+                _ = heartbeat.tick() => {
+                    if !self.heartbeat(source, hold, job, task.stored_version).await {
+                        info!(job_id = %job, "lease lost during a held wait; abandoning");
+                        return Held::Lost;
+                    }
+                }
+                changed = phase.changed() => {
+                    if changed.is_err() || *phase.borrow() != Phase::Running {
+                        return Held::Draining;
                     }
                 }
             }
-            rec = next;
-            if rec.status.is_terminal() {
-                self.ended(&rec).instrument(span.clone()).await;
-            }
-            if then != Then::Fuse {
-                break then;
-            }
-            fused += 1;
-        };
-        if let Then::SendAt(due) = then {
-            // If this send fails the message stays: it is the job's `DrivenBy`, so when it
-            // comes back it is still valid and re-sends.
-            if !self.send_task(&rec, due).await {
-                return;
-            }
         }
-        self.ack(&source, &hold).await;
+    }
+
+    /// Commits what the task decided: its last record, one history event per decision,
+    /// its entries; conditioned on the version and lease it started from (rule 8).
+    async fn commit_task(&self, hold: &Hold, task: &TaskRun, next: &JobRecord) -> Committed {
+        let writes = lock_writes(&task.writes).clone();
+        let commit = Commit {
+            expected_version: task.stored_version,
+            owner: &hold.owner,
+            saw_cancel: task.saw_cancel,
+            record: next,
+            events: &task.events,
+            entries: &writes,
+        };
+        let store = self.inner.jobs.store();
+        let outcome = store.commit(&commit).await;
+        // A write that failed on the wire may still have landed (the connection dropped
+        // after DynamoDB applied it, and the SDK's retry then lost its condition to our own
+        // first attempt): the record tells.
+        let err = match outcome {
+            Ok(()) => return Committed::Landed,
+            Err(err) => err,
+        };
+        let current = store.get(&next.job_id).await;
+        if matches!(&current, Ok(Some(cur)) if same_commit(cur, next)) {
+            return Committed::Landed;
+        }
+        match err {
+            CommitError::Conflict => match current {
+                Ok(Some(cur))
+                    if cur.version == task.stored_version
+                        && cur.lease_owner.as_deref() == Some(hold.owner.as_str())
+                        && cur.cancel_requested
+                        && !task.saw_cancel =>
+                {
+                    Committed::CancelRequested
+                }
+                _ => Committed::Lost,
+            },
+            CommitError::Store(e) => Committed::Failed(e),
+        }
     }
 
     /// Runs the workflow's `on_end` hook for a job that has just ended (its commit landed).
@@ -299,11 +415,14 @@ impl Worker {
         source: &Arc<dyn TaskQueue>,
         hold: &mut Hold,
         rec: &JobRecord,
-        fused: u32,
+        task: &TaskRun,
         heartbeat: &mut tokio::time::Interval,
     ) -> Option<Decision> {
         let cfg = self.config();
-        if self.lease_needs_confirming(rec) && !self.heartbeat(source, hold, rec).await {
+        let stored = task.stored_version;
+        if self.lease_needs_confirming(hold)
+            && !self.heartbeat(source, hold, &rec.job_id, stored).await
+        {
             info!(job_id = %rec.job_id, "lease lapsed before the step started; abandoning");
             return None;
         }
@@ -326,10 +445,13 @@ impl Worker {
             worker: &cfg.id,
             policy: wf.as_ref().and_then(|wf| wf.policy(&rec.step)),
             has_step: &has_step,
-            fuse: transition::may_fuse(fused, cfg.max_fused_steps, draining).then_some(FuseLease {
-                owner: &owner,
-                until: now + millis(cfg.lease),
-            }),
+            fuse: transition::may_fuse(task.fused, cfg.max_fused_steps, draining).then_some(
+                FuseLease {
+                    owner: &owner,
+                    until: now + millis(cfg.lease),
+                },
+            ),
+            hold: cfg.hold_waits.saturating_sub(task.held),
         };
         let ctx = StepContext {
             job_id: rec.job_id.clone(),
@@ -340,6 +462,8 @@ impl Worker {
             deadline_at: rec.deadline_at,
             now,
             jobs: Some(self.inner.jobs.clone()),
+            replay: task.replay || rec.attempt > 1,
+            writes: Some(Arc::clone(&task.writes)),
         };
         let happened = match (transition::preflight(rec, now, lookup), &wf) {
             (Preflight::Stop(reason), Some(wf)) => {
@@ -358,14 +482,14 @@ impl Worker {
                     tokio::select! {
                         r = &mut run => break r,
                         _ = heartbeat.tick() => {
-                            if !self.heartbeat(source, hold, rec).await {
+                            if !self.heartbeat(source, hold, &rec.job_id, stored).await {
                                 info!(parent: &span, "lease lost during the step; abandoning it");
                                 return None;
                             }
                         }
                         changed = phase.changed() => {
                             if changed.is_err() || *phase.borrow() == Phase::Releasing {
-                                self.release(source, hold, rec).await;
+                                self.release(source, hold, &rec.job_id, stored).await;
                                 return None;
                             }
                         }
@@ -435,6 +559,51 @@ impl Worker {
             warn!(error = %e, "could not dead-letter message");
         }
     }
+}
+
+/// One task's run of a job: where the store has it, and what the task decided since.
+struct TaskRun {
+    /// The version the store holds (our commit's condition; heartbeats name it).
+    stored_version: u64,
+    /// Whether the commit may overwrite a cancel request (it has been seen and honoured).
+    saw_cancel: bool,
+    /// Whether an earlier task may have run this job past its stored point.
+    replay: bool,
+    /// Entries the task's steps wrote.
+    writes: Arc<Mutex<EntryWrites>>,
+    /// One history event per decision, oldest first.
+    events: Vec<HistoryEvent>,
+    /// Steps fused and waits held so far.
+    fused: u32,
+    /// Time spent in held waits so far.
+    held: Duration,
+}
+
+/// How a held wait ended.
+enum Held {
+    /// The wait is over: take the job again and run its step.
+    Due,
+    /// The worker is shutting down: commit and send the task instead.
+    Draining,
+    /// The lease is gone: the job is not ours any more.
+    Lost,
+}
+
+/// What became of a task's commit.
+enum Committed {
+    /// It is in the store.
+    Landed,
+    /// A cancel request arrived meanwhile; we still hold the job.
+    CancelRequested,
+    /// Another worker has the job.
+    Lost,
+    /// The store failed; the message comes back.
+    Failed(crate::error::StoreError),
+}
+
+/// The task's entry writes (see [`crate::workflow`]'s lock: a poisoned lock is still whole).
+fn lock_writes(writes: &Mutex<EntryWrites>) -> std::sync::MutexGuard<'_, EntryWrites> {
+    writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether `cur` is the record `next` as written by our own commit (the store adds the TTL).

@@ -312,7 +312,8 @@ mod tests {
             owner: "w-1",
             saw_cancel,
             record: &rec,
-            event: &event,
+            events: std::slice::from_ref(&event),
+            entries: &crate::entries::EntryWrites::default(),
         })
     }
 

@@ -14,11 +14,14 @@ use aws_sdk_dynamodb::types::{
     Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 
-use super::codec::{history_item, parse_event, parse_record, record_item, record_key, s, Item};
+use super::codec::{
+    entry_item, history_item, parse_event, parse_record, record_item, record_key, s, Item,
+};
 use super::condition::{self, Condition};
 use super::cursor::{decode_cursor, encode_cursor};
 use super::RESOURCE_NOT_FOUND;
 use crate::backend::{judge, Acquired, Commit, JobStore, LeaseRequest, Page, Verdict};
+use crate::clock::Clock;
 use crate::entries::{Entry, EntryPage, Groups};
 use crate::error::{CommitError, StoreError};
 use crate::job::{HistoryEvent, JobId, JobRecord, JobStatus, Millis};
@@ -30,6 +33,9 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The DynamoDB code of a failed condition, in a transaction's cancellation reasons.
 const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+/// Most items one `TransactWriteItems` takes.
+const TRANSACTION_MAX_ITEMS: usize = 100;
 
 /// A [`JobStore`] on one DynamoDB table (see the [module docs](super) for its layout).
 #[derive(Debug, Clone)]
@@ -82,12 +88,12 @@ impl DynamoJobStore {
         }
     }
 
-    /// The transaction of a transition: the record, conditioned by `condition`, and the
-    /// history item, conditioned on not existing yet.
+    /// The transaction of a transition: the record, conditioned by `condition`, and a
+    /// history item per event, each conditioned on not existing yet.
     fn transaction(
         &self,
         record: &JobRecord,
-        event: &HistoryEvent,
+        events: &[HistoryEvent],
         condition: Condition,
         return_old: bool,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
@@ -104,21 +110,22 @@ impl DynamoJobStore {
                 ReturnValuesOnConditionCheckFailure::AllOld,
             );
         }
-        let new = condition::item_is_new();
-        let history = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(history_item(record, event, self.retention)))
-            .condition_expression(new.expression)
-            .set_expression_attribute_names(Some(new.names))
-            .build()
-            .map_err(|e| StoreError::Service(format!("history item: {e}")))?;
         let put = put
             .build()
             .map_err(|e| StoreError::Service(format!("record item: {e}")))?;
-        Ok(vec![
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().put(history).build(),
-        ])
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        for event in events {
+            let new = condition::item_is_new();
+            let history = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(history_item(record, event, self.retention)))
+                .condition_expression(new.expression)
+                .set_expression_attribute_names(Some(new.names))
+                .build()
+                .map_err(|e| StoreError::Service(format!("history item: {e}")))?;
+            items.push(TransactWriteItem::builder().put(history).build());
+        }
+        Ok(items)
     }
 
     /// Runs a transition's transaction.
@@ -261,7 +268,7 @@ impl JobStore for DynamoJobStore {
         record: &JobRecord,
         event: &HistoryEvent,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let items = self.transaction(record, event, condition::item_is_new(), true)?;
+        let items = self.transaction(record, std::slice::from_ref(event), condition::item_is_new(), true)?;
         match self.transact("create", items).await {
             Ok(()) => Ok(None),
             Err(TransactError::Store(e)) => Err(e),
@@ -413,7 +420,33 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn commit(&self, c: &Commit<'_>) -> Result<(), CommitError> {
-        let items = self.transaction(c.record, c.event, condition::commit(c), false)?;
+        if c.events.is_empty() {
+            return Err(CommitError::Store(StoreError::Invalid(
+                "a commit carries at least one history event".into(),
+            )));
+        }
+        let mut items = self.transaction(c.record, c.events, condition::commit(c), false)?;
+        if !c.entries.is_empty() {
+            if items.len() + c.entries.len() <= TRANSACTION_MAX_ITEMS {
+                let now = crate::clock::SystemClock.now();
+                let keep_until = c.record.deadline_at;
+                for (collection, e) in c.entries.iter() {
+                    let item = entry_item(&c.record.job_id, collection, e, now, keep_until, self.retention);
+                    let put = Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .build()
+                        .map_err(|e| StoreError::Service(format!("entry item: {e}")))?;
+                    items.push(TransactWriteItem::builder().put(put).build());
+                }
+            } else {
+                // Too many for one transaction: written first, as rule 2 of `entries` allows.
+                for (collection, entries) in c.entries.by_collection() {
+                    self.write_entries(&c.record.job_id, collection, &entries, c.record.deadline_at)
+                        .await?;
+                }
+            }
+        }
         Ok(self.transact("commit", items).await?)
     }
 
@@ -425,7 +458,7 @@ impl JobStore for DynamoJobStore {
         event: &HistoryEvent,
     ) -> Result<(), CommitError> {
         let condition = condition::commit_unleased(expected_version, now);
-        let items = self.transaction(record, event, condition, false)?;
+        let items = self.transaction(record, std::slice::from_ref(event), condition, false)?;
         Ok(self.transact("commit_unleased", items).await?)
     }
 

@@ -170,19 +170,29 @@ impl JobStore for MemoryJobStore {
         self.point("store.commit", false).await;
         let result = {
             let mut d = lock(&self.data);
-            match d.jobs.get_mut(&c.record.job_id) {
+            let result = match d.jobs.get_mut(&c.record.job_id) {
                 Some((rec, history))
                     if rec.version == c.expected_version
                         && rec.lease_owner.as_deref() == Some(c.owner)
                         && (!rec.cancel_requested || c.saw_cancel)
-                        && !history.iter().any(|e| e.seq == c.event.seq) =>
+                        && !c.events.is_empty()
+                        && !history
+                            .iter()
+                            .any(|e| c.events.iter().any(|n| n.seq == e.seq)) =>
                 {
                     *rec = c.record.clone();
-                    history.push(c.event.clone());
+                    history.extend(c.events.iter().cloned());
                     Ok(())
                 }
                 _ => Err(CommitError::Conflict),
+            };
+            if result.is_ok() {
+                for (collection, e) in c.entries.iter() {
+                    let key = (c.record.job_id.clone(), collection.to_string(), e.key.clone());
+                    d.entries.insert(key, e.clone());
+                }
             }
+            result
         };
         self.point("store.commit", true).await;
         result
