@@ -28,8 +28,8 @@ use crate::secrets::{Created, Secrets};
 
 /// `export`: passphrase, `ExportCertificate`, one secret version holding both.
 ///
-/// A first attempt (no earlier run of this step took the lease) writes straight away; a
-/// later attempt first reads back what an earlier one may have stored under the step's
+/// A first run ([`StepContext::first_run`]: no earlier run of this step can have begun)
+/// writes straight away; any other run first reads back what an earlier one may have stored under the step's
 /// token, so that it does not export the certificate a second time. Either way a version,
 /// once stored, wins: a write that finds the token taken reads the stored value instead.
 pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState) -> StepResult {
@@ -53,7 +53,7 @@ pub(super) async fn export(deps: Arc<Deps>, ctx: StepContext, mut s: ExportState
         owned_by_target(&name, tags, &r.target_tag_key, &r.target_tag_value)?;
     }
     let stored = match &existing {
-        Some(_) if ctx.attempt() > 1 => secrets.read_version(&name, &token).await?,
+        Some(_) if !ctx.first_run() => secrets.read_version(&name, &token).await?,
         _ => None,
     };
     let value = match stored {

@@ -59,7 +59,7 @@ pub(super) async fn install(
     };
     let batch = r.batch;
     let comment = comment(&ctx, batch);
-    if ctx.attempt() > 1 {
+    if !ctx.first_run() {
         let since = ctx.created_at() - FIND_SLACK_MS;
         if let Some(found) =
             ssm::find(&deps.clients.ssm, &cfg.document_name, since, &comment).await?
