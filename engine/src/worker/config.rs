@@ -10,7 +10,7 @@ pub struct WorkerConfig {
     /// Messages (task and intake together) handled at once.
     pub concurrency: usize,
     /// Most messages asked for per receive (SQS allows up to 10). A receive never asks for
-    /// more than the free slots; an idle queue is long-polled for one message, a busy one
+    /// more than the free slots; an idle queue is long-polled for two messages, a busy one
     /// is read a batch at a time without waiting; with intake queues each queue's batch is
     /// at most its equal share of `concurrency` (half with one intake queue, a third with
     /// two).

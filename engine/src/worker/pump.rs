@@ -12,6 +12,9 @@ use super::config::{RECEIVE_BACKOFF_BASE, RECEIVE_BACKOFF_MAX_DOUBLINGS};
 use super::run::report_panic;
 use super::{Intake, Intent, Worker};
 
+/// Slots an idle queue's long poll holds (see `idle` in [`Worker::pump`]).
+const IDLE_SLOTS: usize = 2;
+
 impl Worker {
     /// Receives from one queue (the task queue, or an intake queue) until told to stop,
     /// and returns the handlers still running.
@@ -30,9 +33,12 @@ impl Worker {
         let mut handlers = JoinSet::new();
         let mut failures: u32 = 0;
         // Whether the last receive drained the queue (fewer messages than asked for). An
-        // idle queue is long-polled holding a single slot, so that it does not keep its
-        // whole share from the other queues for the length of every poll; while full batches
-        // come back, it takes a batch at a time with receives that do not wait.
+        // idle queue is long-polled holding two slots, not its whole share, so that it does
+        // not keep the share from the other queues for the length of every poll; and two,
+        // not one, so that the single message of a quiet moment comes back as "fewer than
+        // asked for" and the next receive waits again, instead of a receive that does not
+        // wait and finds nothing. While full batches come back, it takes a batch at a time
+        // with receives that do not wait.
         let mut idle = true;
         loop {
             if *stop.borrow() {
@@ -52,7 +58,7 @@ impl Worker {
                 },
             };
             let mut reserved = vec![first];
-            let want = if idle { 1 } else { share };
+            let want = if idle { IDLE_SLOTS.min(share) } else { share };
             while reserved.len() < want {
                 match Arc::clone(&permits).try_acquire_owned() {
                     Ok(p) => reserved.push(p),
