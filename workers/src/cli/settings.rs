@@ -11,6 +11,9 @@ use clap::{Args, ValueEnum};
 const MIN_LEASE_SECS: u64 = 3;
 /// SQS refuses a receive that waits longer than this (its long-poll maximum).
 const MAX_POLL_WAIT_SECS: u64 = 20;
+/// The longest time one task may hold waits in-process: beyond a minute a slot and a lease are
+/// held for nothing the queue could not do as well.
+const MAX_HOLD_WAITS_MS: u64 = 60_000;
 
 /// Names of the AWS resources certflow uses.
 #[derive(Debug, Args, Clone)]
@@ -328,6 +331,11 @@ pub(crate) struct WorkerArgs {
     /// A job is considered lost when its step was due this many seconds ago.
     #[arg(long, env = "CERTFLOW_SWEEP_GRACE_SECS", default_value_t = 300)]
     pub(crate) sweep_grace_secs: u64,
+    /// Milliseconds of short waits one task may sleep through itself (e.g. the first look
+    /// at an install 2 s after sending it) instead of a round trip through the task queue;
+    /// longer waits always go through the queue. 0: every wait does (at most 60000).
+    #[arg(long, env = "CERTFLOW_HOLD_WAITS_MS", default_value_t = engine::DEFAULT_HOLD_WAITS.as_millis() as u64)]
+    pub(crate) hold_waits_ms: u64,
 }
 
 impl WorkerArgs {
@@ -344,6 +352,7 @@ impl WorkerArgs {
         cfg.shutdown_budget = Duration::from_secs(self.shutdown_budget_secs);
         cfg.sweep_every = Duration::from_secs(self.sweep_every_secs);
         cfg.sweep_grace = Duration::from_secs(self.sweep_grace_secs);
+        cfg.hold_waits = Duration::from_millis(self.hold_waits_ms.min(MAX_HOLD_WAITS_MS));
         cfg
     }
 }
@@ -362,6 +371,7 @@ mod tests {
             shutdown_budget_secs: 25,
             sweep_every_secs: 0,
             sweep_grace_secs: 300,
+            hold_waits_ms: 5_000,
         }
     }
 
@@ -376,6 +386,7 @@ mod tests {
         assert_eq!(cfg.shutdown_budget, Duration::from_secs(25));
         assert_eq!(cfg.sweep_every, Duration::ZERO, "0 turns the sweeper off");
         assert_eq!(cfg.sweep_grace, Duration::from_secs(300));
+        assert_eq!(cfg.hold_waits, Duration::from_secs(5));
     }
 
     #[test]
@@ -385,6 +396,9 @@ mod tests {
         assert_eq!(cfg.lease, Duration::from_secs(MIN_LEASE_SECS));
         assert_eq!(cfg.visibility, Duration::from_secs(MIN_LEASE_SECS));
         assert_eq!(cfg.poll_wait, Duration::from_secs(MAX_POLL_WAIT_SECS));
+        let mut args = worker(60, 60, 20, 32);
+        args.hold_waits_ms = 3_600_000;
+        assert_eq!(args.config().hold_waits, Duration::from_millis(MAX_HOLD_WAITS_MS));
     }
 
     #[test]
