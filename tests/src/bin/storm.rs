@@ -525,6 +525,9 @@ async fn watch_command(sent: CommandSent, commands: Arc<Commands>, latency: Late
     }
 }
 
+/// How a job ended: status, updated_at, created_at, last error.
+type Ended = (JobStatus, i64, i64, Option<String>);
+
 /// One storm: fresh backends, `jobs` requests over `window`, until every job ended (or a
 /// generous deadline).
 #[allow(clippy::too_many_arguments)]
@@ -639,7 +642,7 @@ async fn storm_run(
     let started = Instant::now();
     let interval = window.as_secs_f64() / jobs as f64;
     let mut requested_at: Vec<i64> = Vec::with_capacity(jobs);
-    let mut done: Vec<Option<(JobStatus, i64, i64, Option<String>)>> = vec![None; jobs];
+    let mut done: Vec<Option<Ended>> = vec![None; jobs];
     let mut remaining = jobs;
     let mut next = 0;
     let deadline = started + window + Duration::from_secs(180);
