@@ -336,15 +336,17 @@ async fn a_worker_killed_mid_step_leaves_the_job_to_another() {
         .unwrap()
         .record
         .job_id;
-    // Wait until the doomed worker is inside the slow step, holding the lease.
+    // Wait until the doomed worker holds the job, then until it is inside the slow step:
+    // `start` is fused into `slow`, and a task commits once, when the job leaves it, so the
+    // record shows the job at `start`, leased, for the whole task.
     stack
         .wait_for(&id, WAIT, |r| {
-            r.step == "slow"
-                && r.lease_owner
-                    .as_deref()
-                    .is_some_and(|o| o.starts_with("doomed#"))
+            r.lease_owner
+                .as_deref()
+                .is_some_and(|o| o.starts_with("doomed#"))
         })
         .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     doomed.kill();
     let survivor = stack.spawn_worker("survivor");
     let rec = stack.wait_terminal(&id, WAIT).await;
@@ -354,10 +356,19 @@ async fn a_worker_killed_mid_step_leaves_the_job_to_another() {
     let slow: Vec<_> = history.iter().filter(|e| e.step == "slow").collect();
     assert_eq!(slow.len(), 1, "the slow step committed once: {history:?}");
     assert_eq!(slow[0].worker, "survivor");
-    assert_eq!(slow[0].attempt, 2, "the killed attempt counts: {history:?}");
-    assert!(history
+    let start = history
         .iter()
-        .all(|e| e.worker != "doomed" || e.step == "start"));
+        .find(|e| e.step == "start" && e.kind == EventKind::StepCompleted)
+        .unwrap();
+    assert_eq!(
+        (start.worker.as_str(), start.attempt),
+        ("survivor", 2),
+        "the killed task left nothing but its attempt: {history:?}"
+    );
+    assert!(
+        history.iter().all(|e| e.worker != "doomed"),
+        "{history:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,7 +109,16 @@ fn worker(env: &Env, tasks: &str, otlp: &str, id: &str) -> WorkerProcess {
     let emulator = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (the emulator)");
     WorkerCommand::new(env, &emulator)
         .id(id)
-        .args(["--poll-wait-secs", "1", "--shutdown-budget-secs", "5"])
+        // Every wait through the task queue (none held in the task), so that the job
+        // waits where the test can see it and hand it to the second worker.
+        .args([
+            "--poll-wait-secs",
+            "1",
+            "--shutdown-budget-secs",
+            "5",
+            "--hold-waits-ms",
+            "0",
+        ])
         .env("CERTFLOW_TASKS_QUEUE", tasks)
         .log_level("warn")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
