@@ -10,6 +10,7 @@ use engine::schema::JobTableSpec;
 use engine::{JobStore, Jobs, SystemClock};
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 
 use crate::cli::{AwsArgs, BootstrapArgs, Global, Names, Output, RetryMode};
@@ -33,10 +34,20 @@ const QUEUE_VISIBILITY: Duration = Duration::from_secs(60);
 /// step error that the engine retries later with the step's own durable backoff. Every
 /// attempt has a timeout so that a hung connection cannot hold a lease heartbeat or a
 /// commit past the lease.
+///
+/// Stalled-stream protection is kept for downloads and turned off for uploads: certflow
+/// uploads only small JSON bodies, and the upload check wakes the runtime every few tens
+/// of milliseconds for as long as a request is in flight — for the whole 20 s of each idle
+/// long poll, which made most of an idle worker's CPU.
 pub(crate) async fn sdk_config(args: &AwsArgs) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(retry_config(args))
         .timeout_config(timeout_config(args))
+        .stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled()
+                .upload_enabled(false)
+                .build(),
+        )
         .load()
         .await
 }
