@@ -79,13 +79,17 @@ fn real_main() -> Result<(), String> {
     let dir = match &args.from {
         Some(dir) => dir.clone(),
         None => {
-            let stamp = SystemTime::now()
+            let secs = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let dir = run::target_dir(&root)
-                .join("report")
-                .join(format!("{}-{stamp}", run::today()));
+            let dir = run::target_dir(&root).join("report").join(format!(
+                "{}-{:02}{:02}{:02}",
+                run::today(),
+                secs / 3600 % 24,
+                secs / 60 % 60,
+                secs % 60
+            ));
             run::run_all(&root, &dir, args.quick)?;
             eprintln!(
                 "report: results saved in {} (render again with --from)",

@@ -299,10 +299,14 @@ pub fn run_all(root: &Path, out: &Path, quick: bool) -> Result<RunInfo, String> 
         let log = out.join(format!("{file}.moto.log"));
         eprintln!("report: starting a fresh emulator (log {})", log.display());
         let emulator = Emulator::start(root, &log)?;
-        let mut env = emulator.env();
-        env.push(("CERTFLOW_BIN", bin.join("certflow").display().to_string()));
+        let env = emulator.env();
         let mut full = args.clone();
-        full.extend(["--json".to_string(), out.join(file).display().to_string()]);
+        full.extend([
+            "--worker-bin".to_string(),
+            bin.join("certflow").display().to_string(),
+            "--json".to_string(),
+            out.join(file).display().to_string(),
+        ]);
         let result = run_bench(&bin.join("export_bench"), &full, &env, root);
         emulator.stop();
         result?;

@@ -151,11 +151,27 @@ fn saturation_and_capacity_from_the_storm() {
     // 4,000/min offered = 66.7/s, 41 completed: below 90 %. 2,000/min: 33 of 33.3.
     let sat = render::saturation(&i.storm.runs).expect("the sample saturates");
     close(sat.offered_per_min, 4000.0);
-    // Busiest run: 160 jobs/s per vCPU × 0.25 × 60.
-    close(
-        render::renewals_per_task_minute(&i.storm.runs).unwrap(),
-        2400.0,
+    // Busiest run: 160 jobs/s per vCPU × 0.25 × 60 = 2,400, below the 41 × 60 = 2,460 a
+    // minute the one worker reached where it saturated: CPU-bound.
+    let c = render::capacity(&i.storm).unwrap();
+    close(c.cpu_bound_per_min, 2400.0);
+    close(c.ceiling_per_min.unwrap(), 2460.0);
+    assert!(c.cpu_bound());
+    close(render::renewals_per_task_minute(&i.storm).unwrap(), 2400.0);
+    // With cheaper jobs the worker's throughput is the limit.
+    let mut cheap = i.storm.clone();
+    for r in &mut cheap.runs {
+        r.jobs_per_s_per_vcpu = 1000.0;
+    }
+    close(render::renewals_per_task_minute(&cheap).unwrap(), 2460.0);
+    let md = render::markdown(
+        &Inputs {
+            storm: cheap,
+            ..inputs()
+        },
+        "img",
     );
+    assert!(md.contains("about 2,460 renewals a minute** (limited by one worker's throughput"));
     let mut unsaturated = i.storm.runs.clone();
     unsaturated.pop();
     assert!(render::saturation(&unsaturated).is_none());
