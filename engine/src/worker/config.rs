@@ -25,7 +25,8 @@ pub struct WorkerConfig {
     pub max_fused_steps: u32,
     /// How long one task may hold short waits in-process (rule 13 of the state machine)
     /// instead of a round trip through the queue: a wait no longer than what is left of
-    /// this budget is slept in the task. Zero: every wait goes through the queue.
+    /// this budget is slept in the task, while at least a quarter of the worker's slots
+    /// are free (a held wait keeps its slot). Zero: every wait goes through the queue.
     pub hold_waits: Duration,
     /// A step due within this much counts as due (absorbs early deliveries and skew).
     pub due_slack: Duration,

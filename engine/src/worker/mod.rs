@@ -49,6 +49,9 @@ struct Inner {
     phase: watch::Sender<Phase>,
     /// Numbers the handlers of this worker, for their lease tokens.
     handlers: AtomicU64,
+    /// The slots of the running worker (set by `run_with_intakes`), so that a task can
+    /// tell whether the worker is busy before it holds a wait.
+    slots: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 /// A worker runtime. Cheap to clone; clones share the shutdown state.
@@ -106,6 +109,7 @@ impl Worker {
                 config,
                 phase,
                 handlers: AtomicU64::new(0),
+                slots: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -122,6 +126,23 @@ impl Worker {
 
     fn config(&self) -> &WorkerConfig {
         &self.inner.config
+    }
+
+    /// Whether a task may hold a wait (rule 13 of [`crate::transition`]) now: at least a
+    /// quarter of the worker's slots are free. A held wait keeps its slot, so under load
+    /// waits go through the queue and the slot serves the next message instead.
+    fn idle_enough_to_hold(&self) -> bool {
+        let slots = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match slots {
+            Some(slots) => slots.available_permits() * 4 >= self.config().concurrency.max(1),
+            // Steps run outside `run` (a test driving `handle`): nothing to share.
+            None => true,
+        }
     }
 
     fn now(&self) -> Millis {

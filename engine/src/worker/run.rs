@@ -39,6 +39,11 @@ impl Worker {
     pub async fn run_with_intakes(&self, intakes: Vec<Intake>, shutdown: impl Future<Output = ()>) {
         let cfg = self.config();
         let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+        *self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&permits));
         let mut sweeper = JoinSet::new();
         if !cfg.sweep_every.is_zero() {
             let me = self.clone();

@@ -451,7 +451,11 @@ impl Worker {
                     until: now + millis(cfg.lease),
                 },
             ),
-            hold: cfg.hold_waits.saturating_sub(task.held),
+            hold: if self.idle_enough_to_hold() {
+                cfg.hold_waits.saturating_sub(task.held)
+            } else {
+                Duration::ZERO
+            },
         };
         let ctx = StepContext {
             job_id: rec.job_id.clone(),

@@ -313,9 +313,16 @@ async fn run(args: Args, workers_rt: tokio::runtime::Handle, fake_rt: tokio::run
         });
     }
     Fleet::global().set_default_latency(args.install);
+    // As the `certflow` binary configures the SDK (workers/src/aws.rs): no upload
+    // stalled-stream check, which would wake the runtime every few ms per call in flight.
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(fake.url())
+        .stalled_stream_protection(
+            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
+                .upload_enabled(false)
+                .build(),
+        )
         .load()
         .await;
 
