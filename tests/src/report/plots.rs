@@ -274,12 +274,18 @@ pub fn lines(
                 GREY.stroke_width(2),
             ))
             .map_err(err)?;
+        // The label runs away from the legend (upper left): rightwards from a marker
+        // in the left half, leftwards from one in the right half.
+        let (h, dx) = if x < x_hi / 2.0 {
+            (HPos::Left, 6)
+        } else {
+            (HPos::Right, -6)
+        };
         chart
-            .draw_series(std::iter::once(Text::new(
-                text,
-                (x, y_hi * 0.97),
-                font(14).pos(Pos::new(HPos::Right, VPos::Top)),
-            )))
+            .draw_series(std::iter::once(
+                EmptyElement::at((x, y_hi))
+                    + Text::new(text, (dx, 6), font(14).pos(Pos::new(h, VPos::Top))),
+            ))
             .map_err(err)?;
     }
     chart

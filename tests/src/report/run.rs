@@ -318,10 +318,10 @@ pub fn run_all(root: &Path, out: &Path, quick: bool) -> Result<RunInfo, String> 
 }
 
 fn command_line(bin: &str, args: &[String]) -> String {
-    let mut s = format!("cargo run --release -p certflow-tests --bin {bin}");
-    if !args.is_empty() {
-        s.push_str(" -- ");
-        s.push_str(&args.join(" "));
+    let mut s = format!("cargo run --release -p certflow-tests --bin {bin} --");
+    for a in args {
+        s.push(' ');
+        s.push_str(a);
     }
     if bin == "export_bench" {
         s.push_str(" --worker-bin target/release/certflow");
