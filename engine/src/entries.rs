@@ -212,7 +212,10 @@ mod tests {
         assert_eq!(w.len(), 4 - 1, "one write per collection and key");
         let stored = vec![e("a", "pending"), e("b", "pending"), e("c", "pending")];
         let all = w.overlay("servers", &Groups::All, stored.clone());
-        let seen: Vec<_> = all.iter().map(|x| (x.key.as_str(), x.group.as_str())).collect();
+        let seen: Vec<_> = all
+            .iter()
+            .map(|x| (x.key.as_str(), x.group.as_str()))
+            .collect();
         assert_eq!(seen, [("a", "pending"), ("b", "ok"), ("c", "failed")]);
         // A waiting write that moves an entry out of the groups asked for hides it.
         let pending = Groups::Only(vec!["pending".into()]);

@@ -97,9 +97,7 @@ pub use error::{JobsError, QueueError, StepError, StoreError};
 pub use job::{EventKind, HistoryEvent, JobId, JobRecord, JobStatus, Millis};
 pub use ops::{Created, Jobs, NewJob, Wake};
 pub use request::RequestKey;
-pub use worker::{
-    Intake, IntakeParser, Intent, Signal, Worker, WorkerConfig, DEFAULT_HOLD_WAITS,
-};
+pub use worker::{Intake, IntakeParser, Intent, Signal, Worker, WorkerConfig, DEFAULT_HOLD_WAITS};
 pub use workflow::{
     Ended, Outcome, Registry, StepContext, StepPolicy, StopReason, Transition, Workflow,
 };

@@ -51,6 +51,8 @@
 //!     queue: the decision says WAITING as any wait does, then at the wake-up instant the
 //!     task takes the job again in memory, counting an attempt as a lease would
 //!     (`Then::Hold`, `resumed`). Nothing of it is durable until the task's commit (rule 8).
+//!     A wake-up (rule 12) the holding worker receives ends the wait early, with the same
+//!     `woken` decision as for a stored job.
 
 use std::time::Duration;
 

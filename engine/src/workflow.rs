@@ -274,7 +274,9 @@ impl StepContext {
                     .find_map(|e| crate::entries::invalid(collection, Some(e)))
             });
             if let Some(why) = invalid {
-                return Err(StepError::abort(format!("writing {collection} entries: {why}")));
+                return Err(StepError::abort(format!(
+                    "writing {collection} entries: {why}"
+                )));
             }
             lock(writes).put(collection, entries);
             return Ok(());
@@ -329,7 +331,9 @@ pub fn idempotency_token(job: &JobId, step: &str, purpose: &str) -> String {
 /// The task's entry writes; a step that panicked while holding them left them whole (each
 /// `put` is one map insert), so a poisoned lock is still usable.
 fn lock(writes: &Mutex<EntryWrites>) -> MutexGuard<'_, EntryWrites> {
-    writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    writes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

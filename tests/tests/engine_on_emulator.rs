@@ -365,10 +365,7 @@ async fn a_worker_killed_mid_step_leaves_the_job_to_another() {
         ("survivor", 2),
         "the killed task left nothing but its attempt: {history:?}"
     );
-    assert!(
-        history.iter().all(|e| e.worker != "doomed"),
-        "{history:?}"
-    );
+    assert!(history.iter().all(|e| e.worker != "doomed"), "{history:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

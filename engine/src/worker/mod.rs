@@ -52,6 +52,9 @@ struct Inner {
     /// The slots of the running worker (set by `run_with_intakes`), so that a task can
     /// tell whether the worker is busy before it holds a wait.
     slots: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// The jobs this worker holds in a wait (rule 13), by job: the step they wait at and
+    /// how to end the wait early, so that a wake-up received here reaches them.
+    held: std::sync::Mutex<std::collections::HashMap<JobId, Arc<task::HeldWait>>>,
 }
 
 /// A worker runtime. Cheap to clone; clones share the shutdown state.
@@ -110,6 +113,7 @@ impl Worker {
                 phase,
                 handlers: AtomicU64::new(0),
                 slots: std::sync::Mutex::new(None),
+                held: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }

@@ -98,6 +98,13 @@ impl Worker {
     /// job woken by it, and drives it then. A signal that changes nothing is deleted; only
     /// a failure to read or write the job leaves the message, to come back.
     pub async fn signal(&self, source: Arc<dyn TaskQueue>, d: Delivery, s: Signal) {
+        if self.wake_held(&s) {
+            // Held in a wait by this very worker (rule 13): the wait ends now, in memory;
+            // its task commits the wake-up's effect with everything else it decided.
+            info!(job_id = %s.job, step = %s.step, reason = %s.reason, "held job woken");
+            self.delete_signal(&source, &d).await;
+            return;
+        }
         let jobs = &self.inner.jobs;
         let old = match jobs.get(&s.job).await {
             Ok(old) => old,
@@ -296,13 +303,32 @@ impl Worker {
                 }
                 Then::Hold(due) => {
                     let wait = Duration::from_millis((due - self.now()).max(0) as u64);
-                    let job = next.job_id.clone();
-                    match self.hold_wait(source, hold, task, &job, wait, heartbeat).await {
+                    match self
+                        .hold_wait(source, hold, task, &next, wait, heartbeat)
+                        .await
+                    {
                         Held::Due => {
                             task.fused += 1;
                             task.held += wait;
                             let until = self.now() + millis(cfg.lease);
                             rec = transition::resumed(&next, &hold.owner, until);
+                        }
+                        Held::Woken(reason) => {
+                            task.fused += 1;
+                            task.held += wait;
+                            let now = self.now();
+                            let message = hold.d.message_id.clone();
+                            let next = match transition::woken(
+                                &next, &next.step, now, message, &cfg.id, &reason,
+                            ) {
+                                Ok((woken, event)) => {
+                                    task.events.push(event);
+                                    woken
+                                }
+                                // Due by now anyway: the step simply runs.
+                                Err(_) => next,
+                            };
+                            rec = transition::resumed(&next, &hold.owner, now + millis(cfg.lease));
                         }
                         // Shutting down: the wait goes through the queue after all.
                         Held::Draining => return Some((next, Then::SendAt(due))),
@@ -314,25 +340,63 @@ impl Worker {
         }
     }
 
-    /// Sleeps through a held wait (rule 13), keeping the lease and the message alive.
+    /// Ends the held wait of the job `s` names, if this worker holds it waiting at the
+    /// step `s` names.
+    fn wake_held(&self, s: &Signal) -> bool {
+        let held = self
+            .inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.get(&s.job) {
+            Some(wait) if wait.step == s.step => {
+                *wait
+                    .reason
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s.reason.clone());
+                wait.notify.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sleeps through a held wait (rule 13), keeping the lease and the message alive; a
+    /// wake-up for the job received by this worker ends it early ([`Worker::signal`]).
     async fn hold_wait(
         &self,
         source: &Arc<dyn TaskQueue>,
         hold: &mut Hold,
         task: &TaskRun,
-        job: &JobId,
+        waiting: &JobRecord,
         wait: Duration,
         heartbeat: &mut tokio::time::Interval,
     ) -> Held {
+        let (job, step) = (&waiting.job_id, waiting.step.as_str());
         if self.phase() != Phase::Running {
             return Held::Draining;
         }
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
         let mut phase = self.inner.phase.subscribe();
+        let wait = Arc::new(HeldWait {
+            step: step.to_string(),
+            notify: tokio::sync::Notify::new(),
+            reason: Mutex::new(None),
+        });
+        let _registered = HeldEntry::register(self, job, Arc::clone(&wait));
         loop {
             tokio::select! {
                 () = &mut sleep => return Held::Due,
+                () = wait.notify.notified() => {
+                    let reason = wait
+                        .reason
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take()
+                        .unwrap_or_default();
+                    return Held::Woken(reason);
+                }
                 _ = heartbeat.tick() => {
                     if !self.heartbeat(source, hold, job, task.stored_version).await {
                         info!(job_id = %job, "lease lost during a held wait; abandoning");
@@ -587,10 +651,54 @@ struct TaskRun {
 enum Held {
     /// The wait is over: take the job again and run its step.
     Due,
+    /// A wake-up ended the wait early (rule 12), for this reason.
+    Woken(String),
     /// The worker is shutting down: commit and send the task instead.
     Draining,
     /// The lease is gone: the job is not ours any more.
     Lost,
+}
+
+/// A wait held in a task, as a wake-up received by the same worker finds it.
+pub(super) struct HeldWait {
+    /// The step the job waits at.
+    step: String,
+    /// Ends the wait.
+    notify: tokio::sync::Notify,
+    /// What the wake-up said happened.
+    reason: Mutex<Option<String>>,
+}
+
+/// A held wait's place in [`Worker::signal`]'s sight, for as long as the wait lasts.
+struct HeldEntry<'a> {
+    worker: &'a Worker,
+    job: JobId,
+}
+
+impl<'a> HeldEntry<'a> {
+    fn register(worker: &'a Worker, job: &JobId, wait: Arc<HeldWait>) -> Self {
+        worker
+            .inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(job.clone(), wait);
+        HeldEntry {
+            worker,
+            job: job.clone(),
+        }
+    }
+}
+
+impl Drop for HeldEntry<'_> {
+    fn drop(&mut self) {
+        self.worker
+            .inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.job);
+    }
 }
 
 /// What became of a task's commit.
@@ -607,7 +715,9 @@ enum Committed {
 
 /// The task's entry writes (see [`crate::workflow`]'s lock: a poisoned lock is still whole).
 fn lock_writes(writes: &Mutex<EntryWrites>) -> std::sync::MutexGuard<'_, EntryWrites> {
-    writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    writes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether `cur` is the record `next` as written by our own commit (the store adds the TTL).

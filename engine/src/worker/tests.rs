@@ -34,12 +34,21 @@ fn rig() -> Rig {
             Ok(Outcome::next_after("b", n, Duration::from_secs(600)))
         })
         .step("b", |_ctx, n| async move { Ok(Outcome::succeed(n)) });
+    // A short look after starting something: held in the task (rule 13).
+    let look = Workflow::<u32>::new("look")
+        .step("a", |_ctx, n| async move {
+            Ok(Outcome::next_after("b", n, Duration::from_secs(3)))
+        })
+        .step("b", |_ctx, n| async move { Ok(Outcome::succeed(n + 1)) });
     let store = MemoryJobStore::new();
     let queue = MemoryTaskQueue::new(clock.clone(), 1, QueueChaos::default());
     let jobs = Jobs::new(
         Arc::new(store.clone()),
         Arc::new(queue.clone()),
-        Registry::new().register(three).register(timer),
+        Registry::new()
+            .register(three)
+            .register(timer)
+            .register(look),
         clock,
     );
     let worker = Worker::new(
@@ -289,5 +298,88 @@ fn the_end_hook_hears_each_ending_once_after_its_commit_with_the_reason() {
             )]
         );
         assert_eq!(jobs.get(&id).await.unwrap().status, JobStatus::Failed);
+    });
+}
+
+#[test]
+fn a_short_wait_is_held_in_the_task_and_committed_with_the_rest() {
+    runtime().block_on(async {
+        let rig = rig();
+        let id = rig.create("look").await;
+        let started = tokio::time::Instant::now();
+        rig.handle_next().await;
+        assert!(
+            started.elapsed() >= Duration::from_secs(3),
+            "the wait was slept"
+        );
+        let rec = rig.jobs.get(&id).await.unwrap();
+        assert_eq!(rec.status, JobStatus::Succeeded);
+        assert_eq!(rig.queue.sent().len(), 1, "no task was sent for the wait");
+        use EventKind::*;
+        assert_eq!(rig.kinds(&id).await, [Created, StepCompleted, Succeeded]);
+        let history = rig.jobs.history(&id).await.unwrap();
+        assert_eq!(
+            history[1].to_status,
+            JobStatus::Waiting,
+            "recorded as a wait"
+        );
+        assert_eq!(history[2].attempt, 1, "taken again as a lease takes a job");
+    });
+}
+
+#[test]
+fn a_wake_up_received_by_the_worker_that_holds_the_wait_ends_it_at_once() {
+    runtime().block_on(async {
+        let rig = rig();
+        let id = rig.create("look").await;
+        let d = rig.receive().await.unwrap();
+        let (worker, queue) = (rig.worker.clone(), Arc::new(rig.queue.clone()));
+        let run = tokio::spawn(async move { worker.handle(queue, d).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let events = MemoryTaskQueue::new(
+            Arc::new(TokioClock::starting_at(1_700_000_000_000)),
+            2,
+            QueueChaos::default(),
+        );
+        events.send("{}", Duration::ZERO, &[]).await.unwrap();
+        let signal = events.receive(1, Duration::ZERO, VISIBILITY).await.unwrap();
+        let wrong = super::Signal {
+            job: id.clone(),
+            step: "a".into(),
+            reason: "for another step".into(),
+        };
+        let source: Arc<dyn TaskQueue> = Arc::new(events.clone());
+        rig.worker
+            .signal(Arc::clone(&source), signal[0].clone(), wrong)
+            .await;
+        assert!(
+            !run.is_finished(),
+            "a wake-up for another step changes nothing"
+        );
+        let woken_at = tokio::time::Instant::now();
+        let s = super::Signal {
+            job: id.clone(),
+            step: "b".into(),
+            reason: "it happened".into(),
+        };
+        events.send("{}", Duration::ZERO, &[]).await.unwrap();
+        let signal = events.receive(1, Duration::ZERO, VISIBILITY).await.unwrap();
+        rig.worker.signal(source, signal[0].clone(), s).await;
+        run.await.unwrap();
+        assert!(
+            woken_at.elapsed() < Duration::from_millis(100),
+            "ended at once"
+        );
+        let rec = rig.jobs.get(&id).await.unwrap();
+        assert_eq!(rec.status, JobStatus::Succeeded);
+        use EventKind::*;
+        assert_eq!(
+            rig.kinds(&id).await,
+            [Created, StepCompleted, Woken, Succeeded]
+        );
+        let history = rig.jobs.history(&id).await.unwrap();
+        assert_eq!(history[2].note.as_deref(), Some("it happened"));
+        assert!(events.is_empty(), "the wake-ups were deleted");
+        assert_eq!(rig.queue.sent().len(), 1, "no task was sent for the wait");
     });
 }

@@ -178,6 +178,9 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     let fleet_calls = Fleet::global().call_counts();
 
     // Idle: the worker long-polls its three queues and nothing else happens.
+    // First, the SDK's own floor: what one call costs a client that does nothing else.
+    let floor =
+        tokio::task::block_in_place(|| sdk_floor(&env.sdk, &proxy.url(), &arn, FLOOR_CALLS));
     let idle_before = bench::pid_cpu_ms(pid).expect("the worker's /proc stat");
     let idle_calls_before = proxy.calls().len();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
@@ -394,6 +397,12 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
         "  idle                                   {idle_per_s:>8.2} ms per s [target < 1 ms/s: {}] ({idle_ms:.0} ms over {idle_secs} s; {idle_calls} calls meanwhile, long polls of 20 s on 3 queues)",
         if idle_per_s < 1.0 { "met" } else { "MISSED" },
     );
+    let calls_per_job = total_f / jobs as f64;
+    println!(
+        "  the AWS SDK's floor                    {floor:>8.3} ms per call ({FLOOR_CALLS} DescribeCertificate calls through the same proxy from a thread of this bench that does nothing else, keep-alive) = {:.2} ms for this job's {calls_per_job:.2} calls; the rest, {:.2} ms per job, is the engine's and the workflow's own code",
+        floor * calls_per_job,
+        cpu_per_job - floor * calls_per_job
+    );
     println!(
         "Client connections the worker opened to the proxy during the jobs: {connections} ({:.3} per job; the proxy keeps them alive although moto answers `Connection: close`)",
         connections as f64 / jobs as f64
@@ -416,6 +425,7 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
             "worker_cpu_ms_per_job": cpu_per_job,
             "worker_build": build,
             "idle_cpu_ms_per_s": idle_per_s,
+            "sdk_floor_ms_per_call": floor,
             "client_connections": connections,
             "wall_ms_p50": p50,
             "wall_ms_p99": p99,
@@ -525,4 +535,53 @@ fn args() -> Args {
         }
     }
     a
+}
+
+/// Calls the SDK floor is measured over (CPU ticks are 10 ms: a few hundred ms in all).
+const FLOOR_CALLS: usize = 1_000;
+
+/// The AWS SDK's CPU per call, in ms: `n` `DescribeCertificate` calls through the proxy
+/// at `url` (keep-alive), one after another on a thread and runtime of their own, whose
+/// CPU alone is measured — the proxy and everything else run on other threads.
+fn sdk_floor(sdk: &aws_config::SdkConfig, url: &str, arn: &str, n: usize) -> f64 {
+    let conf = aws_sdk_acm::config::Builder::from(sdk)
+        .endpoint_url(url)
+        .stalled_stream_protection(
+            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
+                .upload_enabled(false)
+                .build(),
+        )
+        .build();
+    let acm = aws_sdk_acm::Client::from_conf(conf);
+    let arn = arn.to_string();
+    std::thread::Builder::new()
+        .name("sdk-floor".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the SDK floor");
+            rt.block_on(async {
+                // Warm up: connection, credentials, endpoint resolution.
+                for _ in 0..20 {
+                    acm.describe_certificate()
+                        .certificate_arn(&arn)
+                        .send()
+                        .await
+                        .expect("DescribeCertificate");
+                }
+                let before = bench::threads_cpu_ms("sdk-floor");
+                for _ in 0..n {
+                    acm.describe_certificate()
+                        .certificate_arn(&arn)
+                        .send()
+                        .await
+                        .expect("DescribeCertificate");
+                }
+                (bench::threads_cpu_ms("sdk-floor") - before) / n as f64
+            })
+        })
+        .expect("the SDK floor's thread")
+        .join()
+        .expect("the SDK floor's thread ended")
 }

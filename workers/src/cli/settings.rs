@@ -398,7 +398,10 @@ mod tests {
         assert_eq!(cfg.poll_wait, Duration::from_secs(MAX_POLL_WAIT_SECS));
         let mut args = worker(60, 60, 20, 32);
         args.hold_waits_ms = 3_600_000;
-        assert_eq!(args.config().hold_waits, Duration::from_millis(MAX_HOLD_WAITS_MS));
+        assert_eq!(
+            args.config().hold_waits,
+            Duration::from_millis(MAX_HOLD_WAITS_MS)
+        );
     }
 
     #[test]

@@ -104,6 +104,26 @@ pub struct Rollout {
     /// resumes the rollout (see [`Rollout::resume`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,
+    /// The servers planned, while there are at most [`KNOWN_IN_RECORD`] of them: the
+    /// late-joiner check compares the fleet with these instead of reading every entry back
+    /// (a call saved per small rollout); larger plans are read from the entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<Known>,
+}
+
+/// Most servers whose ids a rollout keeps in the record ([`Rollout::known`]).
+pub const KNOWN_IN_RECORD: usize = 10;
+
+/// The servers of a small plan, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Known {
+    /// Online when planned (or added later): sent, or to be sent, the install.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub online: Vec<String>,
+    /// Offline when planned: not sent anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offline: Vec<String>,
 }
 
 /// What the job records about one server (an entry's data).
@@ -211,10 +231,19 @@ pub(crate) fn plan(
         };
         entries.push(r.entry(&s.id));
     }
+    let known = (servers.len() <= KNOWN_IN_RECORD).then(|| Known {
+        online: online.iter().map(|s| s.id.clone()).collect(),
+        offline: servers
+            .iter()
+            .filter(|s| !s.online)
+            .map(|s| s.id.clone())
+            .collect(),
+    });
     let rollout = Rollout {
         plan: plan_id,
         servers: n,
         offline: servers.len() as u32 - n,
+        known,
         canary,
         batch_size,
         max_errors,
@@ -277,6 +306,13 @@ impl Rollout {
         let batch = self.batches;
         self.batches += 1;
         self.servers += joined.len() as u32;
+        if let Some(k) = &mut self.known {
+            k.offline.retain(|id| !joined.iter().any(|j| &j.id == id));
+            k.online.extend(joined.iter().map(|j| j.id.clone()));
+            if k.online.len() + k.offline.len() > KNOWN_IN_RECORD {
+                self.known = None;
+            }
+        }
         joined
             .iter()
             .map(|s| {
@@ -489,6 +525,41 @@ mod tests {
         let e = r.add_late(&joined);
         assert_eq!((r.batches, r.servers), (3, 4));
         assert_eq!(batches(&e), [2]);
+        assert!(r.known.unwrap().online.contains(&"i-new".to_string()));
+    }
+
+    #[test]
+    fn a_small_plan_keeps_its_servers_in_the_record_a_large_one_in_entries_only() {
+        let mut servers = fleet(3);
+        servers[2].online = false;
+        let (mut r, _) = plan(&servers, &staging(1, "2", "0"), 7);
+        let known = r.known.clone().unwrap();
+        assert_eq!(known.online.len(), 2);
+        assert_eq!(known.offline, [servers[2].id.clone()]);
+        // The offline server comes back and joins: it is online now, and only once.
+        let back = ManagedServer {
+            online: true,
+            ..servers[2].clone()
+        };
+        r.add_late(&[back]);
+        let known = r.known.clone().unwrap();
+        assert!(known.offline.is_empty());
+        assert_eq!(known.online.len(), 3);
+        // Past the limit, the record names none of them.
+        let (big, _) = plan(&fleet(KNOWN_IN_RECORD + 1), &staging(1, "2", "0"), 7);
+        assert_eq!(big.known, None);
+        let (mut edge, _) = plan(&fleet(KNOWN_IN_RECORD), &staging(1, "2", "0"), 7);
+        assert!(edge.known.is_some());
+        let one_more = ManagedServer {
+            id: "i-zzz".into(),
+            online: true,
+            ping: "Online".into(),
+        };
+        edge.add_late(&[one_more]);
+        assert_eq!(
+            edge.known, None,
+            "grown past the limit: read from the entries"
+        );
     }
 
     #[test]

@@ -203,12 +203,20 @@ async fn late_joiners(
         &req.target_tag_value,
     )
     .await?;
-    let known: HashMap<String, String> = ctx
-        .entries(SERVERS, &Groups::All)
-        .await?
-        .into_iter()
-        .map(|e| (e.key, e.group))
-        .collect();
+    let known: HashMap<String, String> = match &r.known {
+        Some(k) => k
+            .online
+            .iter()
+            .map(|id| (id.clone(), "planned".to_string()))
+            .chain(k.offline.iter().map(|id| (id.clone(), OFFLINE.to_string())))
+            .collect(),
+        None => ctx
+            .entries(SERVERS, &Groups::All)
+            .await?
+            .into_iter()
+            .map(|e| (e.key, e.group))
+            .collect(),
+    };
     let joined: Vec<ssm::ManagedServer> = now
         .into_iter()
         .filter(|x| x.online && known.get(&x.id).is_none_or(|g| g == OFFLINE))

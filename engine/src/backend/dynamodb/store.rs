@@ -268,7 +268,12 @@ impl JobStore for DynamoJobStore {
         record: &JobRecord,
         event: &HistoryEvent,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let items = self.transaction(record, std::slice::from_ref(event), condition::item_is_new(), true)?;
+        let items = self.transaction(
+            record,
+            std::slice::from_ref(event),
+            condition::item_is_new(),
+            true,
+        )?;
         match self.transact("create", items).await {
             Ok(()) => Ok(None),
             Err(TransactError::Store(e)) => Err(e),
@@ -431,7 +436,14 @@ impl JobStore for DynamoJobStore {
                 let now = crate::clock::SystemClock.now();
                 let keep_until = c.record.deadline_at;
                 for (collection, e) in c.entries.iter() {
-                    let item = entry_item(&c.record.job_id, collection, e, now, keep_until, self.retention);
+                    let item = entry_item(
+                        &c.record.job_id,
+                        collection,
+                        e,
+                        now,
+                        keep_until,
+                        self.retention,
+                    );
                     let put = Put::builder()
                         .table_name(&self.table)
                         .set_item(Some(item))
@@ -442,8 +454,13 @@ impl JobStore for DynamoJobStore {
             } else {
                 // Too many for one transaction: written first, as rule 2 of `entries` allows.
                 for (collection, entries) in c.entries.by_collection() {
-                    self.write_entries(&c.record.job_id, collection, &entries, c.record.deadline_at)
-                        .await?;
+                    self.write_entries(
+                        &c.record.job_id,
+                        collection,
+                        &entries,
+                        c.record.deadline_at,
+                    )
+                    .await?;
                 }
             }
         }

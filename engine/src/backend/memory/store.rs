@@ -188,7 +188,11 @@ impl JobStore for MemoryJobStore {
             };
             if result.is_ok() {
                 for (collection, e) in c.entries.iter() {
-                    let key = (c.record.job_id.clone(), collection.to_string(), e.key.clone());
+                    let key = (
+                        c.record.job_id.clone(),
+                        collection.to_string(),
+                        e.key.clone(),
+                    );
                     d.entries.insert(key, e.clone());
                 }
             }

@@ -266,22 +266,35 @@ fn a_short_wait_is_held_in_the_task_while_it_may_fuse_and_within_the_budget() {
     assert_eq!(d.record.status, JobStatus::Waiting, "recorded as any wait");
     assert_eq!(d.record.lease_owner, None);
     assert_eq!(d.event.to_status, JobStatus::Waiting);
-    let poll = decide(&record(), &held, ran(Outcome::poll(json!({}), Duration::from_secs(5))));
+    let poll = decide(
+        &record(),
+        &held,
+        ran(Outcome::poll(json!({}), Duration::from_secs(5))),
+    );
     assert_eq!(poll.then, Then::Hold(NOW + 5_000));
     // Longer than the budget, not fusing (draining, the limit), or a retry: the queue.
     let long = Outcome::poll(json!({}), Duration::from_secs(6));
-    assert_eq!(decide(&record(), &held, ran(long)).then, Then::SendAt(NOW + 6_000));
+    assert_eq!(
+        decide(&record(), &held, ran(long)).then,
+        Then::SendAt(NOW + 6_000)
+    );
     let unfused = Turn {
         hold: Duration::from_secs(5),
         ..turn()
     };
     let short = Outcome::poll(json!({}), Duration::from_secs(1));
-    assert_eq!(decide(&record(), &unfused, ran(short)).then, Then::SendAt(NOW + 1_000));
+    assert_eq!(
+        decide(&record(), &unfused, ran(short)).then,
+        Then::SendAt(NOW + 1_000)
+    );
     let retry = Happened::Erred {
         error: StepError::retry_after("busy", Duration::from_secs(1)),
         took: Duration::from_millis(3),
     };
-    assert!(matches!(decide(&record(), &held, retry).then, Then::SendAt(_)));
+    assert!(matches!(
+        decide(&record(), &held, retry).then,
+        Then::SendAt(_)
+    ));
 }
 
 #[test]
@@ -296,7 +309,10 @@ fn a_held_job_is_taken_again_as_a_lease_would_take_it() {
     assert_eq!(again.attempt, d.record.attempt + 1, "an attempt is counted");
     assert_eq!(again.lease_owner.as_deref(), Some("w#1"));
     assert_eq!(again.lease_until, Some(NOW + 90_000));
-    assert_eq!((again.version, &again.step), (d.record.version, &d.record.step));
+    assert_eq!(
+        (again.version, &again.step),
+        (d.record.version, &d.record.step)
+    );
 }
 
 #[test]
