@@ -68,6 +68,9 @@ pub struct Export {
     #[serde(default)]
     pub worker_build: String,
     pub idle_cpu_ms_per_s: f64,
+    /// The AWS SDK's own CPU per call, measured by the bench alone (absent in older runs).
+    #[serde(default)]
+    pub sdk_floor_ms_per_call: Option<f64>,
     #[serde(default)]
     pub client_connections: u64,
     pub wall_ms_p50: f64,

@@ -438,8 +438,16 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
             met(calls <= TARGET_CALLS).to_string(),
         ],
         vec![
-            "worker CPU per export job, all its calls included (keep-alive connections)"
-                .to_string(),
+            match export.sdk_floor_ms_per_call {
+                Some(floor) => format!(
+                    "worker CPU per export job, all its calls included (keep-alive connections); the AWS SDK alone costs {} ms a call, {} ms for the job's {} calls",
+                    num(floor, 3),
+                    num(floor * export.calls_per_job_total, 2),
+                    num(export.calls_per_job_total, 2)
+                ),
+                None => "worker CPU per export job, all its calls included (keep-alive connections)"
+                    .to_string(),
+            },
             format!("{} ms", num(export.worker_cpu_ms_per_job, 2)),
             format!("≤ {} ms", TARGET_WORKER_CPU_MS),
             met(export.worker_cpu_ms_per_job <= TARGET_WORKER_CPU_MS).to_string(),
@@ -457,12 +465,27 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
             format!("< {} ms per s", TARGET_IDLE_MS_PER_S),
             met(export.idle_cpu_ms_per_s < TARGET_IDLE_MS_PER_S).to_string(),
         ],
-        vec![
-            "SSM success → SUCCEEDED, woken by the event (p99)".to_string(),
-            ms(a.events.p99),
-            format!("≤ {} ms", thousands(TARGET_EVENT_WAKE_MS)),
-            met(a.events.p99 <= TARGET_EVENT_WAKE_MS).to_string(),
-        ],
+        {
+            // The storm measures from the command's success, so its figure includes
+            // EventBridge's delivery of the event, which it models; the target is from the
+            // event's arrival.
+            let delivery = storm
+                .latency_model
+                .get("events delivery")
+                .copied()
+                .unwrap_or(0.0);
+            let after_event = (a.events.p99 - delivery).max(0.0);
+            vec![
+                format!(
+                    "command-status event's arrival → SUCCEEDED (p99): SSM success → SUCCEEDED {}, less EventBridge's delivery modelled at {}",
+                    ms(a.events.p99),
+                    ms(delivery)
+                ),
+                ms(after_event),
+                format!("≤ {} ms", thousands(TARGET_EVENT_WAKE_MS)),
+                met(after_event <= TARGET_EVENT_WAKE_MS).to_string(),
+            ]
+        },
     ];
     w.push_str(&table(&["figure", "measured", "target", ""], &rows));
 
