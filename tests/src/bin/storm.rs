@@ -235,6 +235,8 @@ struct RunResult {
     /// The part of `calls` made by the engine's in-memory backends (jobs table, queues).
     engine_calls: BTreeMap<String, u64>,
     after_success: Vec<f64>,
+    /// From the command status event's arrival on the events queue to SUCCEEDED, ms.
+    after_event: Vec<f64>,
     /// Request to job created (the intake's lag), ms.
     intake_lag: Vec<f64>,
     /// Jobs whose history has a `woken` event.
@@ -246,6 +248,8 @@ struct RunResult {
 struct Commands {
     /// Job id → when (epoch ms) its command was seen ended with Success.
     success_at: Mutex<HashMap<String, i64>>,
+    /// Job id → when (epoch ms) its command status event reached the events queue.
+    event_at: Mutex<HashMap<String, i64>>,
     /// The events queue of the current run, when events are published.
     events: Mutex<Option<MemoryTaskQueue>>,
 }
@@ -297,6 +301,7 @@ async fn run(args: Args, workers_rt: tokio::runtime::Handle, fake_rt: tokio::run
     println!("fake AWS on {}", fake.url());
     let commands = Arc::new(Commands {
         success_at: Mutex::new(HashMap::new()),
+        event_at: Mutex::new(HashMap::new()),
         events: Mutex::new(None),
     });
     // The command watcher: when a command ends, note when, and publish SSM's status event
@@ -414,6 +419,7 @@ async fn run(args: Args, workers_rt: tokio::runtime::Handle, fake_rt: tokio::run
     }
 
     let mut after = serde_json::Map::new();
+    let mut after_event = serde_json::Map::new();
     if !args.no_wake {
         println!(
             "\n== events vs polls: {} jobs over 20 s each, install {:.1} s; time from the command's success to the job's SUCCEEDED ==",
@@ -443,6 +449,18 @@ async fn run(args: Args, workers_rt: tokio::runtime::Handle, fake_rt: tokio::run
                 r.p99_ms
             );
             after.insert(name.into(), serde_json::json!({ "p50": p50, "p99": p99 }));
+            if !r.after_event.is_empty() {
+                let (e50, e99) = (
+                    bench::percentile(&r.after_event, 50.0),
+                    bench::percentile(&r.after_event, 99.0),
+                );
+                println!(
+                    "  {:<7} p50 {e50:>7.0} ms  p99 {e99:>7.0} ms  from the event's arrival on the events queue to SUCCEEDED ({} jobs)",
+                    "",
+                    r.after_event.len()
+                );
+                after_event.insert(name.into(), serde_json::json!({ "p50": e50, "p99": e99 }));
+            }
         }
         println!(
             "  (events: EventBridge's delivery to the events queue is modelled at {:.0} ms; polls: the wait step looks 2 s after sending, then 2 s, 3 s, 4.5 s … apart)",
@@ -471,6 +489,7 @@ async fn run(args: Args, workers_rt: tokio::runtime::Handle, fake_rt: tokio::run
             demo_cpu.unwrap_or(0.0).into(),
         );
         json.insert("after_success_ms".into(), after.into());
+        json.insert("after_event_ms".into(), after_event.into());
         write_json(path, json);
     }
 }
@@ -538,7 +557,19 @@ async fn watch_command(sent: CommandSent, commands: Arc<Commands>, latency: Late
                 "status": status,
             }
         });
-        let _ = queue.send(&envelope.to_string(), Duration::ZERO, &[]).await;
+        if queue
+            .send(&envelope.to_string(), Duration::ZERO, &[])
+            .await
+            .is_ok()
+        {
+            if let Some(job) = &sent.job {
+                commands
+                    .event_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(job.clone(), bench::now_ms());
+            }
+        }
     }
 }
 
@@ -732,6 +763,11 @@ async fn storm_run(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let event_at = commands
+        .event_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut latencies = Vec::new();
     let mut ends = Vec::new();
     for (i, d) in done.iter().enumerate() {
@@ -748,6 +784,9 @@ async fn storm_run(
                 ends.push(*at);
                 if let Some(ok) = success_at.get(ids[i].as_str()) {
                     r.after_success.push((at - ok).max(0) as f64);
+                }
+                if let Some(arrived) = event_at.get(ids[i].as_str()) {
+                    r.after_event.push((at - arrived).max(0) as f64);
                 }
             }
             Some((_, _, _, err)) => {

@@ -23,6 +23,10 @@ pub struct Storm {
     pub calls_per_job: BTreeMap<String, f64>,
     pub engine_path_cpu_ms_per_job: f64,
     pub after_success_ms: AfterSuccess,
+    /// From the command status event's arrival on the events queue to SUCCEEDED (absent in
+    /// older runs).
+    #[serde(default)]
+    pub after_event_ms: BTreeMap<String, Percentiles>,
 }
 
 /// One offered rate of the storm.

@@ -466,21 +466,35 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
             met(export.idle_cpu_ms_per_s < TARGET_IDLE_MS_PER_S).to_string(),
         ],
         {
-            // The storm measures from the command's success, so its figure includes
-            // EventBridge's delivery of the event, which it models; the target is from the
-            // event's arrival.
-            let delivery = storm
-                .latency_model
-                .get("events delivery")
-                .copied()
-                .unwrap_or(0.0);
-            let after_event = (a.events.p99 - delivery).max(0.0);
-            vec![
-                format!(
-                    "command-status event's arrival → SUCCEEDED (p99): SSM success → SUCCEEDED {}, less EventBridge's delivery modelled at {}",
-                    ms(a.events.p99),
-                    ms(delivery)
+            // The must-show's clock starts when the event reaches certflow: the storm
+            // measures that when it can (older runs: its figure from the command's
+            // success, less the median of EventBridge's modelled delivery).
+            let (label, after_event) = match storm.after_event_ms.get("events") {
+                Some(p) => (
+                    format!(
+                        "command-status event's arrival on the events queue → SUCCEEDED (p99; from SSM's success, EventBridge's delivery included: {})",
+                        ms(a.events.p99)
+                    ),
+                    p.p99,
                 ),
+                None => {
+                    let delivery = storm
+                        .latency_model
+                        .get("events delivery")
+                        .copied()
+                        .unwrap_or(0.0);
+                    (
+                        format!(
+                            "command-status event's arrival → SUCCEEDED (p99): SSM success → SUCCEEDED {}, less EventBridge's delivery modelled at {}",
+                            ms(a.events.p99),
+                            ms(delivery)
+                        ),
+                        (a.events.p99 - delivery).max(0.0),
+                    )
+                }
+            };
+            vec![
+                label,
                 ms(after_event),
                 format!("≤ {} ms", thousands(TARGET_EVENT_WAKE_MS)),
                 met(after_event <= TARGET_EVENT_WAKE_MS).to_string(),
@@ -488,6 +502,10 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
         },
     ];
     w.push_str(&table(&["figure", "measured", "target", ""], &rows));
+    let _ = writeln!(
+        w,
+        "\nWhere the worker's CPU goes, what made an idle worker busy, and the AWS SDK's own floor per call: [`benchmarks-profile.md`](benchmarks-profile.md)."
+    );
 
     // Calls per job.
     let _ = writeln!(w, "\n## Calls per job: certflow and the reference design\n");
