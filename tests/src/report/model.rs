@@ -267,8 +267,8 @@ pub struct Units {
 pub const DDB_UNITS: &[(&str, Units, &str)] = &[
     (
         "TransactWriteItems",
-        Units { wru: 12.0, rru: 0.0 },
-        "the job record (≤ 2 KB, written transactionally: 2 × 2 WRU) and its two index copies (`ByStatus` re-keyed: 2 × 2 WRU; `ByCertificateArn`: 2 WRU), one history item (≤ 1 KB, transactional: 2 WRU)",
+        Units { wru: 18.0, rru: 0.0 },
+        "the job record (≤ 2 KB, written transactionally: 2 × 2 WRU) and its two index copies (`ByStatus` re-keyed: 2 × 2 WRU; `ByCertificateArn`: 2 WRU), and the task's history items and entries (≤ 1 KB each, transactional: 2 WRU each; an export job to one server writes 7 history items and 1 entry in its 2 commits: 4 a commit, 8 WRU)",
     ),
     (
         "UpdateItem",

@@ -117,18 +117,18 @@ fn certflow_cost_matches_a_hand_computation() {
     let c = Certflow::default().cost(&i.export);
     // SQS: Send 1 + Delete 2 + Receive 2, + the producer's send = 6 requests.
     close(c.per_job[0].dollars, 6.0 * 0.40 / 1e6);
-    // DynamoDB: 3 transactions × 12 + 2 updates × 6 + 1 batch write × 2 = 50 WRU; 1 query.
-    close(c.per_job[1].dollars, 50.0 * 0.625 / 1e6);
+    // DynamoDB: 3 transactions × 18 + 2 updates × 6 + 1 batch write × 2 = 68 WRU; 1 query.
+    close(c.per_job[1].dollars, 68.0 * 0.625 / 1e6);
     close(c.per_job[2].dollars, 0.125 / 1e6);
     // Fargate: 4.5 ms ÷ 0.25 vCPU = 18 ms of a task at $0.0123425 an hour.
     close(c.per_job[3].dollars, 0.018 / 3600.0 * 0.0123425);
-    close(c.per_million(), 33.8367125);
+    close(c.per_million(), 45.0867125);
     // A month: $2.20 at rest + 30 bursts × 20 min of a task + their idle long polls.
     close(c.at_rest(), 2.20);
     let fixed = 2.20 + 10.0 * 0.0123425 + 5400.0 * 0.40 / 1e6;
     close(c.month(0.0), fixed);
-    close(c.month(1e6), fixed + 33.8367125);
-    assert_eq!(money(c.month(1e6)), "$36.16");
+    close(c.month(1e6), fixed + 45.0867125);
+    assert_eq!(money(c.month(1e6)), "$47.41");
 }
 
 #[test]
@@ -194,8 +194,8 @@ fn the_page_renders_from_the_samples() {
     assert!(md.contains("| SQS | 6.00 | – |"), "{md}");
     assert!(md.contains("| Step Functions | – | 7.00 |"));
     // Costs per million and at 1 M jobs a month.
-    assert!(md.contains("| per million jobs (variable part) | $33.84 | $181.59 | $24.05 |"));
-    assert!(md.contains("| a month of 1,000,000 jobs | $36.16 | $181.59 | $24.05 |"));
+    assert!(md.contains("| per million jobs (variable part) | $45.09 | $181.59 | $24.05 |"));
+    assert!(md.contains("| a month of 1,000,000 jobs | $47.41 | $181.59 | $24.05 |"));
     assert!(md.contains("![calls per job by service](img/calls-per-job.png)"));
     assert!(md.contains("It saturates at about **41.0 jobs/s**"));
     for url in [
