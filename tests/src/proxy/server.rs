@@ -208,9 +208,7 @@ async fn handle_request(state: Arc<State>, reset: Arc<Notify>, req: Request<Inco
             None
         }
         Some(Action::ResetAfterForward) => {
-            if state
-                .isolator
-                .forward(&state.upstream, &service, &operation, &parts, body)
+            if forward_detached(&state, &service, &operation, &parts, body)
                 .await
                 .is_ok()
             {
@@ -225,32 +223,31 @@ async fn handle_request(state: Arc<State>, reset: Arc<Notify>, req: Request<Inco
             state.mark_forwarded(seq);
             Some(answer)
         }
-        Some(_) | None => match state
-            .isolator
-            .forward(&state.upstream, &service, &operation, &parts, body)
-            .await
-        {
-            Ok(mut answer) => {
-                state.mark_forwarded(seq);
-                if answer.status() == StatusCode::OK && !plan.transforms.is_empty() {
-                    let rewritten = ssm::rewrite_ssm(&operation, answer.body(), &plan.transforms);
-                    *answer.body_mut() = rewritten;
+        Some(_) | None => {
+            match forward_detached(&state, &service, &operation, &parts, body).await {
+                Ok(mut answer) => {
+                    state.mark_forwarded(seq);
+                    if answer.status() == StatusCode::OK && !plan.transforms.is_empty() {
+                        let rewritten =
+                            ssm::rewrite_ssm(&operation, answer.body(), &plan.transforms);
+                        *answer.body_mut() = rewritten;
+                    }
+                    Some(answer.map(Full::new))
                 }
-                Some(answer.map(Full::new))
+                Err(e) => {
+                    let body = serde_json::json!({
+                        "__type": "BadGateway",
+                        "message": format!("fault proxy: {e}"),
+                    });
+                    Some(respond(
+                        StatusCode::BAD_GATEWAY,
+                        proto.error_content_type(),
+                        body.to_string().into(),
+                        &[],
+                    ))
+                }
             }
-            Err(e) => {
-                let body = serde_json::json!({
-                    "__type": "BadGateway",
-                    "message": format!("fault proxy: {e}"),
-                });
-                Some(respond(
-                    StatusCode::BAD_GATEWAY,
-                    proto.error_content_type(),
-                    body.to_string().into(),
-                    &[],
-                ))
-            }
-        },
+        }
     };
     if !plan.answer_delay.is_zero() {
         tokio::time::sleep(plan.answer_delay).await;
@@ -341,4 +338,30 @@ async fn read_secret(upstream: &Upstream, parts: &Parts, id: &str) -> Result<Str
         .and_then(|s| s.as_str())
         .ok_or("GetSecretValue: no SecretString")?;
     wire::serial_of_secret(secret)
+}
+
+/// Forwards a call upstream in a task of its own, so that a client that goes away mid-call
+/// (a killed worker) does not cut it short: hyper drops a request's handler when its
+/// connection closes, and the isolator runs a transaction as several single-item calls,
+/// which must all happen or be put back, as DynamoDB's would.
+async fn forward_detached(
+    state: &Arc<State>,
+    service: &str,
+    operation: &str,
+    parts: &Parts,
+    body: Bytes,
+) -> Result<Response<Bytes>, String> {
+    let (st, service, operation, parts) = (
+        Arc::clone(state),
+        service.to_string(),
+        operation.to_string(),
+        parts.clone(),
+    );
+    tokio::spawn(async move {
+        st.isolator
+            .forward(&st.upstream, &service, &operation, &parts, body)
+            .await
+    })
+    .await
+    .map_err(|e| format!("forwarding task: {e}"))?
 }
