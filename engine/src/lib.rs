@@ -8,7 +8,8 @@
 //! ## The map
 //!
 //! - **[Job](job)** — one run of a workflow. Its [`JobRecord`] is the single source of
-//!   truth; every transition is committed with a [`HistoryEvent`] in one transaction.
+//!   truth; every transition has its [`HistoryEvent`], and a task commits its transitions
+//!   together in one transaction when the job leaves it.
 //! - **[Workflow](workflow)** — named steps over one typed state. A step is a plain async
 //!   function `(StepContext, S) -> Result<Outcome<S>, StepError>`; [`StepPolicy`] sets its
 //!   timeout, attempts and backoff.

@@ -79,7 +79,7 @@ async fn a_trace_level_worker_logs_no_passphrase_pem_or_key_line() {
     let log = worker.log();
     // The log is the trace-level one asked for: the engine's own trace and debug lines,
     // and the SDK's debug lines (one per attempt), are there.
-    assert!(log.contains("task received"), "engine debug lines logged");
+    assert!(log.contains("step starting"), "engine debug lines logged");
     assert!(
         log.contains("beginning attempt #1"),
         "the SDK's debug lines are kept"
