@@ -14,7 +14,9 @@
 //! - `sweeper` — the last line of defence against lost wake-ups;
 //! - `metrics` — what each commit tells the engine's metrics.
 
+mod commit;
 mod config;
+mod hold;
 mod lease;
 mod metrics;
 mod pump;
@@ -54,7 +56,7 @@ struct Inner {
     slots: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     /// The jobs this worker holds in a wait (rule 13), by job: the step they wait at and
     /// how to end the wait early, so that a wake-up received here reaches them.
-    held: std::sync::Mutex<std::collections::HashMap<JobId, Arc<task::HeldWait>>>,
+    held: std::sync::Mutex<std::collections::HashMap<JobId, Arc<hold::HeldWait>>>,
 }
 
 /// A worker runtime. Cheap to clone; clones share the shutdown state.

@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::commit::Committed;
 use super::config::TAKEOVER_MARGIN;
+use super::hold::Held;
 use super::lease::Hold;
 use super::{metrics, millis, Phase, Signal, Worker};
-use crate::backend::{Acquired, Commit, Delivery, LeaseRequest, Task, TaskQueue};
+use crate::backend::{Acquired, Delivery, LeaseRequest, Task, TaskQueue};
 use crate::entries::EntryWrites;
-use crate::error::{CommitError, JobsError};
+use crate::error::JobsError;
 use crate::job::{EventKind, HistoryEvent, JobId, JobRecord, Millis};
 use crate::ops::{task_body, trace_attributes, NewJob, Wake};
 use crate::transition::{
@@ -340,119 +342,6 @@ impl Worker {
         }
     }
 
-    /// Ends the held wait of the job `s` names, if this worker holds it waiting at the
-    /// step `s` names.
-    fn wake_held(&self, s: &Signal) -> bool {
-        let held = self
-            .inner
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match held.get(&s.job) {
-            Some(wait) if wait.step == s.step => {
-                *wait
-                    .reason
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s.reason.clone());
-                wait.notify.notify_one();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Sleeps through a held wait (rule 13), keeping the lease and the message alive; a
-    /// wake-up for the job received by this worker ends it early ([`Worker::signal`]).
-    async fn hold_wait(
-        &self,
-        source: &Arc<dyn TaskQueue>,
-        hold: &mut Hold,
-        task: &TaskRun,
-        waiting: &JobRecord,
-        wait: Duration,
-        heartbeat: &mut tokio::time::Interval,
-    ) -> Held {
-        let (job, step) = (&waiting.job_id, waiting.step.as_str());
-        if self.phase() != Phase::Running {
-            return Held::Draining;
-        }
-        let sleep = tokio::time::sleep(wait);
-        tokio::pin!(sleep);
-        let mut phase = self.inner.phase.subscribe();
-        let wait = Arc::new(HeldWait {
-            step: step.to_string(),
-            notify: tokio::sync::Notify::new(),
-            reason: Mutex::new(None),
-        });
-        let _registered = HeldEntry::register(self, job, Arc::clone(&wait));
-        loop {
-            tokio::select! {
-                () = &mut sleep => return Held::Due,
-                () = wait.notify.notified() => {
-                    let reason = wait
-                        .reason
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take()
-                        .unwrap_or_default();
-                    return Held::Woken(reason);
-                }
-                _ = heartbeat.tick() => {
-                    if !self.heartbeat(source, hold, job, task.stored_version).await {
-                        info!(job_id = %job, "lease lost during a held wait; abandoning");
-                        return Held::Lost;
-                    }
-                }
-                changed = phase.changed() => {
-                    if changed.is_err() || *phase.borrow() != Phase::Running {
-                        return Held::Draining;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Commits what the task decided: its last record, one history event per decision,
-    /// its entries; conditioned on the version and lease it started from (rule 8).
-    async fn commit_task(&self, hold: &Hold, task: &TaskRun, next: &JobRecord) -> Committed {
-        let writes = lock_writes(&task.writes).clone();
-        let commit = Commit {
-            expected_version: task.stored_version,
-            owner: &hold.owner,
-            saw_cancel: task.saw_cancel,
-            record: next,
-            events: &task.events,
-            entries: &writes,
-        };
-        let store = self.inner.jobs.store();
-        let outcome = store.commit(&commit).await;
-        // A write that failed on the wire may still have landed (the connection dropped
-        // after DynamoDB applied it, and the SDK's retry then lost its condition to our own
-        // first attempt): the record tells.
-        let err = match outcome {
-            Ok(()) => return Committed::Landed,
-            Err(err) => err,
-        };
-        let current = store.get(&next.job_id).await;
-        if matches!(&current, Ok(Some(cur)) if same_commit(cur, next)) {
-            return Committed::Landed;
-        }
-        match err {
-            CommitError::Conflict => match current {
-                Ok(Some(cur))
-                    if cur.version == task.stored_version
-                        && cur.lease_owner.as_deref() == Some(hold.owner.as_str())
-                        && cur.cancel_requested
-                        && !task.saw_cancel =>
-                {
-                    Committed::CancelRequested
-                }
-                _ => Committed::Lost,
-            },
-            CommitError::Store(e) => Committed::Failed(e),
-        }
-    }
-
     /// Runs the workflow's `on_end` hook for a job that has just ended (its commit landed).
     async fn ended(&self, rec: &JobRecord) {
         let Some(wf) = self.inner.jobs.registry().get(&rec.workflow).cloned() else {
@@ -630,99 +519,26 @@ impl Worker {
 }
 
 /// One task's run of a job: where the store has it, and what the task decided since.
-struct TaskRun {
+pub(super) struct TaskRun {
     /// The version the store holds (our commit's condition; heartbeats name it).
-    stored_version: u64,
+    pub(super) stored_version: u64,
     /// Whether the commit may overwrite a cancel request (it has been seen and honoured).
-    saw_cancel: bool,
+    pub(super) saw_cancel: bool,
     /// Whether an earlier task may have run this job past its stored point.
-    replay: bool,
+    pub(super) replay: bool,
     /// Entries the task's steps wrote.
-    writes: Arc<Mutex<EntryWrites>>,
+    pub(super) writes: Arc<Mutex<EntryWrites>>,
     /// One history event per decision, oldest first.
-    events: Vec<HistoryEvent>,
+    pub(super) events: Vec<HistoryEvent>,
     /// Steps fused and waits held so far.
-    fused: u32,
+    pub(super) fused: u32,
     /// Time spent in held waits so far.
-    held: Duration,
-}
-
-/// How a held wait ended.
-enum Held {
-    /// The wait is over: take the job again and run its step.
-    Due,
-    /// A wake-up ended the wait early (rule 12), for this reason.
-    Woken(String),
-    /// The worker is shutting down: commit and send the task instead.
-    Draining,
-    /// The lease is gone: the job is not ours any more.
-    Lost,
-}
-
-/// A wait held in a task, as a wake-up received by the same worker finds it.
-pub(super) struct HeldWait {
-    /// The step the job waits at.
-    step: String,
-    /// Ends the wait.
-    notify: tokio::sync::Notify,
-    /// What the wake-up said happened.
-    reason: Mutex<Option<String>>,
-}
-
-/// A held wait's place in [`Worker::signal`]'s sight, for as long as the wait lasts.
-struct HeldEntry<'a> {
-    worker: &'a Worker,
-    job: JobId,
-}
-
-impl<'a> HeldEntry<'a> {
-    fn register(worker: &'a Worker, job: &JobId, wait: Arc<HeldWait>) -> Self {
-        worker
-            .inner
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(job.clone(), wait);
-        HeldEntry {
-            worker,
-            job: job.clone(),
-        }
-    }
-}
-
-impl Drop for HeldEntry<'_> {
-    fn drop(&mut self) {
-        self.worker
-            .inner
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.job);
-    }
-}
-
-/// What became of a task's commit.
-enum Committed {
-    /// It is in the store.
-    Landed,
-    /// A cancel request arrived meanwhile; we still hold the job.
-    CancelRequested,
-    /// Another worker has the job.
-    Lost,
-    /// The store failed; the message comes back.
-    Failed(crate::error::StoreError),
+    pub(super) held: Duration,
 }
 
 /// The task's entry writes (see [`crate::workflow`]'s lock: a poisoned lock is still whole).
-fn lock_writes(writes: &Mutex<EntryWrites>) -> std::sync::MutexGuard<'_, EntryWrites> {
+pub(super) fn lock_writes(writes: &Mutex<EntryWrites>) -> std::sync::MutexGuard<'_, EntryWrites> {
     writes
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Whether `cur` is the record `next` as written by our own commit (the store adds the TTL).
-fn same_commit(cur: &JobRecord, next: &JobRecord) -> bool {
-    let mut cur = cur.clone();
-    cur.expires_at = next.expires_at;
-    &cur == next
 }
