@@ -34,15 +34,108 @@ const RECEIVE_WAIT_SECS: i32 = 1;
 /// A dead letter, as listed.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct DeadLetter {
-    queue: &'static str,
-    dead_letter_queue: String,
-    message_id: String,
-    sent_at: Option<String>,
-    receive_count: Option<u32>,
-    reason: Option<String>,
-    source_queue: Option<String>,
-    body: String,
+pub(crate) struct DeadLetter {
+    pub(crate) queue: &'static str,
+    pub(crate) dead_letter_queue: String,
+    pub(crate) message_id: String,
+    pub(crate) sent_at: Option<String>,
+    pub(crate) receive_count: Option<u32>,
+    pub(crate) reason: Option<String>,
+    pub(crate) source_queue: Option<String>,
+    pub(crate) body: String,
+    #[serde(skip)]
+    sent_ms: Option<i64>,
+}
+
+/// One dead-letter queue as the console shows it: how many messages, and the newest.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    pub(crate) kind: QueueKind,
+    pub(crate) dead_letter_queue: String,
+    /// `ApproximateNumberOfMessages` (visible) plus those being read right now.
+    pub(crate) count: u64,
+    /// The newest of the messages one short look found, newest first.
+    pub(crate) newest: Vec<DeadLetter>,
+}
+
+/// Receives of one look at a queue: SQS returns at most 10 messages, some of them again
+/// (they stay visible), so a few receives find the newest of a queue of modest size.
+const PEEK_RECEIVES: usize = 3;
+
+/// Each dead-letter queue's count and its newest `newest` messages, without moving or
+/// hiding any: they are received with a visibility timeout of zero (only their receive
+/// count goes up, which nothing acts on in a dead-letter queue).
+pub(crate) async fn summaries(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+    newest: usize,
+) -> anyhow::Result<Vec<Summary>> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut out = Vec::new();
+    for (kind, name) in queues(names, None) {
+        let dlq = engine::schema::dlq_name(&name);
+        let dlq_url = url(&sqs, &dlq).await?;
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            )
+            .send()
+            .await
+            .map_err(|e| map_error("GetQueueAttributes", &dlq, &e))?;
+        let count: u64 = attrs
+            .attributes()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum();
+        let mut found: Vec<DeadLetter> = Vec::new();
+        if count > 0 {
+            for _ in 0..PEEK_RECEIVES {
+                let got = receive(&sqs, &dlq_url, &dlq, 0).await?;
+                if got.is_empty() {
+                    break;
+                }
+                for m in &got {
+                    let d = dead_letter(kind, &dlq, m);
+                    if !found.iter().any(|f| f.message_id == d.message_id) {
+                        found.push(d);
+                    }
+                }
+            }
+        }
+        found.sort_by_key(|d| std::cmp::Reverse(d.sent_ms));
+        found.truncate(newest);
+        out.push(Summary {
+            kind,
+            dead_letter_queue: dlq,
+            count,
+            newest: found,
+        });
+    }
+    Ok(out)
+}
+
+fn dead_letter(kind: QueueKind, dlq: &str, m: &Message) -> DeadLetter {
+    let sys = m.attributes();
+    let sent_ms = sys
+        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+        .and_then(|t| t.parse::<i64>().ok());
+    DeadLetter {
+        queue: kind.as_str(),
+        dead_letter_queue: dlq.to_string(),
+        message_id: m.message_id().unwrap_or_default().to_string(),
+        sent_at: sent_ms.map(rfc3339),
+        receive_count: sys
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|c| c.parse().ok()),
+        reason: attr(m, REASON_ATTR),
+        source_queue: attr(m, SOURCE_QUEUE_ATTR),
+        body: m.body().unwrap_or_default().to_string(),
+        sent_ms,
+    }
 }
 
 /// How many messages a redrive moved.
@@ -225,24 +318,7 @@ async fn list(
                 if let Some(r) = m.receipt_handle() {
                     receipts.push(r.to_string());
                 }
-                let sys = m.attributes();
-                let sent_at = sys
-                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .map(rfc3339);
-                let receive_count = sys
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok());
-                out.push(DeadLetter {
-                    queue: kind.as_str(),
-                    dead_letter_queue: dlq.clone(),
-                    message_id: m.message_id().unwrap_or_default().to_string(),
-                    sent_at,
-                    receive_count,
-                    reason: attr(&m, REASON_ATTR),
-                    source_queue: attr(&m, SOURCE_QUEUE_ATTR),
-                    body: m.body().unwrap_or_default().to_string(),
-                });
+                out.push(dead_letter(kind, &dlq, &m));
             }
         }
         anyhow::Ok(())

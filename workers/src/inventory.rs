@@ -155,7 +155,7 @@ impl Row {
         }
     }
 
-    fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         format!("{}={}", self.target_tag_key, self.target_tag_value)
     }
 
@@ -178,7 +178,7 @@ impl Row {
 
     /// ACM issued a certificate this row's target was not sent: a renewal not exported
     /// (what `certflow reconcile` exports).
-    fn renewal_not_exported(&self) -> bool {
+    pub(crate) fn renewal_not_exported(&self) -> bool {
         self.acm_status.as_deref() == Some("ISSUED")
             && self
                 .acm_serial
@@ -188,7 +188,7 @@ impl Row {
 
     /// Days to expiry as the table shows them: ACM's certificate's when known, else the
     /// exported one's.
-    fn days_left(&self) -> Option<i64> {
+    pub(crate) fn days_left(&self) -> Option<i64> {
         self.acm_days_to_expiry.or(self.days_to_expiry)
     }
 }
@@ -337,6 +337,43 @@ async fn rows_of_certificate(
     }
 }
 
+/// The rows `inventory list` shows (of one target, or all; only those expiring within
+/// `expiring_within` if given), with ACM's view of each, soonest expiry first; and the
+/// warning to print when ACM could not be read for some.
+pub(crate) async fn listing(
+    sdk: &aws_config::SdkConfig,
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    target: Option<&Target>,
+    expiring_within: Option<std::time::Duration>,
+    now: Millis,
+) -> anyhow::Result<(Vec<Row>, Option<String>)> {
+    let items = rows(ddb, table, target).await?;
+    let mut found: Vec<Row> = items.iter().map(|i| Row::from_item(i, now)).collect();
+    if let Some(within) = expiring_within {
+        let until = now + within.as_millis() as Millis;
+        found.retain(|r| {
+            r.cert_expiry_date
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .is_some_and(|t| t <= until)
+        });
+    }
+    let warning = add_acm(sdk, &mut found, now).await;
+    found.sort_by(|a, b| {
+        let key = |r: &Row| {
+            r.cert_expiry_date
+                .clone()
+                .unwrap_or_else(|| NO_EXPIRY_LAST.into())
+        };
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| a.tag_key_value.cmp(&b.tag_key_value))
+            .then_with(|| a.cert_name.cmp(&b.cert_name))
+    });
+    Ok((found, warning))
+}
+
 /// Runs `certflow inventory list` or `show`.
 pub(crate) async fn run(
     sdk: &aws_config::SdkConfig,
@@ -352,31 +389,11 @@ pub(crate) async fn run(
             target,
             expiring_within,
         } => {
-            let items = rows(&ddb, table, target.as_ref()).await?;
-            let mut found: Vec<Row> = items.iter().map(|i| Row::from_item(i, now)).collect();
-            if let Some(within) = expiring_within {
-                let until = now + within.as_millis() as Millis;
-                found.retain(|r| {
-                    r.cert_expiry_date
-                        .as_deref()
-                        .and_then(parse_rfc3339)
-                        .is_some_and(|t| t <= until)
-                });
-            }
-            if let Some(warning) = add_acm(sdk, &mut found, now).await {
+            let (found, warning) =
+                listing(sdk, &ddb, table, target.as_ref(), expiring_within, now).await?;
+            if let Some(warning) = warning {
                 eprintln!("{warning}");
             }
-            found.sort_by(|a, b| {
-                let key = |r: &Row| {
-                    r.cert_expiry_date
-                        .clone()
-                        .unwrap_or_else(|| NO_EXPIRY_LAST.into())
-                };
-                key(a)
-                    .cmp(&key(b))
-                    .then_with(|| a.tag_key_value.cmp(&b.tag_key_value))
-                    .then_with(|| a.cert_name.cmp(&b.cert_name))
-            });
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&found)?),
                 Output::Table if found.is_empty() => println!(
@@ -406,6 +423,7 @@ pub(crate) async fn run(
                 statuses: engine::JobStatus::ALL.to_vec(),
                 certificate_arn: Some(certificate_arn.clone()),
                 since: None,
+                workflow: None,
                 limit: RECENT_JOBS,
             };
             let jobs = paging::list(store, &q, None).await?.jobs;

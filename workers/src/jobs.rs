@@ -308,6 +308,7 @@ async fn list(ctx: &Ctx<'_>, args: &ListArgs) -> anyhow::Result<()> {
         statuses: statuses(&args.status, args.certificate_arn.is_some()),
         certificate_arn: args.certificate_arn.clone(),
         since,
+        workflow: args.workflow.clone(),
         limit: args.limit,
     };
     let page = paging::list(&ctx.store, &q, args.cursor.as_deref()).await?;

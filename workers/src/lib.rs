@@ -27,6 +27,7 @@
 //!   one would do (`--dry-run`).
 //! - [`dlq`]: `certflow dlq list|redrive`.
 //! - [`demo`]: `certflow demo`, demo jobs through a running worker.
+//! - [`console`]: `certflow console`, the read-only web console over all of the above.
 
 // A worker must not panic on what it reads or is told: every failure is an error value.
 // Unit tests may unwrap (a panic there is a failed test).
@@ -38,6 +39,7 @@
 
 mod aws;
 mod cli;
+mod console;
 mod demo;
 mod dlq;
 mod explain;
@@ -108,5 +110,6 @@ async fn dispatch(sdk: &aws_config::SdkConfig, cli: Cli) -> anyhow::Result<()> {
         Command::Reconcile(args) => reconcile::run(&ctx, &args).await,
         Command::Dlq(cmd) => dlq::run(sdk, &global.names, output, cmd).await,
         Command::Demo(args) => demo::run(&aws::jobs(sdk, global).await?, &args).await,
+        Command::Console(args) => console::run(sdk, global, ctx.store.clone(), &args).await,
     }
 }

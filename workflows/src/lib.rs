@@ -46,6 +46,16 @@ use engine::Registry;
 /// Label attributes the jobs table indexes (each gets a `By<Label>` index).
 pub const JOB_LABELS: &[&str] = &["CertificateArn"];
 
+/// The name of every workflow [`registry`] registers, in the order an operator meets them.
+pub const WORKFLOW_NAMES: &[&str] = &[
+    export_certificate::NAME,
+    renew_certificate::NAME,
+    new_server::NAME,
+    reconcile::NAME,
+    renew_certificate::alert::NAME,
+    demo::NAME,
+];
+
 /// Every workflow certflow runs.
 pub fn registry(export: export_certificate::Deps) -> Registry {
     let notifier = outcomes::notifier(&export.clients, export.config.event_bus.as_deref());

@@ -31,6 +31,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}: use a duration such as 90s, 15m, 24h or 7d"))
 }
 
+/// One of the workflows certflow runs (a typo would list nothing, silently).
+pub(crate) fn parse_workflow(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if workflows::WORKFLOW_NAMES.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "no workflow {s:?}: certflow runs {}",
+            workflows::WORKFLOW_NAMES.join(", ")
+        ))
+    }
+}
+
 /// `TAG_KEY=TAG_VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
@@ -140,6 +153,10 @@ pub(crate) struct ListArgs {
     /// Only jobs updated within this long, e.g. 30m, 24h, 7d.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) since: Option<Duration>,
+    /// Only jobs of this workflow: export-certificate, renew-certificate, new-server,
+    /// reconcile, acm-alert or demo.
+    #[arg(long, value_parser = parse_workflow)]
+    pub(crate) workflow: Option<String>,
     /// At most this many jobs.
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: usize,
@@ -308,6 +325,23 @@ pub(crate) struct ReconcileArgs {
     /// With --wait: give up following after this long (the run carries on).
     #[arg(long, value_parser = parse_duration, default_value = "30m")]
     pub(crate) timeout: Duration,
+}
+
+/// Console settings.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ConsoleArgs {
+    /// Address to serve on. Only a loopback address (127.0.0.1, ::1) is accepted unless
+    /// --allow-non-loopback is given: the console has no login of its own.
+    #[arg(long, env = "CERTFLOW_CONSOLE_ADDRESS", default_value = "127.0.0.1")]
+    pub(crate) address: std::net::IpAddr,
+    /// Port to serve on (0: any free port; the URL printed at start says which).
+    #[arg(long, env = "CERTFLOW_CONSOLE_PORT", default_value_t = 8080)]
+    pub(crate) port: u16,
+    /// Serve on an address other hosts can reach. Anyone who reaches it reads every job,
+    /// server and inventory row with your AWS credentials: prefer an SSH tunnel
+    /// (`ssh -L 8080:127.0.0.1:8080 HOST`).
+    #[arg(long)]
+    pub(crate) allow_non_loopback: bool,
 }
 
 /// Demo settings.

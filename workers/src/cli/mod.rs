@@ -11,8 +11,8 @@ use std::io::IsTerminal;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub(crate) use commands::{
-    DemoArgs, DlqCommand, InventoryCommand, JobsCommand, ListArgs, QueueKind, ReconcileArgs,
-    StatusFilter, SubmitArgs, Target,
+    parse_workflow, ConsoleArgs, DemoArgs, DlqCommand, InventoryCommand, JobsCommand, ListArgs,
+    QueueKind, ReconcileArgs, StatusFilter, SubmitArgs, Target,
 };
 pub(crate) use settings::{AwsArgs, BootstrapArgs, ExportArgs, Names, RetryMode, WorkerArgs};
 
@@ -34,6 +34,7 @@ Common questions:
   What expires in the next 30 days?           certflow inventory list --expiring-within 30d
   Does every server run ACM's certificate?    certflow reconcile --dry-run
   Is anything stuck in a dead-letter queue?   certflow dlq list
+  All of that in a browser                    certflow console
 Output is a table on a terminal and JSON otherwise (-o table|json to choose).
 Exit codes: 0 success; 1 the command failed or the job did not succeed (the message says why
 and what to do); 2 the command line was wrong.";
@@ -147,6 +148,15 @@ pub(crate) enum Command {
     Dlq(DlqCommand),
     /// Run a few jobs of the demo workflow and print how they went (needs a running worker).
     Demo(DemoArgs),
+    /// Serve a read-only web console on 127.0.0.1: jobs and their timelines, servers,
+    /// certificates and dead letters, with your AWS credentials, live-updating.
+    ///
+    /// Nothing in the console changes anything: retry, cancel and redrive stay commands
+    /// of this CLI, which the console shows ready to copy.
+    #[command(
+        after_help = "Examples:\n  certflow console\n  certflow console --port 9000\n  ssh -L 8080:127.0.0.1:8080 bastion   # then certflow console there, open http://127.0.0.1:8080 here"
+    )]
+    Console(ConsoleArgs),
 }
 
 #[cfg(test)]

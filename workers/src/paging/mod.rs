@@ -60,6 +60,9 @@ pub(crate) struct Query {
     pub(crate) certificate_arn: Option<String>,
     /// Only jobs updated at or after this time.
     pub(crate) since: Option<Millis>,
+    /// Only jobs of this workflow. No index is keyed on it: the streams are read on past
+    /// other workflows' jobs, so a rare workflow costs more reads than a status does.
+    pub(crate) workflow: Option<String>,
     /// At most this many jobs.
     pub(crate) limit: usize,
 }
@@ -67,11 +70,22 @@ pub(crate) struct Query {
 impl Query {
     fn fingerprint(&self) -> String {
         let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
-        format!(
+        let mut f = format!(
             "{}|{}",
             statuses.join(","),
             self.certificate_arn.as_deref().unwrap_or("")
-        )
+        );
+        // Older cursors, from before the workflow filter, still match their listing.
+        if let Some(w) = &self.workflow {
+            f.push('|');
+            f.push_str(w);
+        }
+        f
+    }
+
+    /// Whether `job` is of the workflow asked for (every job, when none was).
+    fn wants_workflow(&self, job: &JobRecord) -> bool {
+        self.workflow.as_deref().is_none_or(|w| job.workflow == w)
     }
 }
 
@@ -92,29 +106,45 @@ enum Source {
 
 /// One index Query: up to `size` jobs of `source` from `start` (`None`: the newest), newest
 /// first, with the cursor of the page after, if any.
+///
+/// The future is `Send` by contract, so that a listing can run in a web handler (the
+/// console).
 trait Index {
-    async fn page(
+    fn page(
         &self,
         source: &Source,
         start: Option<String>,
         size: usize,
-    ) -> anyhow::Result<Page>;
+    ) -> impl std::future::Future<Output = anyhow::Result<Page>> + Send;
 }
 
-impl Index for Arc<dyn JobStore> {
-    async fn page(
+/// The job store as an [`Index`]. A type of its own, not `Arc<dyn JobStore>`: a web
+/// handler's future must be `Send` for every lifetime of its types, which the compiler
+/// cannot prove through the trait object's lifetime.
+struct StoreIndex(Arc<dyn JobStore>);
+
+impl Index for StoreIndex {
+    fn page(
         &self,
         source: &Source,
         start: Option<String>,
         size: usize,
-    ) -> anyhow::Result<Page> {
-        Ok(match source {
-            Source::Status(st) => self.list_by_status(*st, size, start).await?,
-            Source::Certificate(arn) => {
-                self.list_by_label(CERTIFICATE_LABEL, arn, size, start)
-                    .await?
-            }
-        })
+    ) -> impl std::future::Future<Output = anyhow::Result<Page>> + Send {
+        let store = self.0.clone();
+        let source = match source {
+            Source::Status(st) => Source::Status(*st),
+            Source::Certificate(arn) => Source::Certificate(arn.clone()),
+        };
+        async move {
+            Ok(match source {
+                Source::Status(st) => store.list_by_status(st, size, start).await?,
+                Source::Certificate(arn) => {
+                    store
+                        .list_by_label(CERTIFICATE_LABEL, &arn, size, start)
+                        .await?
+                }
+            })
+        }
     }
 }
 
@@ -215,7 +245,7 @@ pub(crate) async fn list(
     q: &Query,
     cursor: Option<&str>,
 ) -> anyhow::Result<Listing> {
-    merge(store, q, cursor).await
+    merge(&StoreIndex(store.clone()), q, cursor).await
 }
 
 /// [`list`] over any [`Index`].
@@ -229,7 +259,7 @@ async fn merge(index: &impl Index, q: &Query, cursor: Option<&str>) -> anyhow::R
         Some(c) => {
             let decoded = decode(c)?;
             if decoded.query != q.fingerprint() || decoded.streams.len() != sources.len() {
-                bail!("this cursor belongs to a listing with other --status or --certificate-arn filters; repeat those filters, or drop --cursor to start again");
+                bail!("this cursor belongs to a listing with other --status, --certificate-arn or --workflow filters; repeat those filters, or drop --cursor to start again");
             }
             decoded.streams
         }
@@ -251,6 +281,10 @@ async fn merge(index: &impl Index, q: &Query, cursor: Option<&str>) -> anyhow::R
                     break;
                 };
                 let old = q.since.is_some_and(|t| job.updated_at < t);
+                if !old && !q.wants_workflow(job) {
+                    s.consume();
+                    continue;
+                }
                 if by_certificate {
                     // Ordered by creation: filter, and read on.
                     if old || !q.statuses.contains(&job.status) {

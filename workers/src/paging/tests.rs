@@ -32,12 +32,13 @@ impl Memory {
 }
 
 impl Index for Memory {
-    async fn page(
+    // Answered before the future is made: a future holding `&RefCell` would not be Send.
+    fn page(
         &self,
         source: &Source,
         start: Option<String>,
         size: usize,
-    ) -> anyhow::Result<Page> {
+    ) -> impl std::future::Future<Output = anyhow::Result<Page>> + Send {
         self.asked.borrow_mut().push(size);
         let mut found: Vec<JobRecord> = self
             .jobs
@@ -62,7 +63,7 @@ impl Index for Memory {
         let n = size.min(self.max_page);
         let jobs: Vec<JobRecord> = found.into_iter().skip(from).take(n).collect();
         let cursor = (jobs.len() == n).then(|| (from + n).to_string());
-        Ok(Page { jobs, cursor })
+        std::future::ready(Ok(Page { jobs, cursor }))
     }
 }
 
@@ -71,6 +72,7 @@ fn query(statuses: &[JobStatus], limit: usize) -> Query {
         statuses: statuses.to_vec(),
         certificate_arn: None,
         since: None,
+        workflow: None,
         limit,
     }
 }
@@ -214,6 +216,7 @@ async fn a_certificates_jobs_are_newest_created_first_filtered_by_status_and_sin
         statuses: vec![Failed],
         certificate_arn: Some(ARN.into()),
         since: Some(T0 + 6_000),
+        workflow: None,
         limit: 10,
     };
     for max_page in [1, 2, 100] {
@@ -238,6 +241,7 @@ async fn a_certificate_listing_reads_one_index_whatever_the_statuses() {
         statuses: JobStatus::ALL.to_vec(),
         certificate_arn: Some(ARN.into()),
         since: None,
+        workflow: None,
         limit: 5,
     };
     let page = merge(&index, &q, None).await.unwrap();
@@ -261,12 +265,16 @@ async fn a_cursor_may_change_the_limit_and_since_but_not_the_filters() {
         .unwrap();
     assert_eq!(ids(&rest), ["r4", "w3", "p2", "w1"]);
 
-    let refused = "this cursor belongs to a listing with other --status or --certificate-arn filters; repeat those filters, or drop --cursor to start again";
+    let refused = "this cursor belongs to a listing with other --status, --certificate-arn or --workflow filters; repeat those filters, or drop --cursor to start again";
     for other in [
         query(&[Pending, Running], 1),
         query(&[Waiting, Running, Pending], 1),
         Query {
             certificate_arn: Some(ARN.into()),
+            ..query(&JobStatus::ACTIVE, 1)
+        },
+        Query {
+            workflow: Some("reconcile".into()),
             ..query(&JobStatus::ACTIVE, 1)
         },
     ] {
@@ -296,4 +304,26 @@ async fn nothing_to_list_is_an_empty_page_without_cursor() {
     let page = merge(&index, &query(&[Cancelled], 10), None).await.unwrap();
     assert!(page.jobs.is_empty());
     assert_eq!(page.next_cursor, None);
+}
+
+#[tokio::test]
+async fn a_workflow_filter_reads_on_past_other_workflows_and_pages_on() {
+    let mut jobs = unfinished();
+    for j in jobs.iter_mut() {
+        if ["p5", "w3", "w1"].contains(&j.job_id.as_str()) {
+            j.workflow = "reconcile".into();
+        }
+    }
+    let q = Query {
+        workflow: Some("reconcile".into()),
+        ..query(&JobStatus::ACTIVE, 2)
+    };
+    for max_page in [1, 2, 100] {
+        let index = Memory::new(jobs.clone(), max_page);
+        assert_eq!(
+            pages(&index, &q).await,
+            [vec!["p5", "w3"], vec!["w1"]],
+            "pages of {max_page}"
+        );
+    }
 }

@@ -1,0 +1,26 @@
+//! The stylesheet and the script, compiled into the binary (no build chain, nothing to
+//! install beside it), served with a long cache lifetime keyed on the release.
+
+use axum::extract::Path;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+
+use super::page::PageError;
+
+const CSS: &str = include_str!("../../assets/console.css");
+const JS: &str = include_str!("../../assets/live.js");
+
+/// `GET /assets/{name}`.
+pub(crate) async fn asset(Path(name): Path<String>) -> Result<Response, PageError> {
+    let (body, kind) = match name.as_str() {
+        "console.css" => (CSS, "text/css; charset=utf-8"),
+        "live.js" => (JS, "text/javascript; charset=utf-8"),
+        _ => return Err(PageError::NotFound(format!("no asset {name:?}"))),
+    };
+    // An hour: the assets change only with the binary, and a restart is rare.
+    Ok((
+        [(CONTENT_TYPE, kind), (CACHE_CONTROL, "max-age=3600")],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,137 @@
+//! The certificates page: the inventory as `certflow inventory list` reads it (one row
+//! per target, certificate and name, with ACM's serial now), soonest expiry first, each
+//! row's days to expiry coloured by urgency and its servers current against lagging.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+use engine::{Clock, SystemClock};
+
+use super::jobs::encode;
+use super::page::{self, PageError, Tab};
+use super::Console;
+use crate::inventory::{self, Row};
+
+/// Days to expiry at or under which a row is urgent (red): ACM renews 60 days before
+/// expiry, so a certificate this close has missed its renewal.
+pub(crate) const URGENT_DAYS: i64 = 14;
+/// Days at or under which a row is a warning (amber).
+pub(crate) const WARN_DAYS: i64 = 45;
+
+/// How urgent `days` to expiry is: a CSS class and the words beside the number.
+pub(crate) fn urgency(days: Option<i64>) -> (&'static str, &'static str) {
+    match days {
+        None => ("muted", "unknown"),
+        Some(d) if d < 0 => ("bad", "expired"),
+        Some(d) if d <= URGENT_DAYS => ("bad", "expires soon"),
+        Some(d) if d <= WARN_DAYS => ("warn", "renewal due"),
+        Some(_) => ("ok", ""),
+    }
+}
+
+struct Cert {
+    target: String,
+    cert_name: String,
+    arn: String,
+    arn_link: String,
+    short_arn: String,
+    exported_serial: String,
+    acm_serial: String,
+    renewal_not_exported: bool,
+    acm_status: String,
+    days: String,
+    urgency_class: &'static str,
+    urgency_words: &'static str,
+    expiry: String,
+    last_status: String,
+    last_status_class: &'static str,
+    last_installed: String,
+    servers: String,
+    current: u64,
+    lagging: String,
+    lagging_class: &'static str,
+    last_job: String,
+}
+
+impl Cert {
+    fn of(r: &Row) -> Cert {
+        let days = r.days_left();
+        let (urgency_class, urgency_words) = urgency(days);
+        let lagging = r.lagging_servers.unwrap_or(0);
+        let last_status = r.last_status.clone().unwrap_or_default();
+        Cert {
+            target: r.target(),
+            cert_name: r.cert_name.clone(),
+            arn: r.certificate_arn.clone(),
+            arn_link: format!("/jobs?certificate={}", encode(&r.certificate_arn)),
+            short_arn: crate::view::certificate_id(&r.certificate_arn),
+            exported_serial: r.serial.clone().unwrap_or_default(),
+            acm_serial: r.acm_serial.clone().unwrap_or_default(),
+            renewal_not_exported: r.renewal_not_exported(),
+            acm_status: r.acm_status.clone().unwrap_or_default(),
+            days: days.map_or_else(|| "?".into(), |d| d.to_string()),
+            urgency_class,
+            urgency_words,
+            expiry: r.cert_expiry_date.clone().unwrap_or_default(),
+            last_status_class: match last_status.as_str() {
+                "SUCCEEDED" | "Success" => "ok",
+                "" => "muted",
+                s if s.contains("FAIL") || s.contains("Fail") => "bad",
+                _ => "wait",
+            },
+            last_status,
+            last_installed: r.last_installed_date.clone().unwrap_or_default(),
+            servers: r.servers.map_or_else(|| "?".into(), |n| n.to_string()),
+            current: r.current_servers,
+            lagging: r
+                .lagging_servers
+                .map_or_else(|| "?".into(), |n| n.to_string()),
+            lagging_class: if lagging > 0 { "bad" } else { "" },
+            last_job: r.last_job_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/certificates.html")]
+struct CertificatesPage {
+    tab: Tab,
+    table: String,
+    certs: Vec<Cert>,
+    warning: Option<String>,
+    urgent_days: i64,
+    warn_days: i64,
+}
+
+/// `GET /certificates`.
+pub(crate) async fn page(State(console): State<Console>) -> Result<Response, PageError> {
+    let now = SystemClock.now();
+    let ddb = aws_sdk_dynamodb::Client::new(&console.sdk);
+    let table = &console.names.inventory_table;
+    let (rows, warning) = inventory::listing(&console.sdk, &ddb, table, None, None, now)
+        .await
+        .map_err(|e| console.failed(e))?;
+    page::html(&CertificatesPage {
+        tab: Tab::Certificates,
+        table: table.clone(),
+        certs: rows.iter().map(Cert::of).collect(),
+        warning,
+        urgent_days: URGENT_DAYS,
+        warn_days: WARN_DAYS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_to_expiry_are_coloured_by_urgency() {
+        assert_eq!(urgency(Some(-1)), ("bad", "expired"));
+        assert_eq!(urgency(Some(0)), ("bad", "expires soon"));
+        assert_eq!(urgency(Some(URGENT_DAYS)), ("bad", "expires soon"));
+        assert_eq!(urgency(Some(URGENT_DAYS + 1)), ("warn", "renewal due"));
+        assert_eq!(urgency(Some(WARN_DAYS + 1)), ("ok", ""));
+        assert_eq!(urgency(None), ("muted", "unknown"));
+    }
+}

@@ -1,0 +1,421 @@
+//! A job's page: its record, its timeline as bars per step ([`super::timeline`]) and as
+//! the full history, the servers of its rollout a page at a time (failures first), the
+//! children of a renewal, and the CLI commands that act on it. The live part refreshes
+//! itself when the job's record version changes.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use engine::clock::rfc3339;
+use engine::{Clock, HistoryEvent, JobId, JobRecord, SystemClock};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::jobs::encode;
+use super::page::{self, shell_word, PageError, Tab};
+use super::timeline::{self, Timeline, AXIS};
+use super::Console;
+use crate::servers::{self, Which};
+use crate::view::{self, ChildView};
+
+/// Servers on one page of a job.
+const SERVERS_PAGE: usize = 50;
+/// Children of a renewal shown (failures first).
+const CHILDREN_SHOWN: usize = 50;
+
+/// Which servers, and where the page starts.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Params {
+    #[serde(default)]
+    servers: String,
+    #[serde(default)]
+    after: String,
+    /// The record version the browser shows (`/live` only).
+    #[serde(default)]
+    h: String,
+}
+
+impl Params {
+    fn which(&self) -> Result<Which, PageError> {
+        Ok(match self.servers.trim() {
+            "" | "failed-first" => Which::FailedFirst,
+            "failed" => Which::Failed,
+            "ok" => Which::Ok,
+            "pending" => Which::Pending,
+            "offline" => Which::Offline,
+            "all" => Which::All,
+            other => {
+                return Err(PageError::BadRequest(format!(
+                    "no server filter {other:?}: choose failed-first, failed, ok, pending, offline or all"
+                )))
+            }
+        })
+    }
+}
+
+/// A field of the record, for the facts list.
+struct Fact {
+    name: String,
+    value: String,
+}
+
+/// One history event, as the history table shows it.
+struct Event {
+    seq: u32,
+    step: String,
+    attempt: String,
+    started: String,
+    took: String,
+    outcome: String,
+    class: &'static str,
+    detail: String,
+}
+
+/// One server of the rollout.
+struct Server {
+    id: String,
+    batch: u32,
+    status: String,
+    class: &'static str,
+    serial: String,
+    served: String,
+    detail: String,
+}
+
+/// One child of a renewal.
+struct Child {
+    id: String,
+    target: String,
+    cert_name: String,
+    status: String,
+    class: &'static str,
+    step: String,
+    error: String,
+}
+
+/// A copyable command line, and what it does.
+struct Command {
+    what: &'static str,
+    line: String,
+}
+
+/// Everything below the page's title: the part that refreshes itself.
+#[derive(Template)]
+#[template(path = "console/job_body.html")]
+pub(crate) struct Body {
+    id: String,
+    version: u64,
+    live: String,
+    status: String,
+    status_class: &'static str,
+    terminal: bool,
+    facts: Vec<Fact>,
+    last_error: Option<String>,
+    commands: Vec<Command>,
+    timeline: Timeline,
+    axis: f64,
+    events: Vec<Event>,
+    rollout: Option<String>,
+    server_filter: &'static str,
+    filters: Vec<(&'static str, &'static str)>,
+    servers: Vec<Server>,
+    servers_next: Option<String>,
+    legacy: Vec<Server>,
+    children: Vec<Child>,
+    children_total: usize,
+}
+
+#[derive(Template)]
+#[template(path = "console/job.html")]
+struct JobPage {
+    tab: Tab,
+    id: String,
+    workflow: String,
+    body: Body,
+}
+
+fn status_class_of(s: &str) -> &'static str {
+    match s {
+        "SUCCEEDED" | "Success" | "succeeded" => "ok",
+        "FAILED" | "Failed" | "TimedOut" | "Cancelled" | "failed" | "Undeliverable"
+        | "DeliveryTimedOut" | "ExecutionTimedOut" | "Terminated" | "InvalidPlatform"
+        | "AccessDenied" => "bad",
+        "CANCELLED" | "NOT FOUND" | "cancelled" => "muted",
+        "RUNNING" | "InProgress" | "running" => "run",
+        _ => "wait",
+    }
+}
+
+fn facts(rec: &JobRecord, now: engine::Millis) -> Vec<Fact> {
+    let mut out = Vec::new();
+    let mut add = |k: &str, v: String| {
+        out.push(Fact {
+            name: k.to_string(),
+            value: v,
+        })
+    };
+    add("Workflow", rec.workflow.clone());
+    add("Step", format!("{} (attempt {})", rec.step, rec.attempt));
+    for (k, v) in &rec.labels {
+        add(k, v.clone());
+    }
+    add(
+        "Created",
+        format!(
+            "{} ({})",
+            page::when(rec.created_at),
+            page::ago(rec.created_at, now)
+        ),
+    );
+    add(
+        "Updated",
+        format!(
+            "{} ({})",
+            page::when(rec.updated_at),
+            page::ago(rec.updated_at, now)
+        ),
+    );
+    if rec.status.is_terminal() {
+        add(
+            "Took",
+            view::duration((rec.updated_at - rec.created_at).max(0) as u64),
+        );
+    } else {
+        add("Next wake", rfc3339(rec.next_wake_at));
+        add("Deadline", rfc3339(rec.deadline_at));
+        if let Some(owner) = &rec.lease_owner {
+            add("Leased by", owner.clone());
+        }
+        if rec.cancel_requested {
+            add(
+                "Cancel",
+                "requested: stops at its next step boundary".into(),
+            );
+        }
+    }
+    for (field, name) in [
+        ("not_after", "Cert expires"),
+        ("serial", "Serial"),
+        ("command_id", "SSM command"),
+    ] {
+        if let Some(v) = rec.data.get(field).and_then(Value::as_str) {
+            add(name, v.to_string());
+        }
+    }
+    out
+}
+
+fn commands(rec: &JobRecord) -> Vec<Command> {
+    let id = shell_word(rec.job_id.as_str());
+    let mut out = vec![Command {
+        what: "Show it in the terminal",
+        line: format!("certflow jobs show {id}"),
+    }];
+    match rec.status {
+        engine::JobStatus::Failed => out.push(Command {
+            what: "Resume it where it failed, once the cause is fixed",
+            line: format!("certflow jobs retry {id} --wait"),
+        }),
+        s if !s.is_terminal() => {
+            out.push(Command {
+                what: "Follow it",
+                line: format!("certflow jobs watch {id}"),
+            });
+            out.push(Command {
+                what: "Stop it at its next step boundary",
+                line: format!("certflow jobs cancel {id}"),
+            });
+        }
+        _ => {}
+    }
+    out
+}
+
+fn event(e: &HistoryEvent) -> Event {
+    let started = e.at - e.duration_ms.map_or(0, |d| d as engine::Millis);
+    let detail = match (&e.error, &e.note) {
+        (Some(err), Some(note)) => format!("{err} ({note})"),
+        (Some(err), None) => err.clone(),
+        (None, Some(note)) => note.clone(),
+        (None, None) => String::new(),
+    };
+    Event {
+        seq: e.seq,
+        step: e.step.clone(),
+        attempt: if e.attempt == 0 {
+            String::new()
+        } else {
+            e.attempt.to_string()
+        },
+        started: page::when(started),
+        took: e.duration_ms.map(view::duration).unwrap_or_default(),
+        outcome: view::outcome(e),
+        class: match e.kind {
+            engine::EventKind::Failed => "bad",
+            engine::EventKind::RetryScheduled => "retry",
+            engine::EventKind::Succeeded => "ok",
+            _ => "",
+        },
+        detail,
+    }
+}
+
+fn server(id: String, r: &workflows::export_certificate::rollout::ServerResult) -> Server {
+    let status = r
+        .status
+        .as_ref()
+        .map_or_else(|| "not sent".to_string(), |s| s.to_string());
+    Server {
+        class: status_class_of(&status),
+        id,
+        batch: r.batch,
+        status,
+        serial: r.serial.clone().unwrap_or_default(),
+        served: r.served_serial.clone().unwrap_or_default(),
+        detail: r.detail.clone().unwrap_or_default(),
+    }
+}
+
+fn child(c: ChildView) -> Child {
+    Child {
+        class: status_class_of(&c.status),
+        id: c.job_id,
+        target: c.target,
+        cert_name: c.cert_name,
+        status: c.status,
+        step: c.step.unwrap_or_default(),
+        error: c.last_error.unwrap_or_default(),
+    }
+}
+
+const FILTERS: &[(&str, &str)] = &[
+    ("failed-first", "failed first"),
+    ("failed", "failed"),
+    ("ok", "installed"),
+    ("pending", "pending"),
+    ("offline", "offline"),
+    ("all", "all"),
+];
+
+async fn body(console: &Console, rec: JobRecord, p: &Params) -> Result<Body, PageError> {
+    let now = SystemClock.now();
+    let which = p.which()?;
+    let store = &console.store;
+    let id = rec.job_id.clone();
+    let history = store
+        .history(&id)
+        .await
+        .map_err(|e| console.failed(e.into()))?;
+    let after = p.after.trim();
+    let page = servers::page(
+        store,
+        &rec,
+        which,
+        (!after.is_empty()).then_some(after),
+        SERVERS_PAGE,
+    )
+    .await
+    .map_err(|e| console.failed(e))?;
+    let (kids, total) = servers::children(store, &rec, CHILDREN_SHOWN)
+        .await
+        .map_err(|e| console.failed(e))?;
+    let rollout = servers::rollout_of(&rec);
+    let terminal = rec.status.is_terminal();
+    let filter = FILTERS
+        .iter()
+        .find(|(k, _)| *k == p.servers.trim())
+        .map_or("failed-first", |(k, _)| k);
+    let base = format!("/jobs/{}", encode(id.as_str()));
+    let until = if terminal { rec.updated_at } else { now };
+    let mut live = format!("{base}/live?servers={filter}");
+    if !after.is_empty() {
+        live.push_str(&format!("&after={}", encode(after)));
+    }
+    Ok(Body {
+        id: id.to_string(),
+        version: rec.version,
+        live,
+        status: rec.status.to_string(),
+        status_class: page::status_class(rec.status),
+        terminal,
+        facts: facts(&rec, now),
+        last_error: rec.last_error.clone(),
+        commands: commands(&rec),
+        timeline: timeline::build(&history, until),
+        axis: AXIS,
+        events: history.iter().map(event).collect(),
+        rollout: rollout.as_ref().map(|r| servers::rollout_line(r, terminal)),
+        server_filter: filter,
+        filters: FILTERS.to_vec(),
+        servers: page
+            .rows
+            .iter()
+            .map(|r| server(r.id.clone(), &r.result))
+            .collect(),
+        servers_next: page
+            .next
+            .map(|n| format!("{base}?servers={filter}&after={}", encode(&n))),
+        legacy: view::instances(&rec)
+            .iter()
+            .map(|(id, r)| Server {
+                id: id.clone(),
+                batch: 0,
+                status: r.status.to_string(),
+                class: status_class_of(r.status.as_str()),
+                serial: r.serial.clone().unwrap_or_default(),
+                served: String::new(),
+                detail: r.detail.clone().unwrap_or_default(),
+            })
+            .collect(),
+        children: kids.into_iter().map(child).collect(),
+        children_total: total,
+    })
+}
+
+async fn read(console: &Console, id: &str) -> Result<JobRecord, PageError> {
+    let id = JobId::new(id.to_string());
+    match console.store.get(&id).await.map_err(|e| console.failed(e.into()))? {
+        Some(rec) => Ok(rec),
+        None => Err(PageError::NotFound(format!(
+            "job {id} not found: check the id, and that CERTFLOW_JOBS_TABLE ({}) names the table it ran in; finished jobs are kept 30 days",
+            console.names.jobs_table
+        ))),
+    }
+}
+
+/// `GET /jobs/{id}`.
+pub(crate) async fn page(
+    State(console): State<Console>,
+    Path(id): Path<String>,
+    Query(p): Query<Params>,
+) -> Result<Response, PageError> {
+    let rec = read(&console, &id).await?;
+    let workflow = rec.workflow.clone();
+    let body = body(&console, rec, &p).await?;
+    page::html(&JobPage {
+        tab: Tab::Jobs,
+        id: body.id.clone(),
+        workflow,
+        body,
+    })
+}
+
+/// `GET /jobs/{id}/live`: the page's live part when the record's version is not `h`
+/// (one read of the record when nothing changed), else 204.
+pub(crate) async fn live(
+    State(console): State<Console>,
+    Path(id): Path<String>,
+    Query(p): Query<Params>,
+) -> Result<Response, PageError> {
+    let rec = read(&console, &id).await?;
+    if p.h == rec.version.to_string() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let body = body(&console, rec, &p).await?;
+    let mut r = page::html(&body)?;
+    if let Ok(v) = HeaderValue::from_str(&body.version.to_string()) {
+        r.headers_mut().insert("x-live-hash", v);
+    }
+    Ok(r)
+}
