@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: creates the Python venv with the pinned
 # emulator, starts it on loopback, checks formatting and lints (the CloudFormation template
-# too), builds the release binary of the container image, runs every test against the
-# emulator, and stops it again (also on failure or Ctrl-C).
+# too), installs headless Chromium and chromedriver (Debian's packages, for the console's
+# browser tests) when missing, builds the release binary of the container image, runs every
+# test against the emulator, and stops it again (also on failure or Ctrl-C).
 #
 #   deploy/local/test.sh            # everything
 #   deploy/local/test.sh -p certflow-engine   # extra arguments go to `cargo test`
@@ -53,6 +54,20 @@ if cmp -s "$template" "$with_alerts"; then
 fi
 LOG_LEVEL=ERROR .venv-lint/bin/checkov --quiet --compact --skip-download \
   --framework cloudformation -f "$template" -f "$with_api" -f "$with_alerts"
+
+echo "==> browser for the console tests"
+# The console's end-to-end tests drive headless Chromium through chromedriver
+# (tests/src/browser.rs). Debian's packages, installed only when either is missing.
+if [ -x /usr/bin/chromedriver ] && [ -x /usr/bin/chromium ]; then
+  echo "chromium and chromedriver already installed"
+else
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian's chromium and chromium-driver"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
+  echo "installed: $(/usr/bin/chromium --version 2>/dev/null || echo 'chromium ?'); $(/usr/bin/chromedriver --version 2>/dev/null || echo 'chromedriver ?')"
+fi
 
 echo "==> building"
 cargo build --workspace --bins --locked

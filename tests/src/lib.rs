@@ -2,7 +2,7 @@
 //! uniquely named resources per test, helpers to run workers (in this process, or as
 //! `certflow worker` processes: [`worker_process`]) and wait for jobs, the venv's AWS CLI,
 //! the fault proxy ([`proxy`]) and the simulated SSM fleet it answers Run Command from
-//! ([`fleet`]).
+//! ([`fleet`]), and headless Chromium for the console's tests ([`browser`]).
 //!
 //! The README's test command starts the emulator and exports `AWS_ENDPOINT_URL`; these
 //! helpers refuse to run without it rather than reach for a real AWS account.
@@ -14,6 +14,7 @@
 //! never panics on it.
 
 pub mod bench;
+pub mod browser;
 pub mod certflow;
 pub mod command;
 pub mod fake_aws;
