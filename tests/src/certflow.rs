@@ -536,6 +536,41 @@ impl Env {
         cmd
     }
 
+    /// The secret material a job stored: each passphrase and PEM block in every secret its
+    /// state names (`secret`, or the `*_secret` fields of the layout before one secret per
+    /// target), found at any depth of the secret's JSON, so that a check for leaks holds
+    /// whatever layout the secrets have.
+    pub async fn secret_material(&self, data: &serde_json::Value) -> Vec<String> {
+        fn secrets_in(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+            use serde_json::Value;
+            match v {
+                Value::String(s) if key == "passphrase" || s.contains("-----BEGIN") => {
+                    out.push(s.clone())
+                }
+                Value::Array(a) => a.iter().for_each(|x| secrets_in(x, key, out)),
+                Value::Object(m) => m.iter().for_each(|(k, x)| secrets_in(x, k, out)),
+                _ => {}
+            }
+        }
+        let sm = aws_sdk_secretsmanager::Client::new(&self.sdk);
+        let mut out = Vec::new();
+        let names: Vec<&str> = data
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k == "secret" || k.ends_with("_secret"))
+            .filter_map(|(_, v)| v.as_str())
+            .collect();
+        assert!(!names.is_empty(), "the job names its secrets: {data}");
+        for name in names {
+            let got = sm.get_secret_value().secret_id(name).send().await.unwrap();
+            let text = got.secret_string().unwrap().to_string();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            secrets_in(&value, "", &mut out);
+        }
+        out
+    }
+
     /// Takes every message now in the intake DLQ: body and reason attribute.
     pub async fn intake_dead_letters(&self) -> Vec<(String, String)> {
         match self.intake.dlq_url() {

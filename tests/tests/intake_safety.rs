@@ -13,42 +13,7 @@ use certflow_tests::certflow::Env;
 use certflow_tests::unique;
 use certflow_tests::worker_process::{LogDir, WorkerCommand};
 use engine::{JobId, JobStatus};
-use serde_json::Value;
 use workflows::export_certificate;
-
-/// The secret strings in a secret's value: each `passphrase` and each PEM block, found at
-/// any depth of its JSON (so that the check holds whatever layout the secrets have).
-fn secrets_in(v: &Value, key: &str, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) if key == "passphrase" || s.contains("-----BEGIN") => out.push(s.clone()),
-        Value::Array(a) => a.iter().for_each(|x| secrets_in(x, key, out)),
-        Value::Object(m) => m.iter().for_each(|(k, x)| secrets_in(x, k, out)),
-        _ => {}
-    }
-}
-
-/// The secret material the job stored: passphrases and PEM blocks in every secret its
-/// state names (`secret`, or the `*_secret` fields of the layout before one secret per
-/// target).
-async fn secret_material(env: &Env, data: &Value) -> Vec<String> {
-    let sm = aws_sdk_secretsmanager::Client::new(&env.sdk);
-    let mut out = Vec::new();
-    let names: Vec<&str> = data
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| *k == "secret" || k.ends_with("_secret"))
-        .filter_map(|(_, v)| v.as_str())
-        .collect();
-    assert!(!names.is_empty(), "the job names its secrets: {data}");
-    for name in names {
-        let got = sm.get_secret_value().secret_id(name).send().await.unwrap();
-        let text = got.secret_string().unwrap().to_string();
-        let value: Value = serde_json::from_str(&text).unwrap();
-        secrets_in(&value, "", &mut out);
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_level_worker_logs_no_passphrase_pem_or_key_line() {
@@ -98,7 +63,7 @@ async fn a_trace_level_worker_logs_no_passphrase_pem_or_key_line() {
 
     assert!(!log.contains("-----BEGIN"), "a PEM block was logged");
     assert!(!log.contains("PRIVATE KEY"), "a key was logged");
-    let material = secret_material(&env, &rec.data).await;
+    let material = env.secret_material(&rec.data).await;
     let passphrases = material
         .iter()
         .filter(|s| !s.contains("-----BEGIN"))

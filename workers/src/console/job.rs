@@ -194,6 +194,15 @@ fn facts(rec: &JobRecord, now: engine::Millis) -> Vec<Fact> {
             );
         }
     }
+    // The request a job was started from (an export's fields; none is secret), as sent:
+    // an operator checks what was asked before what went wrong.
+    if let Some(req) = rec.data.get("request").and_then(Value::as_object) {
+        for (k, v) in req {
+            if let Some(v) = v.as_str() {
+                add(&format!("Request {k}"), v.to_string());
+            }
+        }
+    }
     for (field, name) in [
         ("not_after", "Cert expires"),
         ("serial", "Serial"),
