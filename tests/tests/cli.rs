@@ -765,6 +765,7 @@ async fn help_snapshots() {
         (vec!["--help"], "help.txt"),
         (vec!["jobs", "list", "--help"], "jobs-list-help.txt"),
         (vec!["jobs", "--help"], "jobs-help.txt"),
+        (vec!["console", "--help"], "console-help.txt"),
     ] {
         let out = bare(&args).await;
         assert_eq!(out.code, 0, "{out}");

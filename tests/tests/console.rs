@@ -34,6 +34,9 @@ const LIVE: Duration = Duration::from_secs(60);
 struct Console {
     child: Child,
     url: String,
+    /// Kept open: a console whose stdout is closed must still serve (it is not written
+    /// to again, but a reader that goes away should not be what a test relies on).
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Console {
@@ -47,8 +50,9 @@ impl Console {
             .spawn()
             .expect("start certflow console");
         let out = child.stdout.take().expect("the console's stdout");
+        let mut stdout = BufReader::new(out);
         let mut line = String::new();
-        BufReader::new(out)
+        stdout
             .read_line(&mut line)
             .expect("the console's first line");
         let url = line
@@ -58,7 +62,11 @@ impl Console {
             .trim_end_matches('/')
             .to_string();
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-        Console { child, url }
+        Console {
+            child,
+            url,
+            _stdout: stdout,
+        }
     }
 }
 
@@ -371,4 +379,54 @@ async fn an_operator_sees_jobs_timelines_servers_certificates_and_dead_letters()
 
     b.close().await;
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_other_hosts_reach_is_refused_unless_asked_for_and_then_warned_about() {
+    let env = Env::new().await;
+    let emulator = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (the emulator)");
+    let out = env
+        .certflow_command(&emulator)
+        .args(["console", "--address", "0.0.0.0", "--port", "0"])
+        .output()
+        .expect("run certflow console");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to serve the console on 0.0.0.0:0, which is not a loopback address: the console has no login of its own"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--allow-non-loopback"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing served");
+
+    // Asked for: served, with the warning first.
+    let mut child = env
+        .certflow_command(&emulator)
+        .args([
+            "console",
+            "--address",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--allow-non-loopback",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start certflow console");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("certflow console: http://0.0.0.0:"),
+        "{line}"
+    );
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("warning: serving the console on 0.0.0.0:0 (--allow-non-loopback)"),
+        "{stderr}"
+    );
 }

@@ -65,8 +65,8 @@ impl Cert {
             arn: r.certificate_arn.clone(),
             arn_link: format!("/jobs?certificate={}", encode(&r.certificate_arn)),
             short_arn: crate::view::certificate_id(&r.certificate_arn),
-            exported_serial: r.serial.clone().unwrap_or_default(),
-            acm_serial: r.acm_serial.clone().unwrap_or_default(),
+            exported_serial: crate::view::serial_cell(r.serial.as_deref()),
+            acm_serial: crate::view::serial_cell(r.acm_serial.as_deref()),
             renewal_not_exported: r.renewal_not_exported(),
             acm_status: r.acm_status.clone().unwrap_or_default(),
             days: days.map_or_else(|| "?".into(), |d| d.to_string()),
@@ -74,13 +74,18 @@ impl Cert {
             urgency_words,
             expiry: r.cert_expiry_date.clone().unwrap_or_default(),
             last_status_class: match last_status.as_str() {
-                "SUCCEEDED" | "Success" => "ok",
                 "" => "muted",
-                s if s.contains("FAIL") || s.contains("Fail") => "bad",
+                s if s.contains("FAIL") => "bad",
+                "INSTALLED" | "SUCCEEDED" => "ok",
                 _ => "wait",
             },
             last_status,
-            last_installed: r.last_installed_date.clone().unwrap_or_default(),
+            last_installed: r
+                .last_installed_date
+                .as_deref()
+                .and_then(engine::clock::parse_rfc3339)
+                .map(page::when)
+                .unwrap_or_default(),
             servers: r.servers.map_or_else(|| "?".into(), |n| n.to_string()),
             current: r.current_servers,
             lagging: r

@@ -69,7 +69,8 @@ struct Event {
     took: String,
     outcome: String,
     class: &'static str,
-    detail: String,
+    error: String,
+    note: String,
 }
 
 /// One server of the rollout.
@@ -80,7 +81,26 @@ struct Server {
     class: &'static str,
     serial: String,
     served: String,
+    /// Serials clipped for the table (the whole one is the cell's tooltip).
+    serial_short: String,
+    served_short: String,
     detail: String,
+}
+
+impl Server {
+    fn with_short_serials(mut self) -> Server {
+        self.serial_short = clip_serial(&self.serial);
+        self.served_short = clip_serial(&self.served);
+        self
+    }
+}
+
+fn clip_serial(s: &str) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        view::serial_cell(Some(s))
+    }
 }
 
 /// One child of a renewal.
@@ -114,6 +134,8 @@ pub(crate) struct Body {
     last_error: Option<String>,
     commands: Vec<Command>,
     timeline: Timeline,
+    /// When the timeline's axis starts.
+    started: String,
     axis: f64,
     events: Vec<Event>,
     rollout: Option<String>,
@@ -196,10 +218,13 @@ fn facts(rec: &JobRecord, now: engine::Millis) -> Vec<Fact> {
     }
     // The request a job was started from (an export's fields; none is secret), as sent:
     // an operator checks what was asked before what went wrong.
+    // Fields already shown as labels are not repeated.
     if let Some(req) = rec.data.get("request").and_then(Value::as_object) {
         for (k, v) in req {
             if let Some(v) = v.as_str() {
-                add(&format!("Request {k}"), v.to_string());
+                if !rec.labels.values().any(|l| l == v) {
+                    add(&format!("Request {k}"), v.to_string());
+                }
             }
         }
     }
@@ -243,12 +268,6 @@ fn commands(rec: &JobRecord) -> Vec<Command> {
 
 fn event(e: &HistoryEvent) -> Event {
     let started = e.at - e.duration_ms.map_or(0, |d| d as engine::Millis);
-    let detail = match (&e.error, &e.note) {
-        (Some(err), Some(note)) => format!("{err} ({note})"),
-        (Some(err), None) => err.clone(),
-        (None, Some(note)) => note.clone(),
-        (None, None) => String::new(),
-    };
     Event {
         seq: e.seq,
         step: e.step.clone(),
@@ -266,7 +285,8 @@ fn event(e: &HistoryEvent) -> Event {
             engine::EventKind::Succeeded => "ok",
             _ => "",
         },
-        detail,
+        error: e.error.clone().unwrap_or_default(),
+        note: e.note.clone().unwrap_or_default(),
     }
 }
 
@@ -282,8 +302,16 @@ fn server(id: String, r: &workflows::export_certificate::rollout::ServerResult) 
         status,
         serial: r.serial.clone().unwrap_or_default(),
         served: r.served_serial.clone().unwrap_or_default(),
-        detail: r.detail.clone().unwrap_or_default(),
+        serial_short: String::new(),
+        served_short: String::new(),
+        // SSM's details repeat the status when all went well.
+        detail: r
+            .detail
+            .clone()
+            .filter(|d| Some(d.as_str()) != r.status.as_ref().map(|s| s.as_str()))
+            .unwrap_or_default(),
     }
+    .with_short_serials()
 }
 
 fn child(c: ChildView) -> Child {
@@ -352,6 +380,10 @@ async fn body(console: &Console, rec: JobRecord, p: &Params) -> Result<Body, Pag
         last_error: rec.last_error.clone(),
         commands: commands(&rec),
         timeline: timeline::build(&history, until),
+        started: history
+            .first()
+            .map(|e| page::when(e.at))
+            .unwrap_or_default(),
         axis: AXIS,
         events: history.iter().map(event).collect(),
         rollout: rollout.as_ref().map(|r| servers::rollout_line(r, terminal)),
@@ -367,14 +399,19 @@ async fn body(console: &Console, rec: JobRecord, p: &Params) -> Result<Body, Pag
             .map(|n| format!("{base}?servers={filter}&after={}", encode(&n))),
         legacy: view::instances(&rec)
             .iter()
-            .map(|(id, r)| Server {
-                id: id.clone(),
-                batch: 0,
-                status: r.status.to_string(),
-                class: status_class_of(r.status.as_str()),
-                serial: r.serial.clone().unwrap_or_default(),
-                served: String::new(),
-                detail: r.detail.clone().unwrap_or_default(),
+            .map(|(id, r)| {
+                Server {
+                    id: id.clone(),
+                    batch: 0,
+                    status: r.status.to_string(),
+                    class: status_class_of(r.status.as_str()),
+                    serial: r.serial.clone().unwrap_or_default(),
+                    served: String::new(),
+                    serial_short: String::new(),
+                    served_short: String::new(),
+                    detail: r.detail.clone().unwrap_or_default(),
+                }
+                .with_short_serials()
             })
             .collect(),
         children: kids.into_iter().map(child).collect(),

@@ -87,9 +87,16 @@ pub(crate) async fn run(
     };
     let app = guard::layer(router(console), bound);
     // Tests and scripts read the address from this line (with --port 0 it is the only
-    // place that says which port).
-    println!("certflow console: http://{bound}/");
-    println!("read-only; stop it with Ctrl-C");
+    // place that says which port). A reader that closes the pipe after it (`| head -1`)
+    // must not stop the console: nothing else goes to stdout, and a failed write is
+    // ignored rather than a panic.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "certflow console: http://{bound}/");
+        let _ = out.flush();
+    }
+    eprintln!("read-only; stop it with Ctrl-C");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
