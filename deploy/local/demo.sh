@@ -14,13 +14,20 @@
 #
 #   deploy/local/demo.sh             # the export job
 #   DEMO=engine deploy/local/demo.sh # the engine's demo workflow instead (timers, retries, a failure)
+#   CONSOLE=1 deploy/local/demo.sh   # then the jobs in the web console, http://127.0.0.1:8080/
+#                                    # (CONSOLE_PORT to choose the port), until Ctrl-C
+#   CONSOLE=1 SCREENSHOTS=docs/img deploy/local/demo.sh  # screenshots of its pages instead
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 2; }
-cargo build --locked -p certflow -p certflow-tests --bin certflow --bin fleet-proxy
+if [ -n "${SCREENSHOTS:-}" ]; then
+  cargo build --locked -p certflow -p certflow-tests --bin certflow --bin fleet-proxy --bin console-shots
+else
+  cargo build --locked -p certflow -p certflow-tests --bin certflow --bin fleet-proxy
+fi
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/certflow"
 fleet_bin="${CARGO_TARGET_DIR:-$root/target}/debug/fleet-proxy"
 
@@ -28,7 +35,9 @@ export MOTO_ACM_VALIDATION_WAIT="${MOTO_ACM_VALIDATION_WAIT:-3}"
 deploy/local/emulator.sh start
 worker_pid=""
 fleet_pid=""
+console_pid=""
 cleanup() {
+  if [ -n "$console_pid" ]; then kill -TERM "$console_pid" 2>/dev/null && wait "$console_pid" 2>/dev/null || true; fi
   if [ -n "$worker_pid" ]; then kill -TERM "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null || true; fi
   if [ -n "$fleet_pid" ]; then kill -TERM "$fleet_pid" 2>/dev/null && wait "$fleet_pid" 2>/dev/null || true; fi
   deploy/local/emulator.sh stop >/dev/null 2>&1 || true
@@ -91,3 +100,24 @@ if "$bin" submit --certificate-arn "$arn" --cert-name shop --target Environment=
   exit 1
 fi
 echo "(the rollout stopped at the canary, as it should: exit status 1 above is the job's FAILED)"
+
+if [ -n "${CONSOLE:-}" ]; then
+  echo
+  echo "==> a message that is not a request, for the console's dead letters page"
+  aws sqs send-message --queue-url "$(aws sqs get-queue-url --queue-name certflow-intake --query QueueUrl --output text)" \
+    --message-body 'RENEW shop.example.com PLEASE' --query MessageId --output text
+  echo
+  echo "==> certflow console: the jobs above in a browser"
+  "$bin" console --port "${CONSOLE_PORT:-8080}" >"$root/.local/demo-console.url" &
+  console_pid=$!
+  for _ in $(seq 1 50); do grep -q '^certflow console: ' "$root/.local/demo-console.url" && break; sleep 0.1; done
+  console_url=$(sed -n 's/^certflow console: //p' "$root/.local/demo-console.url")
+  [ -n "$console_url" ] || { echo "the console did not start (is port ${CONSOLE_PORT:-8080} free? CONSOLE_PORT=… picks another)" >&2; exit 1; }
+  if [ -n "${SCREENSHOTS:-}" ]; then
+    sleep 3 # the worker dead-letters the message above
+    "${CARGO_TARGET_DIR:-$root/target}/debug/console-shots" "$console_url" "$SCREENSHOTS"
+  else
+    echo "open $console_url — Ctrl-C stops the console, the worker and the emulator"
+    wait "$console_pid"
+  fi
+fi

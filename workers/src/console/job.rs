@@ -222,7 +222,9 @@ fn facts(rec: &JobRecord, now: engine::Millis) -> Vec<Fact> {
     if let Some(req) = rec.data.get("request").and_then(Value::as_object) {
         for (k, v) in req {
             if let Some(v) = v.as_str() {
-                if !rec.labels.values().any(|l| l == v) {
+                let shown = rec.labels.values().any(|l| l == v)
+                    || (k.starts_with("TargetTag") && rec.labels.contains_key("Target"));
+                if !shown {
                     add(&format!("Request {k}"), v.to_string());
                 }
             }
