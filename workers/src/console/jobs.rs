@@ -106,17 +106,16 @@ impl Filters {
     }
 }
 
-/// A query-string value, percent-encoded (everything but unreserved characters).
+/// What [`encode`] leaves as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A value percent-encoded for a URL's path segment or query (ids, ARNs, cursors).
 pub(crate) fn encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(v, UNRESERVED).to_string()
 }
 
 /// One row of the table.

@@ -263,3 +263,12 @@ fn an_address_other_hosts_reach_is_refused_unless_asked_for_and_then_warned_abou
         None
     );
 }
+
+#[test]
+fn values_in_links_are_percent_encoded_whole() {
+    assert_eq!(
+        jobs::encode("arn:aws:acm:us-east-1:1:certificate/a b+c&d=é"),
+        "arn%3Aaws%3Aacm%3Aus-east-1%3A1%3Acertificate%2Fa%20b%2Bc%26d%3D%C3%A9"
+    );
+    assert_eq!(jobs::encode("job-1_2.3~"), "job-1_2.3~");
+}
