@@ -205,7 +205,7 @@ async fn an_operator_sees_jobs_timelines_servers_certificates_and_dead_letters()
 
     // Jobs: every job, newest first; filters narrow it.
     b.goto(&url("/jobs")).await;
-    let listed = b.texts("#jobs tbody tr td.id a").await;
+    let listed = b.texts("#jobs tbody tr td.job a").await;
     for id in [&ok_id, &bad_id, &parent_id] {
         assert!(listed.contains(&id.to_string()), "{id} listed: {listed:?}");
     }
@@ -216,7 +216,7 @@ async fn an_operator_sees_jobs_timelines_servers_certificates_and_dead_letters()
     scan("jobs", &b.source().await, &material);
     b.screenshot("jobs").await;
     b.goto(&url("/jobs?status=FAILED")).await;
-    let failed = b.texts("#jobs tbody tr td.id a").await;
+    let failed = b.texts("#jobs tbody tr td.job a").await;
     assert!(
         failed.contains(&bad_id.to_string()) && !failed.contains(&ok_id.to_string()),
         "{failed:?}"
@@ -224,7 +224,7 @@ async fn an_operator_sees_jobs_timelines_servers_certificates_and_dead_letters()
     b.goto(&url(&format!("/jobs?workflow={}", renew_certificate::NAME)))
         .await;
     assert_eq!(
-        b.texts("#jobs tbody tr td.id a").await,
+        b.texts("#jobs tbody tr td.job a").await,
         [parent_id.to_string()]
     );
 

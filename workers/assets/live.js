@@ -3,35 +3,65 @@
 // Every element with data-live is refreshed in place: every two seconds (while the tab
 // is visible) the browser asks its data-live URL with the data-hash it shows; the console
 // answers 204 when nothing changed, or a fresh copy of the element, which replaces it.
+// When the console cannot answer (credentials expired, the console stopped), the part
+// says so and asks less often; when the job is gone (404), it stops asking.
 (function () {
   "use strict";
   var PERIOD_MS = 2000;
+  var MAX_BACKOFF_MS = 60000;
+
+  function stale(el, text) {
+    var note = el.querySelector(".stale");
+    if (note) {
+      note.textContent = text;
+      note.hidden = !text;
+    }
+  }
 
   function refresh(el) {
     var url = el.getAttribute("data-live");
     if (!url || el.getAttribute("data-busy")) return;
+    var next = Number(el.getAttribute("data-next") || 0);
+    if (Date.now() < next) return;
     el.setAttribute("data-busy", "1");
     var sep = url.indexOf("?") >= 0 ? "&" : "?";
     var hash = el.getAttribute("data-hash") || "";
+    function failed(why, stop) {
+      var fails = Number(el.getAttribute("data-fails") || 0) + 1;
+      el.setAttribute("data-fails", String(fails));
+      el.setAttribute("data-next", String(Date.now() + Math.min(PERIOD_MS * Math.pow(2, fails), MAX_BACKOFF_MS)));
+      if (stop) el.removeAttribute("data-live");
+      stale(el, "Not updating: " + why + (stop ? "." : "; trying again."));
+      el.removeAttribute("data-busy");
+    }
     fetch(url + sep + "h=" + encodeURIComponent(hash), {
       credentials: "same-origin",
       cache: "no-store",
     })
-      .then(function (r) { return r.status === 200 ? r.text() : null; })
-      .then(function (html) {
-        if (html !== null) {
+      .then(function (r) {
+        if (r.status === 204) {
+          el.removeAttribute("data-fails");
+          stale(el, "");
+          el.removeAttribute("data-busy");
+          return;
+        }
+        if (r.status !== 200) {
+          failed("the console answered " + r.status + " " + r.statusText + " (reload for details)", r.status === 404);
+          return;
+        }
+        return r.text().then(function (html) {
           var t = document.createElement("template");
           t.innerHTML = html.trim();
           var fresh = t.content.firstElementChild;
           if (fresh && fresh.id === el.id) {
             el.replaceWith(fresh);
             addCopyButtons(fresh);
-            return;
+          } else {
+            failed("the console's answer was not this part of the page", false);
           }
-        }
-        el.removeAttribute("data-busy");
+        });
       })
-      .catch(function () { el.removeAttribute("data-busy"); });
+      .catch(function () { failed("the console cannot be reached", false); });
   }
 
   function addCopyButtons(root) {

@@ -303,7 +303,12 @@ pub(crate) async fn finish_output(ctx: &Ctx<'_>, rec: &JobRecord) -> anyhow::Res
 }
 
 async fn list(ctx: &Ctx<'_>, args: &ListArgs) -> anyhow::Result<()> {
-    let since = args.since.map(|d| SystemClock.now() - d.as_millis() as i64);
+    // Saturating: `--since 1000y` means every job, not an overflow.
+    let since = args.since.map(|d| {
+        SystemClock
+            .now()
+            .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    });
     let q = paging::Query {
         statuses: statuses(&args.status, args.certificate_arn.is_some()),
         certificate_arn: args.certificate_arn.clone(),

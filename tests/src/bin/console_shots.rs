@@ -36,9 +36,12 @@ async fn main() {
     let b = Browser::start().await;
     b.goto(&format!("{url}/jobs")).await;
     println!("{}", shot(&b, &dir, "console-jobs").await.display());
-    for (status, name) in [("FAILED", "console-job-failed"), ("SUCCEEDED", "console-job")] {
+    for (status, name) in [
+        ("FAILED", "console-job-failed"),
+        ("SUCCEEDED", "console-job"),
+    ] {
         b.goto(&format!("{url}/jobs?status={status}")).await;
-        let first = "#jobs tbody tr td.id a";
+        let first = "#jobs tbody tr td.job a";
         if !b.exists(first).await {
             continue;
         }
@@ -49,7 +52,10 @@ async fn main() {
     }
     for page in ["certificates", "dead-letters"] {
         b.goto(&format!("{url}/{page}")).await;
-        println!("{}", shot(&b, &dir, &format!("console-{page}")).await.display());
+        println!(
+            "{}",
+            shot(&b, &dir, &format!("console-{page}")).await.display()
+        );
     }
     b.close().await;
 }

@@ -342,6 +342,12 @@ pub(crate) struct ConsoleArgs {
     /// (`ssh -L 8080:127.0.0.1:8080 HOST`).
     #[arg(long)]
     pub(crate) allow_non_loopback: bool,
+    /// With --allow-non-loopback: a host name (or address) browsers may reach the console
+    /// by, e.g. `ops-bastion.internal`. Requests naming any other host are refused, so that
+    /// no other site can reach the console through DNS rebinding. The loopback names and
+    /// the address served on are always accepted.
+    #[arg(long, env = "CERTFLOW_CONSOLE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub(crate) allowed_host: Vec<String>,
 }
 
 /// Demo settings.

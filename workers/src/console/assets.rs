@@ -1,5 +1,6 @@
 //! The stylesheet and the script, compiled into the binary (no build chain, nothing to
-//! install beside it), served with a long cache lifetime keyed on the release.
+//! install beside it). Pages name them with the release (`?v=`, [`VERSION`]), so that
+//! an upgraded console is not served a cached copy of the old ones.
 
 use axum::extract::Path;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -9,6 +10,8 @@ use super::page::PageError;
 
 const CSS: &str = include_str!("../../assets/console.css");
 const JS: &str = include_str!("../../assets/live.js");
+/// The release, in the assets' URLs.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `GET /assets/{name}`.
 pub(crate) async fn asset(Path(name): Path<String>) -> Result<Response, PageError> {
@@ -17,7 +20,7 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Result<Response, PageErro
         "live.js" => (JS, "text/javascript; charset=utf-8"),
         _ => return Err(PageError::NotFound(format!("no asset {name:?}"))),
     };
-    // An hour: the assets change only with the binary, and a restart is rare.
+    // An hour: the URLs change with the release.
     Ok((
         [(CONTENT_TYPE, kind), (CACHE_CONTROL, "max-age=3600")],
         body,

@@ -7,16 +7,28 @@ use axum::extract::State;
 use axum::response::Response;
 use engine::{Clock, SystemClock};
 
-use super::jobs::encode;
-use super::page::{self, PageError, Tab};
+use super::page::{self, encode, PageError, Tab};
 use super::Console;
 use crate::inventory::{self, Row};
+use workflows::inventory::LastStatus;
 
 /// Days to expiry at or under which a row is urgent (red): ACM renews 60 days before
 /// expiry, so a certificate this close has missed its renewal.
 pub(crate) const URGENT_DAYS: i64 = 14;
 /// Days at or under which a row is a warning (amber).
 pub(crate) const WARN_DAYS: i64 = 45;
+
+/// The days to expiry a row is judged by. ACM's certificate's, as the CLI shows them,
+/// unless servers may still serve an older one (ACM renewed and the target was not sent
+/// the renewal, or servers lag): then the sooner of ACM's and the exported one's, since
+/// that is what expires on them.
+pub(crate) fn shown_days(r: &Row) -> Option<i64> {
+    let behind = r.renewal_not_exported() || r.lagging_servers.unwrap_or(0) > 0;
+    match (r.days_to_expiry, r.acm_days_to_expiry) {
+        (Some(exported), Some(acm)) if behind => Some(exported.min(acm)),
+        _ => r.days_left(),
+    }
+}
 
 /// How urgent `days` to expiry is: a CSS class and the words beside the number.
 pub(crate) fn urgency(days: Option<i64>) -> (&'static str, &'static str) {
@@ -51,11 +63,12 @@ struct Cert {
     lagging: String,
     lagging_class: &'static str,
     last_job: String,
+    last_job_href: String,
 }
 
 impl Cert {
     fn of(r: &Row) -> Cert {
-        let days = r.days_left();
+        let days = shown_days(r);
         let (urgency_class, urgency_words) = urgency(days);
         let lagging = r.lagging_servers.unwrap_or(0);
         let last_status = r.last_status.clone().unwrap_or_default();
@@ -73,11 +86,11 @@ impl Cert {
             urgency_class,
             urgency_words,
             expiry: r.cert_expiry_date.clone().unwrap_or_default(),
-            last_status_class: match last_status.as_str() {
-                "" => "muted",
-                s if s.contains("FAIL") => "bad",
-                "INSTALLED" | "SUCCEEDED" => "ok",
-                _ => "wait",
+            last_status_class: match LastStatus::parse(&last_status) {
+                Some(LastStatus::Installed) => "ok",
+                Some(LastStatus::InstallFailed) => "bad",
+                Some(LastStatus::Exported) => "wait",
+                None => "muted",
             },
             last_status,
             last_installed: r
@@ -92,6 +105,11 @@ impl Cert {
                 .lagging_servers
                 .map_or_else(|| "?".into(), |n| n.to_string()),
             lagging_class: if lagging > 0 { "bad" } else { "" },
+            last_job_href: r
+                .last_job_id
+                .as_deref()
+                .map(|id| format!("/jobs/{}", encode(id)))
+                .unwrap_or_default(),
             last_job: r.last_job_id.clone().unwrap_or_default(),
         }
     }
@@ -113,9 +131,11 @@ pub(crate) async fn page(State(console): State<Console>) -> Result<Response, Pag
     let now = SystemClock.now();
     let ddb = aws_sdk_dynamodb::Client::new(&console.sdk);
     let table = &console.names.inventory_table;
-    let (rows, warning) = inventory::listing(&console.sdk, &ddb, table, None, None, now)
+    let (mut rows, warning) = inventory::listing(&console.sdk, &ddb, table, None, None, now)
         .await
         .map_err(|e| console.failed(e))?;
+    // Most urgent first, by the days shown (unknown last).
+    rows.sort_by_key(|r| shown_days(r).unwrap_or(i64::MAX));
     page::html(&CertificatesPage {
         tab: Tab::Certificates,
         table: table.clone(),

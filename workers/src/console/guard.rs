@@ -1,8 +1,10 @@
 //! Who may reach the console, and what a browser may do with its pages: the bind policy
-//! (loopback unless told otherwise), the `Host` check against DNS rebinding, and the
-//! headers every answer carries (rules 1, 3 and 4 of the module doc).
+//! (loopback unless told otherwise), the `Host` check against DNS rebinding, the refusal
+//! of requests another site makes the browser send, and the headers every answer carries
+//! (rules 1, 3 and 4 of the module doc).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderValue};
@@ -15,77 +17,130 @@ use axum::Router;
 /// anywhere else, no inline script (so markup that slipped into a value could not run).
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Refuses an address other hosts can reach unless `allowed`, and says why; when allowed,
-/// the warning to print.
-pub(crate) fn check_bind(addr: SocketAddr, allowed: bool) -> anyhow::Result<Option<String>> {
+/// Host names that always mean this machine.
+const LOOPBACK_NAMES: &[&str] = &["127.0.0.1", "localhost", "[::1]"];
+
+/// An address the console will not serve on without being told to.
+#[derive(Debug, thiserror::Error)]
+#[error("refusing to serve the console on {addr}, which is not a loopback address: {risk}. Serve it on 127.0.0.1 (the default) and reach it through an SSH tunnel ({tunnel}), or pass --allow-non-loopback if you mean it")]
+pub(crate) struct NotLoopback {
+    addr: SocketAddr,
+    risk: String,
+    tunnel: String,
+}
+
+fn risk(addr: SocketAddr) -> String {
+    format!(
+        "the console has no login of its own: anyone who can reach {addr} reads every job, server, inventory row and dead letter with your AWS credentials"
+    )
+}
+
+fn tunnel(addr: SocketAddr) -> String {
+    format!(
+        "ssh -L {port}:127.0.0.1:{port} THIS_HOST, then open http://127.0.0.1:{port}/",
+        port = addr.port()
+    )
+}
+
+/// Refuses an address other hosts can reach unless `allowed`; when allowed, the warning
+/// to print.
+pub(crate) fn check_bind(addr: SocketAddr, allowed: bool) -> Result<Option<String>, NotLoopback> {
     if addr.ip().is_loopback() {
         return Ok(None);
     }
-    let risk = format!(
-        "the console has no login of its own: anyone who can reach {addr} reads every job, server, inventory row and dead letter with your AWS credentials"
-    );
-    let tunnel = format!(
-        "ssh -L {port}:127.0.0.1:{port} THIS_HOST, then open http://127.0.0.1:{port}/",
-        port = addr.port()
-    );
     if !allowed {
-        anyhow::bail!(
-            "refusing to serve the console on {addr}, which is not a loopback address: {risk}. Serve it on 127.0.0.1 (the default) and reach it through an SSH tunnel ({tunnel}), or pass --allow-non-loopback if you mean it"
-        );
+        return Err(NotLoopback {
+            addr,
+            risk: risk(addr),
+            tunnel: tunnel(addr),
+        });
     }
     Ok(Some(format!(
-        "warning: serving the console on {addr} (--allow-non-loopback): {risk}; keep it behind a firewall or a VPN, or use an SSH tunnel instead ({tunnel})"
+        "warning: serving the console on {addr} (--allow-non-loopback): {}; keep it behind a firewall or a VPN, or use an SSH tunnel instead ({}). Browsers must name it by the address served on or a host given with --allowed-host",
+        risk(addr),
+        tunnel(addr)
     )))
 }
 
-/// Where the console listens, for the `Host` check.
-#[derive(Clone, Copy)]
-struct Bound(SocketAddr);
-
-/// Wraps `app` in the `Host` check and the headers every answer carries.
-pub(crate) fn layer(app: Router, bound: SocketAddr) -> Router {
-    app.layer(middleware::from_fn_with_state(Bound(bound), guard))
+/// The host names requests may carry.
+#[derive(Debug, Clone)]
+pub(crate) struct Hosts {
+    names: Vec<String>,
 }
 
-async fn guard(State(Bound(bound)): State<Bound>, req: Request, next: Next) -> Response {
-    if bound.ip().is_loopback() {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        if !host_is_loopback(host, bound.port()) {
-            let mut r = (
-                StatusCode::MISDIRECTED_REQUEST,
-                format!(
-                    "this console answers only to http://127.0.0.1:{port}/ or http://localhost:{port}/ (the request named host {host:?})",
-                    port = bound.port(),
-                    host = crate::view::printable(host)
-                ),
-            )
-                .into_response();
-            secure(&mut r);
-            return r;
+impl Hosts {
+    /// The loopback names, the address served on (unless it is `0.0.0.0` or `::`), and
+    /// the names given.
+    pub(crate) fn new(bound: IpAddr, extra: &[String]) -> Hosts {
+        let mut names: Vec<String> = LOOPBACK_NAMES.iter().map(|s| s.to_string()).collect();
+        if !bound.is_unspecified() && !bound.is_loopback() {
+            names.push(match bound {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            });
         }
+        names.extend(extra.iter().map(|h| h.trim().to_ascii_lowercase()));
+        Hosts { names }
+    }
+
+    /// Whether a `Host` header names one of them, at any port: a tunnel's local port may
+    /// differ from the console's, and the port adds nothing against rebinding (the other
+    /// site's requests carry its own name).
+    pub(crate) fn allows(&self, host: &str) -> bool {
+        let name = match host.rsplit_once(':') {
+            // `[::1]:8080`, `127.0.0.1:8080`, `localhost:8080`; a bare `[::1]` has no port.
+            Some((name, port)) if !port.ends_with(']') => name,
+            _ => host,
+        };
+        let name = name.to_ascii_lowercase();
+        !name.is_empty() && self.names.contains(&name)
+    }
+}
+
+/// Wraps `app` in the checks and the headers every answer carries.
+pub(crate) fn layer(app: Router, hosts: Hosts) -> Router {
+    app.layer(middleware::from_fn_with_state(Arc::new(hosts), guard))
+}
+
+async fn guard(State(hosts): State<Arc<Hosts>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !hosts.allows(host) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this console answers to {} (the request named host {:?}); another name needs --allowed-host",
+                hosts.names.join(", "),
+                crate::view::printable(host)
+            ),
+        );
+    }
+    // A page of another site cannot read the console's answers, but could still make the
+    // browser send requests that cost reads on production tables: browsers say where a
+    // request comes from, and only the console's own pages (or a typed address) count.
+    let site = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("none");
+    if matches!(site, "cross-site" | "same-site") {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "the console answers only its own pages and addresses typed into the browser, not requests another site makes".to_string(),
+        );
     }
     let mut r = next.run(req).await;
     secure(&mut r);
     r
 }
 
-/// A `Host` header that names this machine's loopback at the console's port.
-pub(crate) fn host_is_loopback(host: &str, port: u16) -> bool {
-    let (name, given) = match host.rsplit_once(':') {
-        // `[::1]:8080`, `127.0.0.1:8080`, `localhost:8080`; a bare `[::1]` has no port.
-        Some((name, p)) if !p.ends_with(']') => (name, p.parse::<u16>().ok()),
-        _ => (host, None),
-    };
-    let port_ok = match given {
-        Some(p) => p == port,
-        None => port == 80 && !host.is_empty(),
-    };
-    let name = name.to_ascii_lowercase();
-    port_ok && matches!(name.as_str(), "127.0.0.1" | "localhost" | "[::1]")
+fn refuse(status: StatusCode, why: String) -> Response {
+    let mut r = (status, why).into_response();
+    secure(&mut r);
+    r
 }
 
 fn secure(r: &mut Response) {
@@ -103,7 +158,12 @@ fn secure(r: &mut Response) {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // The pages show live state read with the operator's credentials: never cached.
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    // The pages show live state read with the operator's credentials: never cached (the
+    // assets set their own lifetime).
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

@@ -5,24 +5,26 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use engine::clock::rfc3339;
 use engine::{Clock, HistoryEvent, JobId, JobRecord, SystemClock};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::jobs::encode;
-use super::page::{self, shell_word, PageError, Tab};
+use super::page::{self, encode, shell_word, PageError, Tab};
 use super::timeline::{self, Timeline, AXIS};
 use super::Console;
 use crate::servers::{self, Which};
 use crate::view::{self, ChildView};
+use workflows::export_certificate::InstanceStatus;
 
 /// Servers on one page of a job.
 const SERVERS_PAGE: usize = 50;
 /// Children of a renewal shown (failures first).
 const CHILDREN_SHOWN: usize = 50;
+/// History events listed (the newest): a job that polled for hours has thousands, which
+/// `certflow jobs show` prints whole.
+const HISTORY_SHOWN: usize = 200;
 
 /// Which servers, and where the page starts.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -106,6 +108,7 @@ fn clip_serial(s: &str) -> String {
 /// One child of a renewal.
 struct Child {
     id: String,
+    href: String,
     target: String,
     cert_name: String,
     status: String,
@@ -125,7 +128,10 @@ struct Command {
 #[template(path = "console/job_body.html")]
 pub(crate) struct Body {
     id: String,
-    version: u64,
+    /// The page's own path (`/jobs/<id>`), for its links.
+    base: String,
+    /// What the live part shows: the record's version, and the minute (its "ago" texts).
+    hash: String,
     live: String,
     status: String,
     status_class: &'static str,
@@ -138,6 +144,8 @@ pub(crate) struct Body {
     started: String,
     axis: f64,
     events: Vec<Event>,
+    /// Older events not listed.
+    events_hidden: usize,
     rollout: Option<String>,
     server_filter: &'static str,
     filters: Vec<(&'static str, &'static str)>,
@@ -157,16 +165,23 @@ struct JobPage {
     body: Body,
 }
 
-fn status_class_of(s: &str) -> &'static str {
+/// The CSS class of an SSM invocation status (`None`: not sent yet).
+fn ssm_class(s: Option<&InstanceStatus>) -> &'static str {
     match s {
-        "SUCCEEDED" | "Success" | "succeeded" => "ok",
-        "FAILED" | "Failed" | "TimedOut" | "Cancelled" | "failed" | "Undeliverable"
-        | "DeliveryTimedOut" | "ExecutionTimedOut" | "Terminated" | "InvalidPlatform"
-        | "AccessDenied" => "bad",
-        "CANCELLED" | "NOT FOUND" | "cancelled" => "muted",
-        "RUNNING" | "InProgress" | "running" => "run",
-        _ => "wait",
+        Some(InstanceStatus::Success) => "ok",
+        Some(InstanceStatus::Failed | InstanceStatus::TimedOut | InstanceStatus::Cancelled) => {
+            "bad"
+        }
+        Some(InstanceStatus::InProgress | InstanceStatus::Cancelling) => "run",
+        Some(InstanceStatus::Other(_)) => "bad",
+        Some(InstanceStatus::Pending | InstanceStatus::Delayed) | None => "wait",
     }
+}
+
+/// The CSS class of a child's status as [`ChildView`] words it (`NOT FOUND` when its
+/// record is gone).
+fn child_class(status: &str) -> &'static str {
+    engine::JobStatus::parse(status).map_or("muted", page::status_class)
 }
 
 fn facts(rec: &JobRecord, now: engine::Millis) -> Vec<Fact> {
@@ -204,8 +219,8 @@ fn facts(rec: &JobRecord, now: engine::Millis) -> Vec<Fact> {
             view::duration((rec.updated_at - rec.created_at).max(0) as u64),
         );
     } else {
-        add("Next wake", rfc3339(rec.next_wake_at));
-        add("Deadline", rfc3339(rec.deadline_at));
+        add("Next wake", page::when(rec.next_wake_at));
+        add("Deadline", page::when(rec.deadline_at));
         if let Some(owner) = &rec.lease_owner {
             add("Leased by", owner.clone());
         }
@@ -218,11 +233,11 @@ fn facts(rec: &JobRecord, now: engine::Millis) -> Vec<Fact> {
     }
     // The request a job was started from (an export's fields; none is secret), as sent:
     // an operator checks what was asked before what went wrong.
-    // Fields already shown as labels are not repeated.
+    // Fields already shown as labels are not repeated (the target's two are its `Target`).
     if let Some(req) = rec.data.get("request").and_then(Value::as_object) {
         for (k, v) in req {
             if let Some(v) = v.as_str() {
-                let shown = rec.labels.values().any(|l| l == v)
+                let shown = rec.labels.contains_key(k)
                     || (k.starts_with("TargetTag") && rec.labels.contains_key("Target"));
                 if !shown {
                     add(&format!("Request {k}"), v.to_string());
@@ -298,7 +313,7 @@ fn server(id: String, r: &workflows::export_certificate::rollout::ServerResult) 
         .as_ref()
         .map_or_else(|| "not sent".to_string(), |s| s.to_string());
     Server {
-        class: status_class_of(&status),
+        class: ssm_class(r.status.as_ref()),
         id,
         batch: r.batch,
         status,
@@ -318,7 +333,8 @@ fn server(id: String, r: &workflows::export_certificate::rollout::ServerResult) 
 
 fn child(c: ChildView) -> Child {
     Child {
-        class: status_class_of(&c.status),
+        href: format!("/jobs/{}", encode(&c.job_id)),
+        class: child_class(&c.status),
         id: c.job_id,
         target: c.target,
         cert_name: c.cert_name,
@@ -367,13 +383,21 @@ async fn body(console: &Console, rec: JobRecord, p: &Params) -> Result<Body, Pag
         .map_or("failed-first", |(k, _)| k);
     let base = format!("/jobs/{}", encode(id.as_str()));
     let until = if terminal { rec.updated_at } else { now };
+    let current = (!terminal).then_some(rec.step.as_str());
+    let mut kids: Vec<Child> = kids.into_iter().map(child).collect();
+    // Failures first, whatever order the record kept them in (renewals from before
+    // child entries list them as started).
+    kids.sort_by_key(|c| c.status != "FAILED");
+    let events_hidden = history.len().saturating_sub(HISTORY_SHOWN);
     let mut live = format!("{base}/live?servers={filter}");
     if !after.is_empty() {
         live.push_str(&format!("&after={}", encode(after)));
     }
+    let timeline = timeline::build(&history, until, current);
     Ok(Body {
         id: id.to_string(),
-        version: rec.version,
+        base: base.clone(),
+        hash: live_hash(rec.version, now),
         live,
         status: rec.status.to_string(),
         status_class: page::status_class(rec.status),
@@ -381,13 +405,11 @@ async fn body(console: &Console, rec: JobRecord, p: &Params) -> Result<Body, Pag
         facts: facts(&rec, now),
         last_error: rec.last_error.clone(),
         commands: commands(&rec),
-        timeline: timeline::build(&history, until),
-        started: history
-            .first()
-            .map(|e| page::when(e.at))
-            .unwrap_or_default(),
+        started: page::when(timeline.from),
+        timeline,
         axis: AXIS,
-        events: history.iter().map(event).collect(),
+        events: history.iter().skip(events_hidden).map(event).collect(),
+        events_hidden,
         rollout: rollout.as_ref().map(|r| servers::rollout_line(r, terminal)),
         server_filter: filter,
         filters: FILTERS.to_vec(),
@@ -406,7 +428,7 @@ async fn body(console: &Console, rec: JobRecord, p: &Params) -> Result<Body, Pag
                     id: id.clone(),
                     batch: 0,
                     status: r.status.to_string(),
-                    class: status_class_of(r.status.as_str()),
+                    class: ssm_class(Some(&r.status)),
                     serial: r.serial.clone().unwrap_or_default(),
                     served: String::new(),
                     serial_short: String::new(),
@@ -416,7 +438,7 @@ async fn body(console: &Console, rec: JobRecord, p: &Params) -> Result<Body, Pag
                 .with_short_serials()
             })
             .collect(),
-        children: kids.into_iter().map(child).collect(),
+        children: kids,
         children_total: total,
     })
 }
@@ -457,13 +479,13 @@ pub(crate) async fn live(
     Query(p): Query<Params>,
 ) -> Result<Response, PageError> {
     let rec = read(&console, &id).await?;
-    if p.h == rec.version.to_string() {
+    if p.h == live_hash(rec.version, SystemClock.now()) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let body = body(&console, rec, &p).await?;
-    let mut r = page::html(&body)?;
-    if let Ok(v) = HeaderValue::from_str(&body.version.to_string()) {
-        r.headers_mut().insert("x-live-hash", v);
-    }
-    Ok(r)
+    page::html(&body(&console, rec, &p).await?)
+}
+
+/// The live part's fingerprint: a new version, or a new minute, is a new page.
+fn live_hash(version: u64, now: engine::Millis) -> String {
+    format!("{version}-{}", now / 60_000)
 }

@@ -6,12 +6,12 @@ use std::hash::{Hash, Hasher};
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use engine::{Clock, JobRecord, JobStatus, SystemClock};
 use serde::Deserialize;
 
-use super::page::{self, PageError, Tab};
+use super::page::{self, encode, PageError, Tab};
 use super::Console;
 use crate::paging;
 
@@ -75,7 +75,8 @@ impl Filters {
                         "the time filter {s:?} is not a duration ({e}): use 1h, 24h or 7d"
                     ))
                 })?;
-                Some(now - d.as_millis() as i64)
+                // Saturating: `since=1000y` means every job, not an overflow.
+                Some(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
             }
         };
         let certificate = self.certificate.trim();
@@ -86,6 +87,19 @@ impl Filters {
             workflow,
             limit: PAGE_SIZE,
         })
+    }
+
+    fn selected_workflow(&self, w: &str) -> bool {
+        self.workflow.trim() == w
+    }
+
+    fn selected_since(&self, v: &str) -> bool {
+        self.since.trim() == v
+    }
+
+    fn selected_status(&self, s: &str) -> bool {
+        let mine = self.status.trim();
+        mine.eq_ignore_ascii_case(s) || (mine.is_empty() && s == "all")
     }
 
     /// The query string of these filters (no cursor), for links and the live part.
@@ -106,18 +120,6 @@ impl Filters {
     }
 }
 
-/// What [`encode`] leaves as it is: RFC 3986's unreserved characters.
-const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// A value percent-encoded for a URL's path segment or query (ids, ARNs, cursors).
-pub(crate) fn encode(v: &str) -> String {
-    percent_encoding::utf8_percent_encode(v, UNRESERVED).to_string()
-}
-
 /// One row of the table.
 pub(crate) struct Row {
     id: String,
@@ -126,9 +128,13 @@ pub(crate) struct Row {
     status_class: &'static str,
     step: String,
     attempt: u32,
+    href: String,
     target: String,
     cert_name: String,
     certificate: String,
+    /// This certificate's jobs (empty when the job names no certificate).
+    certificate_href: String,
+    certificate_arn: String,
     updated: String,
     updated_ago: String,
     error: String,
@@ -139,7 +145,14 @@ impl Row {
     fn of(r: &JobRecord, now: engine::Millis) -> Row {
         let label = |k: &str| r.labels.get(k).cloned().unwrap_or_default();
         let error_full = r.last_error.clone().unwrap_or_default();
+        let arn = label("CertificateArn");
         Row {
+            href: format!("/jobs/{}", encode(r.job_id.as_str())),
+            certificate_href: if arn.is_empty() {
+                String::new()
+            } else {
+                format!("/jobs?certificate={}", encode(&arn))
+            },
             id: r.job_id.to_string(),
             workflow: r.workflow.clone(),
             status: r.status.to_string(),
@@ -148,7 +161,8 @@ impl Row {
             attempt: r.attempt,
             target: label("Target"),
             cert_name: label("CertName"),
-            certificate: crate::view::certificate_id(&label("CertificateArn")),
+            certificate: crate::view::certificate_id(&arn),
+            certificate_arn: arn,
             updated: page::when(r.updated_at),
             updated_ago: page::ago(r.updated_at, now),
             error: crate::view::clip(&error_full, ERROR_CHARS),
@@ -170,6 +184,8 @@ pub(crate) struct Table {
     /// (a later page: rows moving under the reader would be confusing).
     live: String,
     filtered: bool,
+    /// The page ended early: this many jobs of other workflows were read past.
+    cut: Option<usize>,
 }
 
 #[derive(Template)]
@@ -189,31 +205,36 @@ async fn table(console: &Console, f: &Filters) -> Result<Table, PageError> {
     let cursor = f.cursor.trim();
     let listing = paging::list(&console.store, &q, (!cursor.is_empty()).then_some(cursor))
         .await
-        .map_err(|e| {
-            if cursor.is_empty() {
-                console.failed(e)
-            } else {
-                PageError::BadRequest(crate::error_text(&e))
-            }
+        .map_err(|e| match e.downcast_ref::<paging::CursorError>() {
+            Some(_) => PageError::BadRequest(
+                "this page's link belongs to another listing, or was cut short: start again from the first page".into(),
+            ),
+            None => console.failed(e),
         })?;
+    // What the table shows: its jobs, and the minute (its "3m ago" texts age).
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (now / 60_000).hash(&mut hasher);
     for j in &listing.jobs {
         (j.job_id.as_str(), j.version).hash(&mut hasher);
     }
     let qs = f.query_string();
     let sep = if qs.is_empty() { "" } else { "&" };
+    // Only the first page refreshes itself, and not with a workflow filter: that reads
+    // past other workflows' jobs, too much to repeat every two seconds.
+    let live = cursor.is_empty() && q.workflow.is_none();
     Ok(Table {
         rows: listing.jobs.iter().map(|r| Row::of(r, now)).collect(),
         next: listing
             .next_cursor
             .map(|c| format!("/jobs?{qs}{sep}cursor={}", encode(&c))),
         hash: format!("{:016x}", hasher.finish()),
-        live: if cursor.is_empty() {
+        live: if live {
             format!("/jobs/live?{qs}")
         } else {
             String::new()
         },
         filtered: !qs.is_empty(),
+        cut: listing.cut.then_some(listing.skipped),
     })
 }
 
@@ -254,24 +275,5 @@ pub(crate) async fn live(
     if table.hash == f.h {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let mut r = page::html(&table)?;
-    if let Ok(v) = HeaderValue::from_str(&table.hash) {
-        r.headers_mut().insert("x-live-hash", v);
-    }
-    Ok(r)
-}
-
-impl Filters {
-    fn selected_workflow(&self, w: &str) -> bool {
-        self.workflow.trim() == w
-    }
-
-    fn selected_since(&self, v: &str) -> bool {
-        self.since.trim() == v
-    }
-
-    fn selected_status(&self, s: &str) -> bool {
-        let mine = self.status.trim();
-        mine.eq_ignore_ascii_case(s) || (mine.is_empty() && s == "all")
-    }
+    page::html(&table)
 }

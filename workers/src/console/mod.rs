@@ -14,8 +14,10 @@
 //! 2. **Read-only**: only `GET` and `HEAD` routes exist, and nothing behind them writes
 //!    (the dead letters are read with a zero visibility timeout, so they stay where they
 //!    are). Retry, cancel and redrive are shown as CLI command lines to copy.
-//! 3. **Host checked** on loopback ([`guard::host`]): a page another site loads through
-//!    DNS rebinding names that site's host, and is refused.
+//! 3. **Host checked** ([`guard::Hosts`]): a request must name this machine's loopback,
+//!    the address served on, or a host given with `--allowed-host`; a page another site
+//!    loads through DNS rebinding names that site's host, and is refused. A request the
+//!    browser says another site made (`Sec-Fetch-Site`) is refused too.
 //! 4. **Escaped**: askama escapes every value for HTML; the Content-Security-Policy
 //!    allows only the console's own script and stylesheet, so a request field holding
 //!    `<script>` is shown as text and could not run even if it were not.
@@ -85,7 +87,10 @@ pub(crate) async fn run(
         names: global.names.clone(),
         store,
     };
-    let app = guard::layer(router(console), bound);
+    let app = guard::layer(
+        router(console),
+        guard::Hosts::new(bound.ip(), &args.allowed_host),
+    );
     // Tests and scripts read the address from this line (with --port 0 it is the only
     // place that says which port). A reader that closes the pipe after it (`| head -1`)
     // must not stop the console: nothing else goes to stdout, and a failed write is

@@ -43,6 +43,9 @@ pub(crate) enum PageError {
     /// Reading AWS failed; the message says what to check.
     #[error("{0}")]
     Failed(String),
+    /// The console itself failed (a page that would not render).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Console {
@@ -69,6 +72,7 @@ impl IntoResponse for PageError {
             PageError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
             PageError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
             PageError::Failed(_) => (StatusCode::BAD_GATEWAY, "Could not read AWS"),
+            PageError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "The console failed"),
         };
         let message = self.to_string();
         let page = ErrorPage {
@@ -87,7 +91,7 @@ impl IntoResponse for PageError {
 pub(crate) fn html(t: &impl Template) -> Result<Response, PageError> {
     t.render()
         .map(|s| Html(s).into_response())
-        .map_err(|e| PageError::Failed(format!("rendering the page failed: {e}")))
+        .map_err(|e| PageError::Internal(format!("rendering the page failed: {e}")))
 }
 
 /// The fallback route.
@@ -140,4 +144,16 @@ pub(crate) fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// What [`encode`] leaves as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A value percent-encoded for a URL's path segment or query (ids, ARNs, cursors).
+pub(crate) fn encode(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, UNRESERVED).to_string()
 }

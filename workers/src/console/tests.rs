@@ -41,31 +41,44 @@ async fn store() -> Arc<dyn JobStore> {
     store
 }
 
-async fn get(
-    store: &Arc<dyn JobStore>,
-    uri: &str,
-    host: &str,
-) -> (StatusCode, String, axum::http::HeaderMap) {
+/// The console's app over `store`, served on [`BOUND`].
+fn app(store: &Arc<dyn JobStore>) -> axum::Router {
     let console = Console {
         sdk: aws_config::SdkConfig::builder().build(),
         names: names(),
         store: store.clone(),
     };
     let bound: SocketAddr = BOUND.parse().unwrap();
-    let app = guard::layer(router(console), bound);
-    let r = app
-        .oneshot(
-            Request::get(uri)
-                .header("host", host)
-                .body(Body::empty())
-                .unwrap(),
-        )
+    guard::layer(router(console), guard::Hosts::new(bound.ip(), &[]))
+}
+
+/// Sends `method uri` with `headers` (a `Host` among them, as browsers always send one).
+async fn send(
+    store: &Arc<dyn JobStore>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String, axum::http::HeaderMap) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = app(store)
+        .oneshot(req.body(Body::empty()).unwrap())
         .await
         .unwrap();
     let status = r.status();
     let headers = r.headers().clone();
     let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
     (status, String::from_utf8(body.to_vec()).unwrap(), headers)
+}
+
+async fn get(
+    store: &Arc<dyn JobStore>,
+    uri: &str,
+    host: &str,
+) -> (StatusCode, String, axum::http::HeaderMap) {
+    send(store, "GET", uri, &[("host", host)]).await
 }
 
 /// HTML text as a browser shows it (the entities askama writes).
@@ -111,34 +124,39 @@ async fn markup_in_a_job_is_shown_as_text_on_every_page_that_shows_it() {
 }
 
 #[tokio::test]
-async fn only_get_is_answered_and_only_for_a_loopback_host() {
+async fn only_get_is_answered_only_for_this_machine_and_only_from_its_own_pages() {
     let store = store().await;
     let (status, body, _) = get(&store, "/jobs", "evil.example:8080").await;
-    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
-    assert!(body.contains("http://127.0.0.1:8080/"), "{body}");
-    let (status, _, _) = get(&store, "/jobs", "localhost:8080").await;
-    assert_eq!(status, StatusCode::OK);
-
-    let console = Console {
-        sdk: aws_config::SdkConfig::builder().build(),
-        names: names(),
-        store: store.clone(),
-    };
-    let app = guard::layer(router(console), BOUND.parse().unwrap());
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "DNS rebinding");
+    assert!(body.contains("127.0.0.1, localhost, [::1]"), "{body}");
+    // Any port: an SSH tunnel's local port may differ from the console's.
+    for host in ["localhost:8080", "127.0.0.1:9000", "[::1]:8080"] {
+        let (status, _, _) = get(&store, "/jobs", host).await;
+        assert_eq!(status, StatusCode::OK, "{host}");
+    }
+    for site in ["cross-site", "same-site"] {
+        let (status, _, _) = send(
+            &store,
+            "GET",
+            "/dead-letters",
+            &[("host", BOUND), ("sec-fetch-site", site)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{site}");
+    }
+    for site in ["same-origin", "none"] {
+        let (status, _, _) = send(
+            &store,
+            "GET",
+            "/jobs",
+            &[("host", BOUND), ("sec-fetch-site", site)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{site}");
+    }
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
-        let r = app
-            .clone()
-            .oneshot(
-                Request::builder()
-                    .method(method)
-                    .uri("/jobs/j-failed")
-                    .header("host", BOUND)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        let (status, _, _) = send(&store, method, "/jobs/j-failed", &[("host", BOUND)]).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
     }
 }
 
@@ -172,34 +190,27 @@ async fn the_live_parts_answer_204_until_something_changed() {
         html.contains(r#"data-live="/jobs/j-failed/live?servers=failed-first""#),
         "{html}"
     );
+    // What the page shows: version 1, this minute.
+    let shown = hash_of(&html);
+    assert!(shown.starts_with("1-"), "{shown}");
     let (status, _, _) = get(
         &store,
-        "/jobs/j-failed/live?servers=failed-first&h=1",
+        &format!("/jobs/j-failed/live?servers=failed-first&h={shown}"),
         BOUND,
     )
     .await;
-    assert_eq!(
-        status,
-        StatusCode::NO_CONTENT,
-        "version 1 is what the page shows"
-    );
-    let (status, part, headers) = get(
+    assert_eq!(status, StatusCode::NO_CONTENT, "nothing changed");
+    let (status, part, _) = get(
         &store,
-        "/jobs/j-failed/live?servers=failed-first&h=0",
+        "/jobs/j-failed/live?servers=failed-first&h=0-0",
         BOUND,
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     assert!(part.starts_with(r#"<section id="job""#), "{part}");
-    assert_eq!(headers["x-live-hash"], "1");
 
     let (_, list, _) = get(&store, "/jobs", BOUND).await;
-    let hash = list
-        .split(r#"data-hash=""#)
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_string();
+    let hash = hash_of(&list);
     let (status, _, _) = get(&store, &format!("/jobs/live?h={hash}"), BOUND).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // A job appears: the list's part comes back, with it.
@@ -217,27 +228,46 @@ async fn the_live_parts_answer_204_until_something_changed() {
     );
 }
 
+/// The `data-hash` of a page's live part.
+fn hash_of(html: &str) -> String {
+    html.split(r#"data-hash=""#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string()
+}
+
 #[test]
-fn the_host_check_accepts_this_machine_at_this_port_only() {
+fn the_host_check_accepts_this_machine_and_the_names_given() {
+    let loopback = guard::Hosts::new("127.0.0.1".parse().unwrap(), &[]);
     for ok in [
         "127.0.0.1:8080",
-        "localhost:8080",
-        "LOCALHOST:8080",
+        "localhost:1",
+        "LOCALHOST",
         "[::1]:8080",
+        "[::1]",
     ] {
-        assert!(guard::host_is_loopback(ok, 8080), "{ok}");
+        assert!(loopback.allows(ok), "{ok}");
     }
     for bad in [
-        "127.0.0.1:8081",
         "evil.example:8080",
         "127.0.0.1.evil.example:8080",
         "",
-        "[::1]",
-        "localhost",
+        ":8080",
+        "10.0.0.5:8080",
     ] {
-        assert!(!guard::host_is_loopback(bad, 8080), "{bad}");
+        assert!(!loopback.allows(bad), "{bad}");
     }
-    assert!(guard::host_is_loopback("localhost", 80));
+    let served = guard::Hosts::new("10.0.0.5".parse().unwrap(), &["Ops.Internal".into()]);
+    for ok in ["10.0.0.5:8080", "ops.internal:8080", "localhost:8080"] {
+        assert!(served.allows(ok), "{ok}");
+    }
+    assert!(!served.allows("evil.example:8080"));
+    let any = guard::Hosts::new("0.0.0.0".parse().unwrap(), &[]);
+    assert!(
+        !any.allows("0.0.0.0:8080"),
+        "no browser names 0.0.0.0 for a machine"
+    );
 }
 
 #[test]
@@ -267,8 +297,8 @@ fn an_address_other_hosts_reach_is_refused_unless_asked_for_and_then_warned_abou
 #[test]
 fn values_in_links_are_percent_encoded_whole() {
     assert_eq!(
-        jobs::encode("arn:aws:acm:us-east-1:1:certificate/a b+c&d=é"),
+        page::encode("arn:aws:acm:us-east-1:1:certificate/a b+c&d=é"),
         "arn%3Aaws%3Aacm%3Aus-east-1%3A1%3Acertificate%2Fa%20b%2Bc%26d%3D%C3%A9"
     );
-    assert_eq!(jobs::encode("job-1_2.3~"), "job-1_2.3~");
+    assert_eq!(page::encode("job-1_2.3~"), "job-1_2.3~");
 }

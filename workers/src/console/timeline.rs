@@ -64,8 +64,10 @@ fn class(kind: EventKind) -> &'static str {
     }
 }
 
-/// The bars of `history` (oldest first), up to `until` (the job's end or now).
-pub(crate) fn build(history: &[HistoryEvent], until: Millis) -> Timeline {
+/// The bars of `history` (oldest first), up to `until` (the job's end or now). `current`
+/// is the step an unfinished job waits at: its wait since it became due is drawn up to
+/// `until`, on a bar of its own if it never ran.
+pub(crate) fn build(history: &[HistoryEvent], until: Millis, current: Option<&str>) -> Timeline {
     let Some(first) = history.first() else {
         return Timeline::default();
     };
@@ -166,21 +168,55 @@ pub(crate) fn build(history: &[HistoryEvent], until: Millis) -> Timeline {
             }
         }
         // The step the job is at next is due from now: a later run of it starts a wait.
+        // A wake-up only cuts a wait short: the wait goes on from when it was due.
         let next = if e.to_step.is_empty() {
             &e.step
         } else {
             &e.to_step
         };
-        if !e.to_status.is_terminal() {
+        if !e.to_status.is_terminal() && e.kind != EventKind::Woken {
             match due.iter_mut().find(|(s, _)| s == next) {
                 Some(d) => d.1 = e.at,
                 None => due.push((next.clone(), e.at)),
             }
         }
     }
+    if let Some(step) = current {
+        if let Some(&(_, since)) = due.iter().find(|(s, _)| s == step) {
+            if until > since {
+                let i = match bars.iter().position(|b| b.step == step) {
+                    Some(i) => i,
+                    None => {
+                        bars.push(Bar {
+                            step: step.to_string(),
+                            runs: 0,
+                            retries: 0,
+                            ran: String::new(),
+                            waited: String::new(),
+                            last: "wait",
+                            error: None,
+                            segments: Vec::new(),
+                        });
+                        ran_ms.push(0);
+                        waited_ms.push(0);
+                        bars.len() - 1
+                    }
+                };
+                waited_ms[i] += (until - since) as u64;
+                bars[i].segments.push(seg(
+                    since,
+                    until,
+                    "wait",
+                    format!("waiting since {}", view::duration((until - since) as u64)),
+                ));
+            }
+        }
+    }
     for (i, bar) in bars.iter_mut().enumerate() {
         bar.ran = view::duration(ran_ms[i]);
         bar.waited = view::duration(waited_ms[i]);
+        // A wait is known only when the run after it comes: drawn in time order.
+        bar.segments.sort_by(|a, b| a.x.total_cmp(&b.x));
     }
     // A step reached only as the job's last position (never run) is not a bar.
     bars.retain(|b| !b.segments.is_empty());
@@ -252,7 +288,7 @@ mod tests {
                 Some("i-2 Failed: exit 1"),
             ),
         ];
-        let t = build(&h, 10_000);
+        let t = build(&h, 10_000, None);
         let steps: Vec<&str> = t.bars.iter().map(|b| b.step.as_str()).collect();
         assert_eq!(steps, ["export", "install", "wait"]);
         let install = &t.bars[1];
@@ -283,7 +319,31 @@ mod tests {
     }
 
     #[test]
+    fn a_wake_up_cuts_a_wait_short_without_hiding_it_and_a_running_job_waits_until_now() {
+        use EventKind::*;
+        let h = [
+            ev(1, 0, Created, "install", "install", None, None),
+            ev(2, 100, StepCompleted, "install", "wait", Some(100), None),
+            // Woken at 4 s: the wait for SSM lasted from 100 ms to the run at 4.0 s.
+            ev(3, 4_000, Woken, "wait", "wait", None, None),
+            ev(4, 4_050, Polled, "wait", "wait", Some(50), None),
+        ];
+        let t = build(&h, 10_000, Some("wait"));
+        let wait = &t.bars[1];
+        // 100 → 4000 waited, then due again at 4050 and waiting until now (10 s).
+        assert_eq!(wait.waited, "9.8s", "3.9 s, then 5.95 s");
+        let classes: Vec<&str> = wait.segments.iter().map(|s| s.class).collect();
+        assert_eq!(classes, ["wait", "mark", "poll", "wait"]);
+
+        // A step the job is at but never ran: a bar with its wait only.
+        let h = [ev(1, 0, Created, "check", "check", None, None)];
+        let t = build(&h, 3_000, Some("check"));
+        assert_eq!(t.bars.len(), 1);
+        assert_eq!((t.bars[0].runs, t.bars[0].waited.as_str()), (0, "3.0s"));
+    }
+
+    #[test]
     fn an_empty_history_draws_nothing() {
-        assert_eq!(build(&[], 0), Timeline::default());
+        assert_eq!(build(&[], 0, None), Timeline::default());
     }
 }

@@ -12,7 +12,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use base64::Engine as _;
 use engine::backend::Page;
 use engine::{JobRecord, JobStatus, JobStore, Millis};
@@ -89,6 +88,11 @@ impl Query {
     }
 }
 
+/// Jobs of other workflows one page may read past, with a workflow filter, before it
+/// ends early with what it found and a cursor: a rare workflow must not make one page
+/// (or a console refreshing it) read the whole table.
+pub(crate) const FILTER_BUDGET: usize = 1_000;
+
 /// A page of the listing.
 #[derive(Debug)]
 pub(crate) struct Listing {
@@ -96,6 +100,22 @@ pub(crate) struct Listing {
     pub(crate) jobs: Vec<JobRecord>,
     /// Where the next page starts, when there are more.
     pub(crate) next_cursor: Option<String>,
+    /// Jobs read past because the filters did not want them.
+    pub(crate) skipped: usize,
+    /// The page ended early at [`FILTER_BUDGET`]: it may hold fewer jobs than asked for
+    /// although more follow (the cursor goes on).
+    pub(crate) cut: bool,
+}
+
+/// A cursor that cannot continue this listing: the caller's mistake, not the store's.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CursorError {
+    /// Not a cursor this module wrote.
+    #[error("invalid --cursor: pass the NextCursor of the previous page unchanged")]
+    Invalid,
+    /// A cursor of a listing with other filters.
+    #[error("this cursor belongs to a listing with other --status, --certificate-arn or --workflow filters; repeat those filters, or drop --cursor to start again")]
+    OtherListing,
 }
 
 /// One index stream: a status's jobs, or a certificate's.
@@ -259,7 +279,7 @@ async fn merge(index: &impl Index, q: &Query, cursor: Option<&str>) -> anyhow::R
         Some(c) => {
             let decoded = decode(c)?;
             if decoded.query != q.fingerprint() || decoded.streams.len() != sources.len() {
-                bail!("this cursor belongs to a listing with other --status, --certificate-arn or --workflow filters; repeat those filters, or drop --cursor to start again");
+                return Err(CursorError::OtherListing.into());
             }
             decoded.streams
         }
@@ -269,10 +289,17 @@ async fn merge(index: &impl Index, q: &Query, cursor: Option<&str>) -> anyhow::R
         .zip(positions)
         .map(|(s, p)| Stream::new(s, p))
         .collect();
-    let page = (q.limit + 1).clamp(1, MAX_PAGE);
+    // A filter reads past jobs it does not want: in pages as large as they come.
+    let page = if q.workflow.is_some() {
+        MAX_PAGE
+    } else {
+        (q.limit + 1).clamp(1, MAX_PAGE)
+    };
     let by_certificate = q.certificate_arn.is_some();
     let mut jobs = Vec::new();
-    loop {
+    let mut skipped = 0usize;
+    let mut cut = false;
+    'page: loop {
         // The newest job any stream offers, after the filters.
         let mut best: Option<(usize, Millis)> = None;
         for (i, s) in streams.iter_mut().enumerate() {
@@ -281,16 +308,19 @@ async fn merge(index: &impl Index, q: &Query, cursor: Option<&str>) -> anyhow::R
                     break;
                 };
                 let old = q.since.is_some_and(|t| job.updated_at < t);
-                if !old && !q.wants_workflow(job) {
+                let unwanted = (!old && !q.wants_workflow(job))
+                    || (by_certificate && (old || !q.statuses.contains(&job.status)));
+                if unwanted {
                     s.consume();
+                    skipped += 1;
+                    if q.workflow.is_some() && skipped >= FILTER_BUDGET {
+                        cut = true;
+                        break 'page;
+                    }
                     continue;
                 }
                 if by_certificate {
-                    // Ordered by creation: filter, and read on.
-                    if old || !q.statuses.contains(&job.status) {
-                        s.consume();
-                        continue;
-                    }
+                    // Ordered by creation: filtered above, and read on.
                     let key = job.created_at;
                     if best.is_none_or(|(_, k)| key > k) {
                         best = Some((i, key));
@@ -328,7 +358,12 @@ async fn merge(index: &impl Index, q: &Query, cursor: Option<&str>) -> anyhow::R
     } else {
         None
     };
-    Ok(Listing { jobs, next_cursor })
+    Ok(Listing {
+        jobs,
+        next_cursor,
+        skipped,
+        cut,
+    })
 }
 
 fn encode(c: &Cursor) -> anyhow::Result<String> {
@@ -336,14 +371,11 @@ fn encode(c: &Cursor) -> anyhow::Result<String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
 }
 
-fn decode(s: &str) -> anyhow::Result<Cursor> {
+fn decode(s: &str) -> Result<Cursor, CursorError> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s.trim())
-        .ok()
-        .context("invalid --cursor: pass the NextCursor of the previous page unchanged")?;
-    serde_json::from_slice(&bytes)
-        .ok()
-        .context("invalid --cursor: pass the NextCursor of the previous page unchanged")
+        .map_err(|_| CursorError::Invalid)?;
+    serde_json::from_slice(&bytes).map_err(|_| CursorError::Invalid)
 }
 
 #[cfg(test)]

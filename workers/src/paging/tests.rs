@@ -327,3 +327,31 @@ async fn a_workflow_filter_reads_on_past_other_workflows_and_pages_on() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rare_workflow_ends_a_page_early_at_the_budget_and_the_cursor_goes_on() {
+    let mut jobs: Vec<JobRecord> = (0..FILTER_BUDGET as i64 + 500)
+        .map(|i| job_at(&format!("x{i}"), Succeeded, 10_000 + i))
+        .collect();
+    let mut rare = job_at("rare", Succeeded, 1_000);
+    rare.workflow = "reconcile".into();
+    jobs.push(rare);
+    let index = Memory::new(jobs, 100);
+    let q = Query {
+        workflow: Some("reconcile".into()),
+        ..query(&[Succeeded], 10)
+    };
+    let first = merge(&index, &q, None).await.unwrap();
+    assert!(first.jobs.is_empty() && first.cut, "{first:?}");
+    assert_eq!(first.skipped, FILTER_BUDGET);
+    let asked = index.asked.borrow().len();
+    assert!(
+        asked <= FILTER_BUDGET / 100 + 1,
+        "{asked} Queries of 100 for the budget"
+    );
+    let second = merge(&index, &q, first.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), ["rare"]);
+    assert!(!second.cut && second.next_cursor.is_none(), "{second:?}");
+}
