@@ -87,6 +87,8 @@ pub(crate) enum Acm {
     Read,
 }
 
+/// `DescribeCertificate` calls in flight at once when a listing reads ACM.
+const ACM_AT_ONCE: usize = 16;
 /// Milliseconds in a day, for `DaysToExpiry`.
 const DAY_MS: i64 = 86_400_000;
 /// How many of a certificate's jobs `inventory show` lists: enough to see the last
@@ -201,19 +203,39 @@ async fn add_acm(sdk: &aws_config::SdkConfig, rows: &mut [Row], now: Millis) -> 
     let acm = workflows::aws::Clients::new(sdk).acm;
     let mut answers: BTreeMap<String, Option<Certificate>> = BTreeMap::new();
     let mut failed = Vec::new();
-    for r in rows.iter() {
-        if answers.contains_key(&r.certificate_arn) {
-            continue;
+    let arns: std::collections::BTreeSet<String> =
+        rows.iter().map(|r| r.certificate_arn.clone()).collect();
+    // A few at a time: a hundred certificates one after the other take seconds, all at
+    // once would eat into the account's ACM request rate the workers share.
+    for chunk in arns.into_iter().collect::<Vec<_>>().chunks(ACM_AT_ONCE) {
+        let mut calls = tokio::task::JoinSet::new();
+        for arn in chunk {
+            let (acm, arn) = (acm.clone(), arn.clone());
+            calls.spawn(async move {
+                let answer = workflows::reconcile::certificate(&acm, &arn).await;
+                (arn, answer)
+            });
         }
-        let answer = match workflows::reconcile::certificate(&acm, &r.certificate_arn).await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                failed.push((r.certificate_arn.clone(), e.to_string()));
-                None
-            }
-        };
-        answers.insert(r.certificate_arn.clone(), answer);
+        while let Some(done) = calls.join_next().await {
+            let (arn, answer) = match done {
+                Ok(pair) => pair,
+                // A call that panicked: the certificate is left unread, as after an error.
+                Err(e) => {
+                    failed.push(("(a DescribeCertificate call)".to_string(), e.to_string()));
+                    continue;
+                }
+            };
+            let answer = match answer {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    failed.push((arn.clone(), e.to_string()));
+                    None
+                }
+            };
+            answers.insert(arn, answer);
+        }
     }
+    failed.sort();
     for r in rows.iter_mut() {
         let answer = answers.get(&r.certificate_arn).cloned().flatten();
         r.with_acm(answer.as_ref(), now);
