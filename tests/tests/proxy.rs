@@ -1509,3 +1509,51 @@ async fn rules_still_apply_in_front_of_the_fleet() {
         .collect();
     assert_eq!(st, ["Success", "TimedOut"]);
 }
+
+#[tokio::test]
+async fn replay_answers_a_repeated_read_with_the_first_answer_without_forwarding_it() {
+    let (sdk, proxy) = setup(9).await;
+    let table = table(&sdk).await;
+    let ddb = client!(aws_sdk_dynamodb, &sdk, proxy);
+    let put = |v: &'static str| {
+        ddb.put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S("a".into()))
+            .item("v", AttributeValue::S(v.into()))
+            .send()
+    };
+    put("first").await.unwrap();
+    proxy.add_rule(rule("dynamodb", "GetItem", Trigger::Always, Action::Replay));
+    let get = || {
+        ddb.get_item()
+            .table_name(&table)
+            .key("pk", AttributeValue::S("a".into()))
+            .send()
+    };
+    let v = |out: aws_sdk_dynamodb::operation::get_item::GetItemOutput| {
+        out.item()
+            .and_then(|i| i.get("v"))
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+    };
+    assert_eq!(v(get().await.unwrap()).as_deref(), Some("first"));
+    // The row changes; the replayed read does not see it, and never reaches the emulator.
+    put("second").await.unwrap();
+    assert_eq!(v(get().await.unwrap()).as_deref(), Some("first"));
+    let gets: Vec<bool> = proxy
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "GetItem")
+        .map(|c| c.forwarded)
+        .collect();
+    assert_eq!(gets, [true, false], "forwarded once, then replayed");
+    // Another request (another key) is forwarded, and answered by the emulator.
+    let other = ddb
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("b".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(other.item().is_none());
+}

@@ -72,6 +72,12 @@ pub enum Action {
         /// The standard output to report.
         stdout: String,
     },
+    /// Forward the first request with this service, operation and body (JSON compared
+    /// as values, not bytes) and keep its answer; answer every later such request with it,
+    /// without forwarding. With a [`Action::Delay`] beside it, a client meets answers the
+    /// upstream gave at the speed the delay says: a benchmark's reads at AWS's latency
+    /// rather than an emulator's.
+    Replay,
     /// Answer with this status and body without forwarding (content type JSON).
     Respond {
         /// The HTTP status.

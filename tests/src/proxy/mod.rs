@@ -160,7 +160,12 @@ struct State {
     calls: Mutex<Vec<Call>>,
     /// Client connections accepted so far (see [`FaultProxy::client_connections`]).
     connections: AtomicU64,
+    /// Answers kept for [`Action::Replay`].
+    replays: Mutex<Replays>,
 }
+
+/// Answers kept for [`Action::Replay`], by service, operation and request body.
+type Replays = std::collections::HashMap<(String, String, Vec<u8>), server::Kept>;
 
 /// The lock, also when a thread panicked holding it (the data stay usable).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -201,6 +206,7 @@ impl FaultProxy {
             next_seq: AtomicU64::new(1),
             calls: Mutex::new(Vec::new()),
             connections: AtomicU64::new(0),
+            replays: Mutex::new(std::collections::HashMap::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(server::accept_loop(listener, state.clone(), shutdown_rx));

@@ -216,6 +216,31 @@ async fn handle_request(state: Arc<State>, reset: Arc<Notify>, req: Request<Inco
             }
             None
         }
+        Some(Action::Replay) => {
+            let key = (service.clone(), operation.clone(), canonical(&body));
+            let kept = super::lock(&state.replays).get(&key).cloned();
+            match kept {
+                Some(kept) => Some(kept.answer()),
+                None => match forward_detached(&state, &service, &operation, &parts, body).await {
+                    Ok(answer) => {
+                        state.mark_forwarded(seq);
+                        let kept = Kept::of(&answer);
+                        if answer.status().is_success() {
+                            super::lock(&state.replays).insert(key, kept.clone());
+                        }
+                        Some(kept.answer())
+                    }
+                    Err(e) => Some(respond(
+                        StatusCode::BAD_GATEWAY,
+                        proto.error_content_type(),
+                        serde_json::json!({ "__type": "BadGateway", "message": format!("fault proxy: {e}") })
+                            .to_string()
+                            .into(),
+                        &[],
+                    )),
+                },
+            }
+        }
         // Delays and rewrites are not terminal; nothing else is.
         Some(_) | None if fleet_op => {
             let answer =
@@ -364,4 +389,38 @@ async fn forward_detached(
     })
     .await
     .map_err(|e| format!("forwarding task: {e}"))?
+}
+
+/// An upstream answer kept for [`Action::Replay`].
+#[derive(Clone, Debug)]
+pub(super) struct Kept {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Kept {
+    fn of(answer: &Response<Bytes>) -> Kept {
+        Kept {
+            status: answer.status(),
+            headers: answer.headers().clone(),
+            body: answer.body().clone(),
+        }
+    }
+
+    fn answer(&self) -> Answer {
+        let mut res = Response::new(Full::new(self.body.clone()));
+        *res.status_mut() = self.status;
+        *res.headers_mut() = self.headers.clone();
+        res
+    }
+}
+
+/// A request body as a replay key: JSON as its value (the SDK writes a map's entries in
+/// any order), anything else as its bytes.
+fn canonical(body: &Bytes) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => v.to_string().into_bytes(),
+        Err(_) => body.to_vec(),
+    }
 }
