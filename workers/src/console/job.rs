@@ -358,24 +358,32 @@ async fn body(console: &Console, rec: JobRecord, p: &Params) -> Result<Body, Pag
     let which = p.which()?;
     let store = &console.store;
     let id = rec.job_id.clone();
-    let history = store
-        .history(&id)
-        .await
-        .map_err(|e| console.failed(e.into()))?;
     let after = p.after.trim();
-    let page = servers::page(
-        store,
-        &rec,
-        which,
-        (!after.is_empty()).then_some(after),
-        SERVERS_PAGE,
-    )
-    .await
-    .map_err(|e| console.failed(e))?;
-    let (kids, total) = servers::children(store, &rec, CHILDREN_SHOWN)
-        .await
-        .map_err(|e| console.failed(e))?;
     let rollout = servers::rollout_of(&rec);
+    // Only a job with a rollout has servers, and only a renewal children: the others'
+    // pages make no Query for them. The reads go out together (one round trip).
+    let renewal = rec.workflow == workflows::renew_certificate::NAME;
+    let (history, page, kids) = tokio::join!(
+        store.history(&id),
+        async {
+            match rollout {
+                Some(_) => {
+                    let after = (!after.is_empty()).then_some(after);
+                    servers::page(store, &rec, which, after, SERVERS_PAGE).await
+                }
+                None => Ok(servers::ServerPage::default()),
+            }
+        },
+        async {
+            match renewal {
+                true => servers::children(store, &rec, CHILDREN_SHOWN).await,
+                false => Ok((Vec::new(), 0)),
+            }
+        },
+    );
+    let history = history.map_err(|e| console.failed(e.into()))?;
+    let page = page.map_err(|e| console.failed(e))?;
+    let (kids, total) = kids.map_err(|e| console.failed(e))?;
     let terminal = rec.status.is_terminal();
     let filter = FILTERS
         .iter()
