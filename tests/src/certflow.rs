@@ -303,6 +303,21 @@ impl Env {
         self.send_to(self.events.url(), envelope).await
     }
 
+    /// Sends ACM's renewal event for `arn` (`ACM Certificate Available`, `Action`
+    /// `RENEWAL`, in the reference's shape) to the events queue, as the renewal rule does;
+    /// returns the id of the renewal job it starts.
+    pub async fn submit_renewal(&self, arn: &str) -> JobId {
+        let event_id = unique("event");
+        let envelope = serde_json::json!({
+            "version": "0", "id": event_id, "detail-type": "ACM Certificate Available",
+            "source": self.source, "account": "123456789012", "time": "2026-05-23T18:43:48Z",
+            "region": "us-east-1", "resources": [arn],
+            "detail": {"Action": "RENEWAL", "Exportable": "TRUE", "InUse": true}
+        });
+        self.submit_event(&envelope.to_string()).await;
+        JobId::from_key(workflows::renew_certificate::NAME, &event_id)
+    }
+
     async fn send_to(&self, url: &str, body: &str) -> String {
         let out = aws_sdk_sqs::Client::new(&self.sdk)
             .send_message()

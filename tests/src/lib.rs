@@ -19,6 +19,7 @@ pub mod certflow;
 pub mod command;
 pub mod fake_aws;
 pub mod fleet;
+pub mod own_emulator;
 pub mod proxy;
 pub mod subscriber;
 pub mod worker_process;

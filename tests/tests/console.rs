@@ -16,7 +16,7 @@ use certflow_tests::certflow::Env;
 use certflow_tests::fleet::Behaviour;
 use certflow_tests::unique;
 use engine::clock::rfc3339;
-use engine::{Clock, JobId, JobStatus, SystemClock};
+use engine::{Clock, JobStatus, SystemClock};
 use workflows::inventory::InventoryRow;
 use workflows::renew_certificate;
 
@@ -163,15 +163,7 @@ async fn an_operator_sees_jobs_timelines_servers_certificates_and_dead_letters()
     // A renewal: ACM's event for the certificate, now at a new serial, starts one child
     // per inventory row (the api child fails again on the same server).
     env.pretend_renewed(&arn).await;
-    let event_id = unique("event");
-    let envelope = serde_json::json!({
-        "version": "0", "id": event_id, "detail-type": "ACM Certificate Available",
-        "source": env.source, "account": "123456789012", "time": "2026-05-23T18:43:48Z",
-        "region": "us-east-1", "resources": [arn],
-        "detail": {"Action": "RENEWAL", "Exportable": "TRUE", "InUse": true}
-    });
-    env.submit_event(&envelope.to_string()).await;
-    let parent_id = JobId::from_key(renew_certificate::NAME, &event_id);
+    let parent_id = env.submit_renewal(&arn).await;
     env.wait(&parent_id).await;
 
     // A request with a script for a name, and a message with a script for a body.

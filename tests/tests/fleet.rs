@@ -474,15 +474,7 @@ async fn a_renewal_over_300_inventory_rows_keeps_a_small_parent_record() {
         concurrency: 32,
         ..certflow_tests::Stack::worker_config("w1")
     });
-    let event_id = unique("event");
-    let envelope = serde_json::json!({
-        "version": "0", "id": event_id, "detail-type": "ACM Certificate Available",
-        "source": env.source, "account": "123456789012", "time": "2026-05-23T18:43:48Z",
-        "region": "us-east-1", "resources": [arn],
-        "detail": {"Action": "RENEWAL", "Exportable": "TRUE", "InUse": true}
-    });
-    env.submit_event(&envelope.to_string()).await;
-    let parent_id = JobId::from_key(renew_certificate::NAME, &event_id);
+    let parent_id = env.submit_renewal(&arn).await;
     let parent = wait_long(&env, &parent_id, 900).await;
     worker.stop().await;
     assert_eq!(

@@ -13,9 +13,9 @@ use aws_sdk_dynamodb::types::{
 };
 use certflow_tests::certflow::Env;
 use certflow_tests::unique;
-use engine::{JobId, JobStatus};
+use engine::JobStatus;
 use workflows::inventory::InventoryRow;
-use workflows::renew_certificate::{self, RenewState};
+use workflows::renew_certificate::RenewState;
 
 const SORT_KEY: &str = "CertificateArn#CertName";
 
@@ -222,17 +222,8 @@ async fn reference_rows_become_certflow_rows_once_and_hostile_ones_are_refused()
         assert!(tokio::time::Instant::now() < until);
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    let event_id = unique("event");
-    let envelope = serde_json::json!({
-        "version": "0", "id": event_id, "detail-type": "ACM Certificate Available",
-        "source": env.source, "account": "123456789012", "time": "2026-05-23T18:43:48Z",
-        "region": "us-east-1", "resources": [arn],
-        "detail": {"Action": "RENEWAL", "Exportable": "TRUE", "InUse": true}
-    });
-    env.submit_event(&envelope.to_string()).await;
-    let parent = env
-        .wait(&JobId::from_key(renew_certificate::NAME, &event_id))
-        .await;
+    let parent_id = env.submit_renewal(&arn).await;
+    let parent = env.wait(&parent_id).await;
     worker.stop().await;
     assert_eq!(
         parent.status,

@@ -49,8 +49,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -65,6 +64,7 @@ use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
 use certflow_tests::bench;
 use certflow_tests::certflow::certflow_bin;
+use certflow_tests::own_emulator::Emulator;
 use certflow_tests::proxy::{Action, FaultProxy, Rule, Trigger};
 use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
 use engine::backend::sqs::{create_queue_with_dlq, REASON_ATTR};
@@ -111,7 +111,9 @@ fn main() {
         std::env::set_var("CERTFLOW_BIN", &release);
     }
     let bin = certflow_bin();
-    let emulator = Emulator::start(&root);
+    let log = std::env::temp_dir().join(format!("console-bench-moto-{}.log", std::process::id()));
+    let emulator =
+        Emulator::start(&root, &log).unwrap_or_else(|e| panic!("console-bench: the emulator: {e}"));
     // This process and the consoles it starts talk to this emulator only, whatever the
     // shell exported (set before any thread starts).
     for (k, _) in std::env::vars() {
@@ -128,7 +130,7 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     // A panic unwinds through here: `emulator` is dropped, which stops it.
-    rt.block_on(run(args, bin, emulator.port, emulator.child.id()));
+    rt.block_on(run(args, bin, emulator.port, emulator.pid()));
     drop(rt);
     emulator.stop();
 }
@@ -1828,111 +1830,6 @@ fn write_json(
 fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-/// A moto server of the bench's own on a free loopback port; stopped when dropped.
-struct Emulator {
-    child: Child,
-    port: u16,
-}
-
-impl Emulator {
-    /// Sets up the venv if needed (`deploy/local/emulator.sh setup`), starts
-    /// `.venv/bin/moto_server` and waits until it answers. Its log goes to a file in the
-    /// temporary directory.
-    fn start(root: &Path) -> Emulator {
-        let status = Command::new(root.join("deploy/local/emulator.sh"))
-            .arg("setup")
-            .current_dir(root)
-            .status()
-            .expect("run deploy/local/emulator.sh setup");
-        assert!(
-            status.success(),
-            "deploy/local/emulator.sh setup failed: {status}"
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let log =
-            std::env::temp_dir().join(format!("console-bench-{}.moto.log", std::process::id()));
-        let log_file = std::fs::File::create(&log).expect("the emulator's log file");
-        let err_file = log_file.try_clone().expect("the emulator's log file");
-        let child = Command::new(root.join(".venv/bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(err_file)
-            .spawn()
-            .expect("start .venv/bin/moto_server");
-        let mut emulator = Emulator { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !answering(port) {
-            if let Ok(Some(status)) = emulator.child.try_wait() {
-                panic!(
-                    "moto_server exited during startup ({status}); see {}",
-                    log.display()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer on port {port} within 60 s; see {}",
-                log.display()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        eprintln!(
-            "console-bench: a fresh emulator (pid {}) on 127.0.0.1:{port}, log {}",
-            emulator.child.id(),
-            log.display()
-        );
-        emulator
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            ),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_DEFAULT_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ]
-    }
-
-    fn stop(self) {
-        // Drop does it.
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            eprintln!("console-bench: emulator (pid {}) stopped", self.child.id());
-        }
-    }
-}
-
-/// True if an HTTP server answers on the port.
-fn answering(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(2),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = [0u8; 12];
-    matches!(s.read(&mut buf), Ok(n) if n > 0 && buf.starts_with(b"HTTP/"))
 }
 
 const USAGE: &str = "\

@@ -197,22 +197,9 @@ fn facts(rec: &JobRecord, now: engine::Millis) -> Vec<Fact> {
     for (k, v) in &rec.labels {
         add(k, v.clone());
     }
-    add(
-        "Created",
-        format!(
-            "{} ({})",
-            page::when(rec.created_at),
-            page::ago(rec.created_at, now)
-        ),
-    );
-    add(
-        "Updated",
-        format!(
-            "{} ({})",
-            page::when(rec.updated_at),
-            page::ago(rec.updated_at, now)
-        ),
-    );
+    let at = |t| format!("{} ({})", page::when(t), page::ago(t, now));
+    add("Created", at(rec.created_at));
+    add("Updated", at(rec.updated_at));
     if rec.status.is_terminal() {
         add(
             "Took",
