@@ -35,19 +35,18 @@ const QUEUE_VISIBILITY: Duration = Duration::from_secs(60);
 /// attempt has a timeout so that a hung connection cannot hold a lease heartbeat or a
 /// commit past the lease.
 ///
-/// Stalled-stream protection is kept for downloads and turned off for uploads: certflow
-/// uploads only small JSON bodies, and the upload check wakes the runtime every few tens
-/// of milliseconds for as long as a request is in flight — for the whole 20 s of each idle
-/// long poll, which made most of an idle worker's CPU.
+/// Stalled-stream protection is off. certflow sends and receives only small JSON bodies,
+/// never a stream, and reads every answer whole inside the attempt, so the attempt timeout
+/// already ends a stalled download (and a stalled upload). The protection's checks cost
+/// CPU on every call: the upload check woke the runtime every few tens of milliseconds for
+/// as long as a request was in flight — the whole 20 s of each idle long poll, most of an
+/// idle worker's CPU — and the download check wraps every answer's body in a throughput
+/// meter and a timer (about 3 % of a busy worker's CPU; docs/benchmarks-profile.md).
 pub(crate) async fn sdk_config(args: &AwsArgs) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(retry_config(args))
         .timeout_config(timeout_config(args))
-        .stalled_stream_protection(
-            StalledStreamProtectionConfig::enabled()
-                .upload_enabled(false)
-                .build(),
-        )
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .load()
         .await
 }

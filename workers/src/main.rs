@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use certflow::Cli;
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before the runtime starts; the guard flushes the exporters when dropped at exit,
