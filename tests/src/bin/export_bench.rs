@@ -115,6 +115,11 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
 
     let mut worker = WorkerCommand::new(&env, &proxy.url())
         .args(["--poll-wait-secs", "20", "--sweep-every-secs", "0"])
+        .args(
+            args.runtime_threads
+                .map(|n| vec!["--runtime-threads".to_string(), n.to_string()])
+                .unwrap_or_default(),
+        )
         .env("CERTFLOW_TASKS_QUEUE", &tasks)
         .log_level("warn")
         .spawn();
@@ -386,7 +391,13 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
 
     let cpu_per_job = cpu_jobs / jobs as f64;
     let total_f = total as f64;
-    println!("\nWorker CPU ({build} build, utime+stime of pid {pid} from /proc, USER_HZ 100):");
+    let threads = match args.runtime_threads {
+        Some(n) => format!("{n} runtime thread(s)"),
+        None => "a runtime thread per CPU".to_string(),
+    };
+    println!(
+        "\nWorker CPU ({build} build, {threads}, utime+stime of pid {pid} from /proc, USER_HZ 100):"
+    );
     println!(
         "  per export job                         {cpu_per_job:>8.2} ms   [target <= 5 ms: {}] ({:.0} ms over {jobs} jobs; {:.3} ms per proxied call, receives included)",
         if cpu_per_job <= 5.0 { "met" } else { "MISSED" },
@@ -424,6 +435,7 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
             "receives_per_job": receives as f64 / jobs as f64,
             "worker_cpu_ms_per_job": cpu_per_job,
             "worker_build": build,
+            "worker_runtime_threads": args.runtime_threads,
             "idle_cpu_ms_per_s": idle_per_s,
             "sdk_floor_ms_per_call": floor,
             "client_connections": connections,
@@ -459,7 +471,7 @@ async fn wait_terminal(jobs: &engine::Jobs, id: &engine::JobId) -> engine::JobRe
 
 const USAGE: &str = "\
 usage: export_bench [JOBS] [--servers N] [--concurrent C] [--idle-secs S] [--warmup W]
-                    [--worker-bin PATH] [--json PATH]
+                    [--runtime-threads N|cpus] [--worker-bin PATH] [--json PATH]
 
 Runs JOBS export jobs (default 10) through a `certflow worker` process whose AWS calls go
 through the fault proxy (which keeps the worker's connections alive), each installing on N
@@ -470,6 +482,9 @@ when idle, the client connections it opened, and the same service calls made dir
   --concurrent C   keep C jobs in flight (default 1: one at a time)
   --idle-secs S    after the jobs, measure the idle worker for S seconds (default 30)
   --warmup W       jobs run first and not counted (default 1: connections, document hash)
+  --runtime-threads N
+                   the worker's runtime threads (default 1, as the stack runs it: its tasks
+                   have at most 1 vCPU); `cpus`: one per CPU of this machine
   --worker-bin P   the certflow binary (default target/release/certflow if built, else
                    target/debug/certflow)
   --json PATH      also write the figures as JSON
@@ -483,6 +498,7 @@ struct Args {
     concurrent: usize,
     idle_secs: u64,
     warmup: usize,
+    runtime_threads: Option<u16>,
     worker_bin: Option<String>,
     json: Option<String>,
 }
@@ -494,6 +510,7 @@ fn args() -> Args {
         concurrent: 1,
         idle_secs: 30,
         warmup: 1,
+        runtime_threads: Some(1),
         worker_bin: None,
         json: None,
     };
@@ -524,6 +541,12 @@ fn args() -> Args {
             }
             "--idle-secs" => a.idle_secs = number("--idle-secs", value("--idle-secs")),
             "--warmup" => a.warmup = number("--warmup", value("--warmup")) as usize,
+            "--runtime-threads" => {
+                a.runtime_threads = match value("--runtime-threads").as_str() {
+                    "cpus" => None,
+                    v => Some(number("--runtime-threads", v.to_string()).clamp(1, 256) as u16),
+                }
+            }
             "--worker-bin" => a.worker_bin = Some(value("--worker-bin")),
             "--json" => a.json = Some(value("--json")),
             _ => {
@@ -546,10 +569,9 @@ const FLOOR_CALLS: usize = 1_000;
 fn sdk_floor(sdk: &aws_config::SdkConfig, url: &str, arn: &str, n: usize) -> f64 {
     let conf = aws_sdk_acm::config::Builder::from(sdk)
         .endpoint_url(url)
+        // As the worker configures its clients (workers/src/aws.rs).
         .stalled_stream_protection(
-            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
-                .upload_enabled(false)
-                .build(),
+            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
         )
         .build();
     let acm = aws_sdk_acm::Client::from_conf(conf);

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! It builds `certflow`, `storm` and `export_bench` in release, runs `storm --json` (in
-//! memory), then `export_bench 10` and `export_bench 50 --concurrent 50` (each with
+//! memory), then `export_bench 40` and `export_bench 50 --concurrent 50` (each with
 //! `--json`, each on a fresh moto server of its own, stopped afterwards), saves their
 //! JSON with `run.json` (the machine and the commands) in `target/report/<time>/`, and
 //! renders the page and its plots from them.

@@ -71,6 +71,9 @@ pub struct Export {
     pub worker_cpu_ms_per_job: f64,
     #[serde(default)]
     pub worker_build: String,
+    /// The worker's `--runtime-threads` (absent: one per CPU, as in older runs).
+    #[serde(default)]
+    pub worker_runtime_threads: Option<u64>,
     pub idle_cpu_ms_per_s: f64,
     /// The AWS SDK's own CPU per call, measured by the bench alone (absent in older runs).
     #[serde(default)]

@@ -438,16 +438,23 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
             met(calls <= TARGET_CALLS).to_string(),
         ],
         vec![
-            match export.sdk_floor_ms_per_call {
-                Some(floor) => format!(
-                    "worker CPU per export job, all its calls included (keep-alive connections); the AWS SDK alone costs {} ms a call, {} ms for the job's {} calls",
-                    num(floor, 3),
-                    num(floor * export.calls_per_job_total, 2),
-                    num(export.calls_per_job_total, 2)
-                ),
-                None => "worker CPU per export job, all its calls included (keep-alive connections)"
-                    .to_string(),
-            },
+            format!(
+                "worker CPU per export job, all its calls included (keep-alive connections; {}){}",
+                match export.worker_runtime_threads {
+                    Some(1) => "one runtime thread, as the stack runs the worker".to_string(),
+                    Some(n) => format!("{n} runtime threads"),
+                    None => "a runtime thread per CPU of this machine".to_string(),
+                },
+                match export.sdk_floor_ms_per_call {
+                    Some(floor) => format!(
+                        "; the AWS SDK alone costs {} ms a call, {} ms for the job's {} calls",
+                        num(floor, 3),
+                        num(floor * export.calls_per_job_total, 2),
+                        num(export.calls_per_job_total, 2)
+                    ),
+                    None => String::new(),
+                }
+            ),
             format!("{} ms", num(export.worker_cpu_ms_per_job, 2)),
             format!("≤ {} ms", TARGET_WORKER_CPU_MS),
             met(export.worker_cpu_ms_per_job <= TARGET_WORKER_CPU_MS).to_string(),
@@ -877,6 +884,10 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
         field("p99", &|e| ms(e.wall_ms_p99)),
         field("jobs/s", &|e| num(e.jobs_per_s, 2)),
         field("worker build", &|e| e.worker_build.clone()),
+        field("worker runtime threads", &|e| {
+            e.worker_runtime_threads
+                .map_or("one per CPU".to_string(), |n| n.to_string())
+        }),
     ];
     let header_refs: Vec<&str> = header.iter().map(|s| s.as_str()).collect();
     w.push_str(&table(&header_refs, &rows));

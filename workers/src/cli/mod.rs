@@ -59,6 +59,15 @@ impl Cli {
         };
         self.global.log.as_deref().unwrap_or(default)
     }
+
+    /// Threads the async runtime should have: `worker --runtime-threads` when given, else
+    /// `None` (one per CPU the process is shown).
+    pub fn runtime_threads(&self) -> Option<usize> {
+        match &self.command {
+            Command::Worker(w) => w.runtime_threads.map(usize::from),
+            _ => None,
+        }
+    }
 }
 
 /// Settings every command shares.

@@ -336,6 +336,12 @@ pub(crate) struct WorkerArgs {
     /// longer waits always go through the queue. 0: every wait does (at most 60000).
     #[arg(long, env = "CERTFLOW_HOLD_WAITS_MS", default_value_t = engine::DEFAULT_HOLD_WAITS.as_millis() as u64)]
     pub(crate) hold_waits_ms: u64,
+    /// Threads of the worker's async runtime [default: one per CPU the process is shown].
+    /// Set it to the task's vCPUs: a container may be shown more CPUs than it may use
+    /// (Fargate shows a 0.25 vCPU task its host's), and threads sharing less than a CPU
+    /// only hand work to each other, each hand-off a thread wake-up.
+    #[arg(long, env = "CERTFLOW_RUNTIME_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) runtime_threads: Option<u16>,
 }
 
 impl WorkerArgs {
@@ -372,6 +378,7 @@ mod tests {
             sweep_every_secs: 0,
             sweep_grace_secs: 300,
             hold_waits_ms: 5_000,
+            runtime_threads: None,
         }
     }
 
