@@ -16,7 +16,7 @@ use workflows::export_certificate::{self, Cause, ExportState};
 use workflows::inventory::{self, InventoryRow};
 use workflows::new_server::{self, NewServerState};
 use workflows::reconcile::{self, ReconcileState, RowResult};
-use workflows::renew_certificate::{self, RenewState};
+use workflows::renew_certificate::RenewState;
 
 fn payload(arn: &str, name: &str, key: &str, value: &str) -> String {
     format!(
@@ -147,17 +147,7 @@ async fn a_renewal_whose_event_never_came_is_exported_and_installed_by_the_next_
     }
 
     // The renewal's event arrives late: it starts nothing new.
-    let event_id = unique("late");
-    let envelope = serde_json::json!({
-        "version": "0", "id": event_id, "detail-type": "ACM Certificate Available",
-        "source": env.source, "account": "123456789012", "time": "2026-12-05T10:00:00Z",
-        "region": "us-east-1", "resources": [arn],
-        "detail": {"Action": "RENEWAL", "Exportable": "TRUE", "InUse": true}
-    });
-    env.submit_event(&envelope.to_string()).await;
-    let renewal = env
-        .wait(&JobId::from_key(renew_certificate::NAME, &event_id))
-        .await;
+    let renewal = env.wait(&env.submit_renewal(&arn).await).await;
     assert_eq!(
         renewal.status,
         JobStatus::Succeeded,
@@ -182,16 +172,7 @@ async fn a_renewal_event_and_a_reconcile_share_one_export_job() {
     let (arn, tag, servers) = exported(&env, "web", 1).await;
     env.pretend_renewed(&arn).await;
     // The event first, this time: the reconcile then finds the event's export job.
-    let event_id = unique("ev");
-    let envelope = serde_json::json!({
-        "version": "0", "id": event_id, "detail-type": "ACM Certificate Available",
-        "source": env.source, "resources": [arn],
-        "detail": {"Action": "RENEWAL"}
-    });
-    env.submit_event(&envelope.to_string()).await;
-    let renewal = env
-        .wait(&JobId::from_key(renew_certificate::NAME, &event_id))
-        .await;
+    let renewal = env.wait(&env.submit_renewal(&arn).await).await;
     assert_eq!(
         renewal.status,
         JobStatus::Succeeded,
@@ -523,14 +504,7 @@ async fn a_failed_renewal_export_and_the_drift_it_leaves_reach_a_subscriber() {
         },
     );
     env.pretend_renewed(&arn).await;
-    let event_id = unique("ev");
-    let envelope = serde_json::json!({
-        "version": "0", "id": event_id, "detail-type": "ACM Certificate Available",
-        "source": env.source, "resources": [arn], "detail": {"Action": "RENEWAL"}
-    });
-    env.submit_event(&envelope.to_string()).await;
-    env.wait(&JobId::from_key(renew_certificate::NAME, &event_id))
-        .await;
+    env.wait(&env.submit_renewal(&arn).await).await;
     let got = sub.receive(2, Duration::from_secs(20)).await;
     let of = |t: &str| {
         got.iter()

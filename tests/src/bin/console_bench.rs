@@ -47,6 +47,9 @@
 //! cargo run --release -p certflow-tests --bin console-bench
 //! cargo run --release -p certflow-tests --bin console-bench -- --jobs 2000 --requests 10 --json /tmp/console.json
 //! ```
+//!
+//! A benchmark run by hand, never by a worker: a set-up step that fails (`expect` with the
+//! reason) ends the run with that reason, as in the rest of `certflow-tests`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};

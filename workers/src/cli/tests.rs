@@ -123,6 +123,37 @@ fn the_log_filter_suits_the_command_unless_given() {
 }
 
 #[test]
+fn the_worker_runtime_takes_its_thread_count_from_the_command_line() {
+    assert_eq!(
+        parse(&["worker", "--runtime-threads", "1"]).runtime_threads(),
+        Some(1)
+    );
+    assert_eq!(
+        parse(&["worker", "--runtime-threads", "4"]).runtime_threads(),
+        Some(4)
+    );
+    // Other commands keep tokio's default (one thread per CPU) whatever they are given.
+    assert_eq!(parse(&["jobs", "show", "j"]).runtime_threads(), None);
+    for bad in ["0", "257", "two"] {
+        let e = refused(&["worker", "--runtime-threads", bad]).to_string();
+        assert!(e.contains("--runtime-threads"), "{bad}: {e}");
+    }
+    let cmd = Cli::command();
+    let worker = cmd
+        .find_subcommand("worker")
+        .expect("the worker subcommand");
+    let env = worker
+        .get_arguments()
+        .find(|a| a.get_id() == "runtime_threads")
+        .and_then(|a| a.get_env())
+        .and_then(|e| e.to_str());
+    assert_eq!(env, Some("CERTFLOW_RUNTIME_THREADS"));
+    if std::env::var_os("CERTFLOW_RUNTIME_THREADS").is_none() {
+        assert_eq!(parse(&["worker"]).runtime_threads(), None);
+    }
+}
+
+#[test]
 fn follow_timeouts_have_their_defaults_and_take_durations() {
     match parse(&["jobs", "watch", "j1"]).command {
         Command::Jobs(JobsCommand::Watch { job_id, timeout }) => {
