@@ -53,6 +53,10 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::retry::RetryConfig;
 use certflow_tests::{emulator, unique, Stack};
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
 use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
 use engine::schema::JobTableSpec;
@@ -88,87 +92,110 @@ struct Args {
     sdk_default_retries: bool,
 }
 
-const USAGE: &str =
-    "usage: engine-bench [--jobs N] [--workers W] [--concurrency C] [--lease-secs L]
-                    [--phase fused|timers|all] [--timeout-secs S] [--sdk-default-retries]
-  --jobs N          jobs per phase (BENCH_JOBS, default 256)
-  --workers W       worker runtimes in this process (BENCH_WORKERS, default 2)
-  --concurrency C   step tasks handled at once per worker (BENCH_CONCURRENCY, default 64)
-  --lease-secs L    lease and message visibility, heartbeat every L/3 (BENCH_LEASE_SECS,
-                    default 6 as in the tests; a worker's default is 60)
-  --phase P         fused, timers or all (BENCH_PHASE, default all)
-  --timeout-secs S  give up on a phase after S seconds (BENCH_TIMEOUT_SECS, default 600)
-  --sdk-default-retries
-                    keep the SDK's default retry policy (BENCH_SDK_DEFAULT_RETRIES=1); by
-                    default the bench retries the emulator's spurious 500s up to 10 attempts
-Needs AWS_ENDPOINT_URL pointing at the local emulator (deploy/local/emulator.sh start).";
+/// Pushes jobs of the demo workflow through in-process engine workers on the emulator and
+/// prints throughput, the AWS calls the engine made, worker CPU per job and peak RSS, next
+/// to the targets of issue 2.
+///
+/// Needs AWS_ENDPOINT_URL pointing at the local emulator (deploy/local/emulator.sh start).
+/// The environment variable named beside a flag stands in for the flag when it is not
+/// given.
+#[derive(Parser)]
+#[command(name = "engine-bench", args_override_self = true)]
+struct Cli {
+    /// Jobs per phase (BENCH_JOBS)
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = above_zero)]
+    jobs: u64,
+    /// Worker runtimes in this process (BENCH_WORKERS)
+    #[arg(long, value_name = "W", default_value_t = 2, value_parser = above_zero)]
+    workers: u64,
+    /// Step tasks handled at once per worker (BENCH_CONCURRENCY)
+    #[arg(long, value_name = "C", default_value_t = 64, value_parser = above_zero)]
+    concurrency: u64,
+    /// Lease and message visibility, heartbeat every L/3 (BENCH_LEASE_SECS): 6 as in the
+    /// tests (a worker's default is 60, which keeps slow emulator answers from lapsing leases)
+    #[arg(long = "lease-secs", value_name = "L", default_value_t = 6, value_parser = above_zero)]
+    lease_secs: u64,
+    /// Which phases to run, each on fresh resources (BENCH_PHASE)
+    #[arg(long, value_name = "P", default_value = "all", value_parser = phases())]
+    phase: String,
+    /// Give up on a phase after S seconds and report it as unfinished (BENCH_TIMEOUT_SECS)
+    #[arg(
+        long = "timeout-secs",
+        value_name = "S",
+        default_value_t = 600,
+        value_parser = above_zero
+    )]
+    timeout_secs: u64,
+    /// Keep the SDK's default retry policy (BENCH_SDK_DEFAULT_RETRIES=1); by default the
+    /// bench retries the emulator's spurious 500s up to 10 attempts, so that emulator faults
+    /// do not turn into engine recovery
+    #[arg(long = "sdk-default-retries")]
+    sdk_default_retries: bool,
+}
 
-fn parse_args() -> Result<Args, String> {
-    fn number(what: &str, value: &str) -> Result<u64, String> {
-        value
-            .parse()
-            .map_err(|_| format!("{what} must be a whole number, got {value:?}"))
+/// A count or a number of seconds: with 0 jobs, workers or slots there is nothing to
+/// measure, a lease of 0 s lapses at once, and a timeout of 0 s ends a phase as it starts.
+fn above_zero(v: &str) -> Result<u64, String> {
+    match v.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("must be a whole number above 0".into()),
     }
-    fn env_or(name: &str, default: u64) -> Result<u64, String> {
-        match std::env::var(name) {
-            Ok(v) => number(name, &v),
-            Err(_) => Ok(default),
-        }
-    }
-    let mut jobs = env_or("BENCH_JOBS", 256)?;
-    let mut workers = env_or("BENCH_WORKERS", 2)?;
-    let mut concurrency = env_or("BENCH_CONCURRENCY", 64)?;
-    let mut lease = env_or("BENCH_LEASE_SECS", 6)?;
-    let mut phase = std::env::var("BENCH_PHASE").unwrap_or_else(|_| "all".to_string());
-    let mut timeout = env_or("BENCH_TIMEOUT_SECS", 600)?;
-    let mut sdk_default_retries = env_or("BENCH_SDK_DEFAULT_RETRIES", 0)? != 0;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let slot = match flag.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--sdk-default-retries" if inline.is_none() => {
-                sdk_default_retries = true;
-                continue;
-            }
-            "--phase" => {
-                phase = match inline {
-                    Some(v) => v,
-                    None => args.next().ok_or("--phase needs a value")?,
-                };
-                continue;
-            }
-            "--lease-secs" => &mut lease,
-            "--jobs" => &mut jobs,
-            "--workers" => &mut workers,
-            "--concurrency" => &mut concurrency,
-            "--timeout-secs" => &mut timeout,
-            _ => return Err(format!("unknown argument {arg:?}")),
-        };
-        let value = match inline {
-            Some(v) => v,
-            None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
-        };
-        *slot = number(&flag, &value)?;
-    }
-    if jobs == 0 || workers == 0 || concurrency == 0 || timeout == 0 || lease == 0 {
-        return Err(
-            "--jobs, --workers, --concurrency, --lease-secs and --timeout-secs must be above 0"
-                .into(),
-        );
-    }
-    if phase != "all" && !PHASES.iter().any(|p| p.name == phase) {
-        return Err(format!(
-            "--phase must be fused, timers or all, got {phase:?}"
-        ));
-    }
-    Ok(Args {
+}
+
+/// `--phase`'s values come from [`PHASES`], so that a phase added there is accepted and
+/// described in `--help` too.
+fn phases() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        PHASES
+            .iter()
+            .map(|p| PossibleValue::new(p.name).help(p.what))
+            .chain([PossibleValue::new("all").help("each phase in turn")]),
+    )
+}
+
+/// The command line, each flag not given taken from its environment variable when that is
+/// set. A bad value, on the command line or in the environment, ends the run with clap's
+/// error (exit code 2).
+fn parse_args() -> Args {
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The variable's value where the flag was not given.
+    let env = |id: &str, name: &str| {
+        (matches.value_source(id) == Some(ValueSource::DefaultValue))
+            .then(|| std::env::var(name).ok())
+            .flatten()
+    };
+    let mut bad = |name: &str, value: &str, what: &str| -> ! {
+        command
+            .error(
+                ErrorKind::InvalidValue,
+                format!("{name} must be {what}, got {value:?}"),
+            )
+            .exit()
+    };
+    let mut count = |id: &str, name: &str, flag: u64| match env(id, name) {
+        Some(v) => above_zero(&v).unwrap_or_else(|_| bad(name, &v, "a whole number above 0")),
+        None => flag,
+    };
+    let jobs = count("jobs", "BENCH_JOBS", cli.jobs);
+    let workers = count("workers", "BENCH_WORKERS", cli.workers);
+    let concurrency = count("concurrency", "BENCH_CONCURRENCY", cli.concurrency);
+    let lease = count("lease_secs", "BENCH_LEASE_SECS", cli.lease_secs);
+    let timeout = count("timeout_secs", "BENCH_TIMEOUT_SECS", cli.timeout_secs);
+    let phase = match env("phase", "BENCH_PHASE") {
+        Some(v) if v == "all" || PHASES.iter().any(|p| p.name == v) => v,
+        Some(v) => bad("BENCH_PHASE", &v, "fused, timers or all"),
+        None => cli.phase,
+    };
+    let sdk_default_retries = match env("sdk_default_retries", "BENCH_SDK_DEFAULT_RETRIES") {
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => n != 0,
+            Err(_) => bad("BENCH_SDK_DEFAULT_RETRIES", &v, "a whole number (1: on)"),
+        },
+        None => cli.sdk_default_retries,
+    };
+    Args {
         jobs: jobs as usize,
         workers: workers as usize,
         concurrency: concurrency as usize,
@@ -176,7 +203,7 @@ fn parse_args() -> Result<Args, String> {
         phase,
         timeout: Duration::from_secs(timeout),
         sdk_default_retries,
-    })
+    }
 }
 
 // --------------------------------------------------------------- counting AWS calls ----
@@ -857,13 +884,7 @@ fn print_phase(spec: &PhaseSpec, o: &Outcome) {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("engine-bench: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = parse_args();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

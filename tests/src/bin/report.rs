@@ -19,51 +19,39 @@ mod report;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use clap::Parser;
 use report::data::Inputs;
 use report::{render, run};
 
-const USAGE: &str = "\
-usage: report [--quick] [--from DIR] [--out FILE] [--img-dir DIR]
-
-Runs the benchmarks (storm, then export_bench on a fresh emulator per run; all built in
-release) and writes docs/benchmarks.md with its PNG plots in docs/img/.
-  --quick      small sizes (storm --quick, export_bench 3 and 10 --concurrent 10)
-  --from DIR   render from saved JSON (storm.json, export.json, export-concurrent.json,
-               run.json) without running anything
-  --out FILE   the markdown to write (default docs/benchmarks.md)
-  --img-dir D  where the PNGs go (default docs/img, linked relative to FILE)";
-
+/// Runs the benchmarks and writes docs/benchmarks.md with its PNG plots in docs/img/.
+///
+/// Runs storm, then export_bench on a fresh emulator per run (all built in release), so that
+/// the published page comes from one command on one machine.
+#[derive(Parser)]
+#[command(name = "report", args_override_self = true)]
 struct Args {
+    /// Small sizes (storm 300 jobs over 10 s, export_bench 3 and 10 --concurrent 10), to
+    /// check the report itself
+    #[arg(long)]
     quick: bool,
+    /// Render from saved JSON (storm.json, export.json, export-concurrent.json, run.json)
+    /// without running anything
+    #[arg(long, value_name = "DIR")]
     from: Option<PathBuf>,
+    /// The markdown to write
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value_os_t = run::workspace_root().join("docs/benchmarks.md"),
+    )]
     out: PathBuf,
+    /// Where the PNGs go, linked relative to FILE
+    #[arg(
+        long = "img-dir",
+        value_name = "DIR",
+        default_value_os_t = run::workspace_root().join("docs/img"),
+    )]
     img_dir: PathBuf,
-}
-
-fn args() -> Result<Args, String> {
-    let root = run::workspace_root();
-    let mut a = Args {
-        quick: false,
-        from: None,
-        out: root.join("docs/benchmarks.md"),
-        img_dir: root.join("docs/img"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--quick" => a.quick = true,
-            "--from" => a.from = Some(PathBuf::from(value("--from")?)),
-            "--out" => a.out = PathBuf::from(value("--out")?),
-            "--img-dir" => a.img_dir = PathBuf::from(value("--img-dir")?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    Ok(a)
 }
 
 fn main() {
@@ -74,7 +62,7 @@ fn main() {
 }
 
 fn real_main() -> Result<(), String> {
-    let args = args()?;
+    let args = Args::parse();
     let root = run::workspace_root();
     let dir = match &args.from {
         Some(dir) => dir.clone(),

@@ -42,6 +42,7 @@ use certflow_tests::fake_aws::{
     CommandSent, Counts, FakeAws, LatencyModel, SlowQueue, SlowStore, LATENCY_SOURCES,
 };
 use certflow_tests::fleet::{Fleet, Kind};
+use clap::{Parser, ValueEnum};
 use engine::backend::memory::{MemoryJobStore, MemoryTaskQueue, QueueChaos};
 use engine::{
     Intake, JobId, JobStatus, JobStore, Jobs, NewJob, SystemClock, TaskQueue, Worker, WorkerConfig,
@@ -49,136 +50,216 @@ use engine::{
 use workflows::demo::{self, DemoState};
 use workflows::export_certificate::{self, Deps, ExportConfig};
 
-const USAGE: &str = "\
-usage: storm [--jobs N] [--window-secs S] [--workers W] [--threads T] [--concurrency C]
-             [--rates R1,R2,..] [--curve-secs S] [--wake-jobs N] [--install-secs S]
-             [--events] [--latency-scale F] [--workflow export|demo] [--no-curve]
-             [--no-wake] [--no-demo] [--json PATH]
-
-  --jobs N          requests in the storm (default 2000)
-  --window-secs S   they arrive evenly over S seconds (default 60)
-  --workers W       engine workers (default 1), sharing the queues, on one runtime
-  --threads T       the workers' runtime threads (default 2)
-  --concurrency C   each worker's slots (default: WorkerConfig's, 32)
-  --hold-waits-secs S  how long a task may hold short waits in-process (default:
-                    WorkerConfig's; 0: every wait goes through the task queue)
-  --rates LIST      offered rates of the saturation curve, jobs/min (default 500,1000,2000,4000,8000)
-  --curve-secs S    each curve run's arrival window (default 30)
-  --wake-jobs N     jobs of each events-vs-polls run (default 200, over 20 s)
-  --demo-jobs N     jobs of the engine-path phase (default 20000: /proc counts CPU in
-                    10 ms ticks, so the phase must last long enough to be measured)
-  --install-secs S  how long a server takes to run the install command (default 5)
-  --events          the storm and the curve publish SSM's command status events too
-                    (the events-vs-polls phase always runs both ways)
-  --latency-scale F multiplies every AWS latency (default 1; 0: none)
-  --workflow demo   only the engine-path phase (demo workflow, no latency)
-  --json PATH       write the figures as JSON";
-
-#[derive(Clone, Debug)]
+/// A renewal storm on the in-memory backends, with AWS's latency: what one worker keeps up
+/// with, where it saturates, what command status events save over polls, and the engine's
+/// own CPU per job.
+///
+/// The real export workflow runs on engine workers over the in-memory job store and
+/// queues, against an in-process fake AWS; each call waits AWS's typical latency. Phases:
+/// the storm (--jobs over --window-secs); the saturation curve (each of --rates for
+/// --curve-secs); events vs polls (--wake-jobs with SSM's command status events, then
+/// without); the engine path (--demo-jobs of the demo workflow, no latency).
+// `allow_negative_numbers`: a negative number reaches its parser, which says what is wrong
+// with it, instead of clap taking `-1` for an unknown flag.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "storm", args_override_self = true)]
 struct Args {
+    /// Requests in the storm
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2000,
+        value_parser = at_least_one,
+        allow_negative_numbers = true,
+    )]
     jobs: usize,
+    /// The storm's requests arrive evenly over S seconds, as ACM's renewals of many
+    /// certificates would (0: all at once)
+    #[arg(
+        long = "window-secs",
+        value_name = "S",
+        default_value = "60",
+        value_parser = secs,
+        allow_negative_numbers = true,
+    )]
     window: Duration,
+    /// Engine workers, sharing the queues, on one runtime
+    #[arg(
+        long,
+        value_name = "W",
+        default_value_t = 1,
+        value_parser = at_least_one,
+        allow_negative_numbers = true,
+    )]
     workers: usize,
+    /// The workers' runtime threads
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 2,
+        value_parser = at_least_one,
+        allow_negative_numbers = true,
+    )]
     threads: usize,
+    /// Each worker's slots (default: WorkerConfig's, 32)
+    #[arg(long, value_name = "C", value_parser = at_least_one, allow_negative_numbers = true)]
     concurrency: Option<usize>,
+    /// How long a task may hold short waits in-process (default: WorkerConfig's, 5; 0: every
+    /// wait goes through the task queue): a held wait keeps its slot
+    #[arg(
+        long = "hold-waits-secs",
+        value_name = "S",
+        value_parser = secs,
+        allow_negative_numbers = true,
+    )]
     hold_waits: Option<Duration>,
-    rates: Vec<f64>,
+    /// Offered rates of the saturation curve, jobs/min, comma-separated: where completed
+    /// throughput stops following them is the saturation point
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "500,1000,2000,4000,8000",
+        value_parser = rates,
+    )]
+    rates: Rates,
+    /// Each curve run's arrival window, in seconds
+    #[arg(
+        long = "curve-secs",
+        value_name = "S",
+        default_value = "30",
+        value_parser = curve_secs,
+        allow_negative_numbers = true,
+    )]
     curve: Duration,
+    /// Jobs of each events-vs-polls run (over 20 s)
+    #[arg(
+        long = "wake-jobs",
+        value_name = "N",
+        default_value_t = 200,
+        value_parser = at_least_one,
+        allow_negative_numbers = true,
+    )]
     wake_jobs: usize,
+    /// Jobs of the engine-path phase: /proc counts CPU in 10 ms ticks, so the phase must last
+    /// long enough to be measured
+    #[arg(
+        long = "demo-jobs",
+        value_name = "N",
+        default_value_t = 20_000,
+        value_parser = at_least_one,
+        allow_negative_numbers = true,
+    )]
     demo_jobs: usize,
+    /// How long a server takes to run the install command, which the wait step waits out
+    #[arg(
+        long = "install-secs",
+        value_name = "S",
+        default_value = "5",
+        value_parser = secs,
+        allow_negative_numbers = true,
+    )]
     install: Duration,
+    /// The storm and the curve publish SSM's command status events too (the events-vs-polls
+    /// phase always runs both ways)
+    #[arg(long)]
     events: bool,
+    /// Multiplies every AWS latency (0: none), to see what the latency costs
+    #[arg(
+        long = "latency-scale",
+        value_name = "F",
+        default_value_t = 1.0,
+        value_parser = scale,
+        allow_negative_numbers = true,
+    )]
     latency_scale: f64,
-    demo_only: bool,
+    /// Which workflow to run
+    #[arg(long, value_enum, default_value_t = Workflow::Export)]
+    workflow: Workflow,
+    /// Skips the saturation curve, the longest phase
+    #[arg(long = "no-curve")]
     no_curve: bool,
+    /// Skips the events-vs-polls phase
+    #[arg(long = "no-wake")]
     no_wake: bool,
+    /// Skips the engine-path phase (unless --workflow demo, which is only that phase)
+    #[arg(long = "no-demo")]
     no_demo: bool,
+    /// Writes the figures as JSON (the report reads them)
+    #[arg(long, value_name = "PATH")]
     json: Option<String>,
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        jobs: 2000,
-        window: Duration::from_secs(60),
-        workers: 1,
-        threads: 2,
-        concurrency: None,
-        hold_waits: None,
-        rates: vec![500.0, 1000.0, 2000.0, 4000.0, 8000.0],
-        curve: Duration::from_secs(30),
-        wake_jobs: 200,
-        demo_jobs: 20_000,
-        install: Duration::from_secs(5),
-        events: false,
-        latency_scale: 1.0,
-        demo_only: false,
-        no_curve: false,
-        no_wake: false,
-        no_demo: false,
-        json: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .unwrap_or_else(|| panic!("{flag} needs a value\n{USAGE}"))
-        };
-        let num = |v: String| -> f64 {
-            v.parse()
-                .unwrap_or_else(|_| panic!("not a number: {v:?}\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--jobs" => a.jobs = num(value()).max(1.0) as usize,
-            "--window-secs" => a.window = Duration::from_secs_f64(num(value()).max(0.0)),
-            "--workers" => a.workers = num(value()).max(1.0) as usize,
-            "--threads" => a.threads = num(value()).max(1.0) as usize,
-            "--concurrency" => a.concurrency = Some(num(value()).max(1.0) as usize),
-            "--hold-waits-secs" => {
-                a.hold_waits = Some(Duration::from_secs_f64(num(value()).max(0.0)))
-            }
-            "--rates" => {
-                a.rates = value()
-                    .split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| num(s.trim().to_string()))
-                    .collect()
-            }
-            "--curve-secs" => a.curve = Duration::from_secs_f64(num(value()).max(1.0)),
-            "--wake-jobs" => a.wake_jobs = num(value()).max(1.0) as usize,
-            "--demo-jobs" => a.demo_jobs = num(value()).max(1.0) as usize,
-            "--install-secs" => a.install = Duration::from_secs_f64(num(value()).max(0.0)),
-            "--events" => a.events = true,
-            "--latency-scale" => a.latency_scale = num(value()),
-            "--workflow" => match value().as_str() {
-                "demo" => a.demo_only = true,
-                "export" => a.demo_only = false,
-                other => panic!("--workflow export|demo, not {other:?}"),
-            },
-            "--no-curve" => a.no_curve = true,
-            "--no-wake" => a.no_wake = true,
-            "--no-demo" => a.no_demo = true,
-            "--json" => a.json = Some(value()),
-            _ => panic!("unknown argument {arg:?}\n{USAGE}"),
-        }
+impl Args {
+    fn demo_only(&self) -> bool {
+        self.workflow == Workflow::Demo
     }
-    a
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workflow {
+    /// The real export workflow, with every phase
+    Export,
+    /// Only the engine-path phase (demo workflow, no latency)
+    Demo,
+}
+
+/// The saturation curve's offered rates, jobs a minute.
+#[derive(Clone, Debug)]
+struct Rates(Vec<f64>);
+
+/// A count of requests, workers, threads or slots: with none there is nothing to measure.
+fn at_least_one(v: &str) -> Result<usize, String> {
+    match v.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("must be a whole number, 1 or more".into()),
+    }
+}
+
+/// Seconds, fractions allowed: a time the bench waits or spreads requests over.
+fn secs(v: &str) -> Result<Duration, String> {
+    let s: f64 = v
+        .parse()
+        .map_err(|_| "not a number of seconds".to_string())?;
+    Duration::try_from_secs_f64(s).map_err(|_| "must be 0 or more seconds".to_string())
+}
+
+/// A curve run's window, a second or more: the jobs it offers in less are a burst rather
+/// than a rate.
+fn curve_secs(v: &str) -> Result<Duration, String> {
+    let d = secs(v)?;
+    if d < Duration::from_secs(1) {
+        return Err("must be 1 second or more".into());
+    }
+    Ok(d)
+}
+
+/// A factor of AWS's latencies: a negative one has no meaning.
+fn scale(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 0.0 => Ok(f),
+        _ => Err("not a factor of 0 or more".into()),
+    }
+}
+
+/// A comma-separated list of rates; blanks around a rate and empty entries are let go, as
+/// a list typed by hand may have them.
+fn rates(v: &str) -> Result<Rates, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| match r.parse::<f64>() {
+            Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+            _ => Err(format!("{r:?} is not a rate above 0 jobs a minute")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Rates)
 }
 
 /// The prefix of the workers' runtime threads (whose CPU is the worker's).
 const WORKER_THREADS: &str = "engine-w";
 
 fn main() {
-    let args = args();
+    let args = Args::parse();
     // The SDK must reach the fake only: nothing from the environment (an emulator's
     // endpoint, a profile) may redirect it. Done before any thread starts.
     for (k, _) in std::env::vars() {
@@ -266,12 +347,12 @@ async fn run(args: Args, workers_rt: tokio::runtime::Handle, fake_rt: tokio::run
     json.insert("date".into(), bench::today().into());
     json.insert("workers".into(), args.workers.into());
 
-    let demo_cpu = if args.no_demo && !args.demo_only {
+    let demo_cpu = if args.no_demo && !args.demo_only() {
         None
     } else {
         Some(engine_path(&args, &workers_rt).await)
     };
-    if args.demo_only {
+    if args.demo_only() {
         if let (Some(path), Some(cpu)) = (&args.json, demo_cpu) {
             json.insert("engine_path_cpu_ms_per_job".into(), cpu.into());
             write_json(path, json);
@@ -373,7 +454,7 @@ async fn run(args: Args, workers_rt: tokio::runtime::Handle, fake_rt: tokio::run
             "jobs/s/vCPU",
             "vCPU"
         );
-        for (i, rate) in args.rates.iter().enumerate() {
+        for (i, rate) in args.rates.0.iter().enumerate() {
             let jobs = ((rate / 60.0) * args.curve.as_secs_f64()).round().max(1.0) as usize;
             let r = storm_run(
                 &args,
