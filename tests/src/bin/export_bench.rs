@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use certflow_tests::bench;
+use certflow_tests::bench::{self, CpuReading, CpuUsed};
 use certflow_tests::certflow::Env;
 use certflow_tests::fleet::Fleet;
 use certflow_tests::proxy::FaultProxy;
@@ -42,7 +42,7 @@ use engine::backend::sqs::create_queue_with_dlq;
 use engine::{EventKind, JobStatus};
 
 fn main() {
-    let args = args();
+    let args = <Args as clap::Parser>::parse();
     // The worker binary: `--worker-bin`, else the release build when there is one (the
     // CPU figures are a release build's), else the debug build beside this bench.
     let (bin, build) = match &args.worker_bin {
@@ -80,14 +80,10 @@ fn main() {
 }
 
 async fn run(args: Args, bin: PathBuf, build: &'static str) {
-    let Args {
-        jobs,
-        servers,
-        concurrent,
-        idle_secs,
-        warmup,
-        ..
-    } = args;
+    let jobs = args.jobs as usize;
+    let concurrent = args.concurrent as usize;
+    let warmup = args.warmup as usize;
+    let (servers, idle_secs) = (args.servers, args.idle_secs);
     let env = Env::new().await;
     let proxy = FaultProxy::start(
         &std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL"),
@@ -115,13 +111,14 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
 
     let mut worker = WorkerCommand::new(&env, &proxy.url())
         .args(["--poll-wait-secs", "20", "--sweep-every-secs", "0"])
-        .args(
-            args.runtime_threads
-                .map(|n| vec!["--runtime-threads".to_string(), n.to_string()])
-                .unwrap_or_default(),
-        )
+        .args(match args.runtime_threads {
+            RuntimeThreads::Count(n) => vec!["--runtime-threads".to_string(), n.to_string()],
+            RuntimeThreads::PerCpu => vec![],
+        })
         .env("CERTFLOW_TASKS_QUEUE", &tasks)
-        .log_level("warn")
+        // Its log costs CPU too: as the stack runs it (certflow.yaml), JSON lines.
+        .log_level(&args.log)
+        .env("CERTFLOW_LOG_FORMAT", "json")
         .spawn();
     let pid = worker.pid();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -140,7 +137,7 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     proxy.clear_calls();
     let fleet_before = Fleet::global().call_counts();
     let connections_before = proxy.client_connections();
-    let cpu_before = bench::pid_cpu_ms(pid).expect("the worker's /proc stat");
+    let cpu_before = CpuReading::of(pid).expect("the worker's /proc entries");
 
     let started = Instant::now();
     let mut walls_ms: Vec<f64> = Vec::with_capacity(jobs);
@@ -177,7 +174,10 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
         last = Some(id);
     }
     let elapsed = started.elapsed();
-    let cpu_jobs = bench::pid_cpu_ms(pid).expect("the worker's /proc stat") - cpu_before;
+    let cpu = CpuReading::of(pid)
+        .expect("the worker's /proc entries")
+        .since(&cpu_before);
+    let cpu_jobs = cpu.ms;
     let connections = proxy.client_connections() - connections_before;
     let calls = proxy.calls();
     let fleet_calls = Fleet::global().call_counts();
@@ -186,10 +186,13 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     // First, the SDK's own floor: what one call costs a client that does nothing else.
     let floor =
         tokio::task::block_in_place(|| sdk_floor(&env.sdk, &proxy.url(), &arn, FLOOR_CALLS));
-    let idle_before = bench::pid_cpu_ms(pid).expect("the worker's /proc stat");
+    let idle_before = CpuReading::of(pid).expect("the worker's /proc entries");
     let idle_calls_before = proxy.calls().len();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let idle_ms = bench::pid_cpu_ms(pid).expect("the worker's /proc stat") - idle_before;
+    let idle = CpuReading::of(pid)
+        .expect("the worker's /proc entries")
+        .since(&idle_before);
+    let idle_ms = idle.ms;
     let idle_calls = proxy.calls().len() - idle_calls_before;
     worker.kill();
     let idle_per_s = idle_ms / idle_secs.max(1) as f64;
@@ -392,25 +395,35 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     let cpu_per_job = cpu_jobs / jobs as f64;
     let total_f = total as f64;
     let threads = match args.runtime_threads {
-        Some(n) => format!("{n} runtime thread(s)"),
-        None => "a runtime thread per CPU".to_string(),
+        RuntimeThreads::Count(n) => format!("{n} runtime thread(s)"),
+        RuntimeThreads::PerCpu => "a runtime thread per CPU".to_string(),
+    };
+    let how_read = |used: CpuUsed| {
+        if used.exact {
+            "its threads' scheduler time, in ns"
+        } else {
+            "utime+stime in 10 ms ticks: a thread ended meanwhile"
+        }
     };
     println!(
-        "\nWorker CPU ({build} build, {threads}, utime+stime of pid {pid} from /proc, USER_HZ 100):"
+        "\nWorker CPU ({build} build, {threads}, log {} as JSON lines; pid {pid}, from /proc):",
+        args.log
     );
     println!(
-        "  per export job                         {cpu_per_job:>8.2} ms   [target <= 5 ms: {}] ({:.0} ms over {jobs} jobs; {:.3} ms per proxied call, receives included)",
+        "  per export job                         {cpu_per_job:>8.2} ms   [target <= 5 ms: {}] ({:.1} ms over {jobs} jobs, {}; {:.3} ms per proxied call, receives included)",
         if cpu_per_job <= 5.0 { "met" } else { "MISSED" },
         cpu_jobs,
+        how_read(cpu),
         cpu_jobs / total_f.max(1.0)
     );
     println!(
-        "  idle                                   {idle_per_s:>8.2} ms per s [target < 1 ms/s: {}] ({idle_ms:.0} ms over {idle_secs} s; {idle_calls} calls meanwhile, long polls of 20 s on 3 queues)",
+        "  idle                                   {idle_per_s:>8.2} ms per s [target < 1 ms/s: {}] ({idle_ms:.1} ms over {idle_secs} s, {}; {idle_calls} calls meanwhile, long polls of 20 s on 3 queues)",
         if idle_per_s < 1.0 { "met" } else { "MISSED" },
+        how_read(idle),
     );
     let calls_per_job = total_f / jobs as f64;
     println!(
-        "  the AWS SDK's floor                    {floor:>8.3} ms per call ({FLOOR_CALLS} DescribeCertificate calls through the same proxy from a thread of this bench that does nothing else, keep-alive) = {:.2} ms for this job's {calls_per_job:.2} calls; the rest, {:.2} ms per job, is the engine's and the workflow's own code",
+        "  the AWS SDK's floor                    {floor:>8.3} ms per call ({FLOOR_CALLS} DescribeCertificate calls through the same proxy from a thread of this bench that does nothing else, keep-alive) = {:.2} ms for this job's {calls_per_job:.2} calls; the other {:.2} ms per job are what the job's calls cost beyond that (larger requests and answers), its log, and the engine's and the workflow's own code",
         floor * calls_per_job,
         cpu_per_job - floor * calls_per_job
     );
@@ -435,7 +448,12 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
             "receives_per_job": receives as f64 / jobs as f64,
             "worker_cpu_ms_per_job": cpu_per_job,
             "worker_build": build,
-            "worker_runtime_threads": args.runtime_threads,
+            "worker_runtime_threads": match args.runtime_threads {
+                RuntimeThreads::Count(n) => Some(n),
+                RuntimeThreads::PerCpu => None,
+            },
+            "worker_log": args.log,
+            "worker_cpu_exact": cpu.exact,
             "idle_cpu_ms_per_s": idle_per_s,
             "sdk_floor_ms_per_call": floor,
             "client_connections": connections,
@@ -469,95 +487,66 @@ async fn wait_terminal(jobs: &engine::Jobs, id: &engine::JobId) -> engine::JobRe
     }
 }
 
-const USAGE: &str = "\
-usage: export_bench [JOBS] [--servers N] [--concurrent C] [--idle-secs S] [--warmup W]
-                    [--runtime-threads N|cpus] [--worker-bin PATH] [--json PATH]
-
-Runs JOBS export jobs (default 10) through a `certflow worker` process whose AWS calls go
-through the fault proxy (which keeps the worker's connections alive), each installing on N
-servers (default 1) of the simulated SSM fleet (a canary, then batches of MaxConcurrency);
-prints the AWS calls per job, the job wall time (p50/p99), the worker's CPU per job and
-when idle, the client connections it opened, and the same service calls made directly.
-
-  --concurrent C   keep C jobs in flight (default 1: one at a time)
-  --idle-secs S    after the jobs, measure the idle worker for S seconds (default 30)
-  --warmup W       jobs run first and not counted (default 1: connections, document hash)
-  --runtime-threads N
-                   the worker's runtime threads (default 1, as the stack runs it: its tasks
-                   have at most 1 vCPU); `cpus`: one per CPU of this machine
-  --worker-bin P   the certflow binary (default target/release/certflow if built, else
-                   target/debug/certflow)
-  --json PATH      also write the figures as JSON
-
-Needs the emulator (deploy/local/emulator.sh start; source .local/emulator.env) and the
-certflow binary (cargo build --release -p certflow).";
-
+/// Runs export jobs through a `certflow worker` process whose AWS calls go through the
+/// fault proxy (which keeps the worker's connections alive), each installing on servers of
+/// the simulated SSM fleet (a canary, then batches of MaxConcurrency); prints the AWS calls
+/// per job, the job wall time (p50/p99), the worker's CPU per job and when idle, the
+/// client connections it opened, and the same service calls made directly.
+///
+/// Needs the emulator (deploy/local/emulator.sh start; source .local/emulator.env) and the
+/// certflow binary (cargo build --release -p certflow).
+#[derive(Debug, clap::Parser)]
+#[command(name = "export_bench")]
 struct Args {
-    jobs: usize,
+    /// Export jobs measured.
+    #[arg(default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: u64,
+    /// Tagged servers of the simulated fleet each job installs on.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     servers: u32,
-    concurrent: usize,
+    /// Jobs kept in flight (1: one at a time).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrent: u64,
+    /// After the jobs, seconds the idle worker is measured for.
+    #[arg(long, default_value_t = 30)]
     idle_secs: u64,
-    warmup: usize,
-    runtime_threads: Option<u16>,
+    /// Jobs run first and not counted (their connections, the install document's hash).
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// The worker's runtime threads: a number (1 as the stack runs it, since its tasks have
+    /// at most 1 vCPU), or `cpus` for one per CPU of this machine.
+    #[arg(long, default_value = "1", value_parser = runtime_threads)]
+    runtime_threads: RuntimeThreads,
+    /// The worker's log filter (`CERTFLOW_LOG`); it logs JSON lines, as the stack runs it,
+    /// and the bench discards them.
+    #[arg(long, default_value = "info")]
+    log: String,
+    /// The certflow binary (default: target/release/certflow if built, else
+    /// target/debug/certflow).
+    #[arg(long)]
     worker_bin: Option<String>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
     json: Option<String>,
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        jobs: 10,
-        servers: 1,
-        concurrent: 1,
-        idle_secs: 30,
-        warmup: 1,
-        runtime_threads: Some(1),
-        worker_bin: None,
-        json: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |what: &str| -> String {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .unwrap_or_else(|| panic!("{what} needs a value\n{USAGE}"))
-        };
-        let number = |what: &str, v: String| -> u64 {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{what}: not a number: {v:?}\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--servers" => a.servers = number("--servers", value("--servers")).max(1) as u32,
-            "--concurrent" => {
-                a.concurrent = number("--concurrent", value("--concurrent")).max(1) as usize
-            }
-            "--idle-secs" => a.idle_secs = number("--idle-secs", value("--idle-secs")),
-            "--warmup" => a.warmup = number("--warmup", value("--warmup")) as usize,
-            "--runtime-threads" => {
-                a.runtime_threads = match value("--runtime-threads").as_str() {
-                    "cpus" => None,
-                    v => Some(number("--runtime-threads", v.to_string()).clamp(1, 256) as u16),
-                }
-            }
-            "--worker-bin" => a.worker_bin = Some(value("--worker-bin")),
-            "--json" => a.json = Some(value("--json")),
-            _ => {
-                a.jobs =
-                    arg.parse().ok().filter(|n| *n >= 1).unwrap_or_else(|| {
-                        panic!("the number of jobs (>= 1), not {arg:?}\n{USAGE}")
-                    });
-            }
-        }
+/// How many runtime threads the worker runs.
+#[derive(Debug, Clone, Copy)]
+enum RuntimeThreads {
+    /// This many (`--runtime-threads N`).
+    Count(u16),
+    /// The worker's default: one per CPU.
+    PerCpu,
+}
+
+fn runtime_threads(v: &str) -> Result<RuntimeThreads, String> {
+    if v == "cpus" {
+        return Ok(RuntimeThreads::PerCpu);
     }
-    a
+    match v.parse::<u16>() {
+        Ok(n @ 1..=256) => Ok(RuntimeThreads::Count(n)),
+        _ => Err(format!("`cpus` or a number from 1 to 256, not {v:?}")),
+    }
 }
 
 /// Calls the SDK floor is measured over (CPU ticks are 10 ms: a few hundred ms in all).
