@@ -54,9 +54,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::retry::RetryConfig;
 use certflow_tests::{emulator, unique, Stack};
 use clap::builder::{PossibleValue, PossibleValuesParser};
-use clap::error::ErrorKind;
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
 use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
 use engine::schema::JobTableSpec;
@@ -97,39 +95,33 @@ struct Args {
 /// to the targets of issue 2.
 ///
 /// Needs AWS_ENDPOINT_URL pointing at the local emulator (deploy/local/emulator.sh start).
-/// The environment variable named beside a flag stands in for the flag when it is not
-/// given.
+/// Each flag not given is taken from the environment variable named beside it.
 #[derive(Parser)]
 #[command(name = "engine-bench", args_override_self = true)]
 struct Cli {
-    /// Jobs per phase (BENCH_JOBS)
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = above_zero)]
+    /// Jobs per phase
+    #[arg(long, env = "BENCH_JOBS", value_name = "N", default_value_t = 256, value_parser = above_zero)]
     jobs: u64,
-    /// Worker runtimes in this process (BENCH_WORKERS)
-    #[arg(long, value_name = "W", default_value_t = 2, value_parser = above_zero)]
+    /// Worker runtimes in this process
+    #[arg(long, env = "BENCH_WORKERS", value_name = "W", default_value_t = 2, value_parser = above_zero)]
     workers: u64,
-    /// Step tasks handled at once per worker (BENCH_CONCURRENCY)
-    #[arg(long, value_name = "C", default_value_t = 64, value_parser = above_zero)]
+    /// Step tasks handled at once per worker
+    #[arg(long, env = "BENCH_CONCURRENCY", value_name = "C", default_value_t = 64, value_parser = above_zero)]
     concurrency: u64,
-    /// Lease and message visibility, heartbeat every L/3 (BENCH_LEASE_SECS): 6 as in the
-    /// tests (a worker's default is 60, which keeps slow emulator answers from lapsing leases)
-    #[arg(long = "lease-secs", value_name = "L", default_value_t = 6, value_parser = above_zero)]
+    /// Lease and message visibility, heartbeat every L/3: 6 as in the tests (a worker's
+    /// default is 60, which keeps slow emulator answers from lapsing leases)
+    #[arg(long = "lease-secs", env = "BENCH_LEASE_SECS", value_name = "L", default_value_t = 6, value_parser = above_zero)]
     lease_secs: u64,
-    /// Which phases to run, each on fresh resources (BENCH_PHASE)
-    #[arg(long, value_name = "P", default_value = "all", value_parser = phases())]
+    /// Which phases to run, each on fresh resources
+    #[arg(long, env = "BENCH_PHASE", value_name = "P", default_value = "all", value_parser = phases())]
     phase: String,
-    /// Give up on a phase after S seconds and report it as unfinished (BENCH_TIMEOUT_SECS)
-    #[arg(
-        long = "timeout-secs",
-        value_name = "S",
-        default_value_t = 600,
-        value_parser = above_zero
-    )]
+    /// Give up on a phase after S seconds and report it as unfinished
+    #[arg(long = "timeout-secs", env = "BENCH_TIMEOUT_SECS", value_name = "S", default_value_t = 600, value_parser = above_zero)]
     timeout_secs: u64,
-    /// Keep the SDK's default retry policy (BENCH_SDK_DEFAULT_RETRIES=1); by default the
-    /// bench retries the emulator's spurious 500s up to 10 attempts, so that emulator faults
-    /// do not turn into engine recovery
-    #[arg(long = "sdk-default-retries")]
+    /// Keep the SDK's default retry policy (BENCH_SDK_DEFAULT_RETRIES=1 also does); by
+    /// default the bench retries the emulator's spurious 500s up to 10 attempts, so that
+    /// emulator faults do not turn into engine recovery
+    #[arg(long = "sdk-default-retries", env = "BENCH_SDK_DEFAULT_RETRIES", value_parser = clap::builder::FalseyValueParser::new())]
     sdk_default_retries: bool,
 }
 
@@ -153,56 +145,18 @@ fn phases() -> PossibleValuesParser {
     )
 }
 
-/// The command line, each flag not given taken from its environment variable when that is
-/// set. A bad value, on the command line or in the environment, ends the run with clap's
-/// error (exit code 2).
+/// The command line (and environment); a bad value ends the run with clap's error (exit
+/// code 2).
 fn parse_args() -> Args {
-    let mut command = Cli::command();
-    let matches = command.get_matches_mut();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    // The variable's value where the flag was not given.
-    let env = |id: &str, name: &str| {
-        (matches.value_source(id) == Some(ValueSource::DefaultValue))
-            .then(|| std::env::var(name).ok())
-            .flatten()
-    };
-    let mut bad = |name: &str, value: &str, what: &str| -> ! {
-        command
-            .error(
-                ErrorKind::InvalidValue,
-                format!("{name} must be {what}, got {value:?}"),
-            )
-            .exit()
-    };
-    let mut count = |id: &str, name: &str, flag: u64| match env(id, name) {
-        Some(v) => above_zero(&v).unwrap_or_else(|_| bad(name, &v, "a whole number above 0")),
-        None => flag,
-    };
-    let jobs = count("jobs", "BENCH_JOBS", cli.jobs);
-    let workers = count("workers", "BENCH_WORKERS", cli.workers);
-    let concurrency = count("concurrency", "BENCH_CONCURRENCY", cli.concurrency);
-    let lease = count("lease_secs", "BENCH_LEASE_SECS", cli.lease_secs);
-    let timeout = count("timeout_secs", "BENCH_TIMEOUT_SECS", cli.timeout_secs);
-    let phase = match env("phase", "BENCH_PHASE") {
-        Some(v) if v == "all" || PHASES.iter().any(|p| p.name == v) => v,
-        Some(v) => bad("BENCH_PHASE", &v, "fused, timers or all"),
-        None => cli.phase,
-    };
-    let sdk_default_retries = match env("sdk_default_retries", "BENCH_SDK_DEFAULT_RETRIES") {
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) => n != 0,
-            Err(_) => bad("BENCH_SDK_DEFAULT_RETRIES", &v, "a whole number (1: on)"),
-        },
-        None => cli.sdk_default_retries,
-    };
+    let cli = Cli::parse();
     Args {
-        jobs: jobs as usize,
-        workers: workers as usize,
-        concurrency: concurrency as usize,
-        lease: Duration::from_secs(lease),
-        phase,
-        timeout: Duration::from_secs(timeout),
-        sdk_default_retries,
+        jobs: cli.jobs as usize,
+        workers: cli.workers as usize,
+        concurrency: cli.concurrency as usize,
+        lease: Duration::from_secs(cli.lease_secs),
+        phase: cli.phase,
+        timeout: Duration::from_secs(cli.timeout_secs),
+        sdk_default_retries: cli.sdk_default_retries,
     }
 }
 

@@ -74,6 +74,14 @@ pub struct Export {
     /// The worker's `--runtime-threads` (absent: one per CPU, as in older runs).
     #[serde(default)]
     pub worker_runtime_threads: Option<u64>,
+    /// The worker's log filter, its log written as JSON lines (absent: `warn`, as older
+    /// runs did).
+    #[serde(default)]
+    pub worker_log: Option<String>,
+    /// The CPU figures are the threads' scheduler time in ns, not 10 ms ticks (absent:
+    /// ticks, as older runs read it).
+    #[serde(default)]
+    pub worker_cpu_exact: bool,
     pub idle_cpu_ms_per_s: f64,
     /// The AWS SDK's own CPU per call, measured by the bench alone (absent in older runs).
     #[serde(default)]

@@ -439,11 +439,22 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
         ],
         vec![
             format!(
-                "worker CPU per export job, all its calls included (keep-alive connections; {}){}",
+                "worker CPU per export job, all its calls included (keep-alive connections; {}; {}{}){}",
                 match export.worker_runtime_threads {
-                    Some(1) => "one runtime thread, as the stack runs the worker".to_string(),
+                    Some(1) => "one runtime thread".to_string(),
                     Some(n) => format!("{n} runtime threads"),
                     None => "a runtime thread per CPU of this machine".to_string(),
+                },
+                match export.worker_log.as_deref() {
+                    Some(level) => format!("logging at `{level}` as JSON lines"),
+                    None => "logging warnings only".to_string(),
+                },
+                if export.worker_runtime_threads == Some(1)
+                    && export.worker_log.as_deref() == Some("info")
+                {
+                    ", as the stack runs the worker"
+                } else {
+                    ""
                 },
                 match export.sdk_floor_ms_per_call {
                     Some(floor) => format!(
@@ -887,6 +898,18 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
         field("worker runtime threads", &|e| {
             e.worker_runtime_threads
                 .map_or("one per CPU".to_string(), |n| n.to_string())
+        }),
+        field("worker log", &|e| {
+            e.worker_log
+                .clone()
+                .map_or("warn".to_string(), |l| format!("{l}, JSON"))
+        }),
+        field("CPU read from", &|e| {
+            if e.worker_cpu_exact {
+                "threads' ns".to_string()
+            } else {
+                "10 ms ticks".to_string()
+            }
         }),
     ];
     let header_refs: Vec<&str> = header.iter().map(|s| s.as_str()).collect();
