@@ -78,8 +78,8 @@ pub struct Export {
     /// runs did).
     #[serde(default)]
     pub worker_log: Option<String>,
-    /// The CPU figures are the threads' scheduler time in ns, not 10 ms ticks (absent:
-    /// ticks, as older runs read it).
+    /// The CPU figures were read from the worker's CPU-time clock in ns, not in 10 ms ticks
+    /// (absent: ticks, as older runs read them).
     #[serde(default)]
     pub worker_cpu_exact: bool,
     pub idle_cpu_ms_per_s: f64,

@@ -906,7 +906,7 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
         }),
         field("CPU read from", &|e| {
             if e.worker_cpu_exact {
-                "threads' ns".to_string()
+                "ns".to_string()
             } else {
                 "10 ms ticks".to_string()
             }

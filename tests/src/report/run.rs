@@ -135,7 +135,7 @@ impl Plan {
                 // storm's defaults: 2,000 jobs within 60 s, the curve at 500 to 8,000 a
                 // minute, 200 jobs each with events and with polls.
                 storm_args: vec![],
-                // 40 jobs: the worker's CPU is read in 10 ms ticks, so ±0.25 ms a job.
+                // 40 jobs: enough for a steady figure on a machine shared with other work.
                 export_args: strings(&["40"]),
                 export_concurrent_args: strings(&["50", "--concurrent", "50"]),
             }
