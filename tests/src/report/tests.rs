@@ -188,6 +188,16 @@ fn the_page_renders_from_the_samples() {
     // Targets: 18 calls misses ≤ 16; 4.5 ms meets ≤ 5; 1.6 ms meets ≤ 2; 0.6 meets < 1.
     assert!(md.contains("| 18.00 | ≤ 16 | **missed** |"), "{md}");
     assert!(md.contains("| 4.50 ms | ≤ 5 ms | **met** |"));
+    // How the worker ran and how its CPU was read: the sequential run says (one thread,
+    // `info`, ns); the concurrent sample is an older run's JSON without those fields.
+    assert!(
+        md.contains(
+            "one runtime thread; logging at `info` as JSON lines, as the stack runs the worker"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("| worker log | info, JSON | warn |"), "{md}");
+    assert!(md.contains("| CPU read from | ns | 10 ms ticks |"), "{md}");
     assert!(md.contains("| 1.60 ms | ≤ 2 ms | **met** |"));
     assert!(md.contains("| 0.60 ms per s | < 1 ms per s | **met** |"));
     // Calls by service: the producer's send is added to SQS (5 + 1).
