@@ -80,6 +80,16 @@ fn thread_cpu_ms(task: &std::path::Path) -> Option<f64> {
         })
 }
 
+/// The benches' command-line parser for a count, or a number of seconds, that must be 1 or
+/// more: with no jobs, workers, slots or requests there is nothing to measure, a lease of
+/// 0 s lapses at once, and a timeout of 0 s ends a run as it starts.
+pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(v: &str) -> Result<T, String> {
+    match v.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err("must be a whole number, 1 or more".into()),
+    }
+}
+
 /// The `p`-th percentile (0–100, nearest rank) of `values`; 0 when empty.
 pub fn percentile(values: &[f64], p: f64) -> f64 {
     if values.is_empty() {
@@ -160,5 +170,18 @@ mod tests {
         let pid = child.id();
         child.wait().expect("the child's exit");
         assert_eq!(pid_cpu_ms(pid), None);
+    }
+
+    #[test]
+    fn a_count_on_the_command_line_is_one_or_more() {
+        assert_eq!(at_least_one::<u32>("1"), Ok(1));
+        assert_eq!(at_least_one::<usize>("2000"), Ok(2000));
+        for bad in ["0", "-1", "2.5", "two", ""] {
+            assert_eq!(
+                at_least_one::<u64>(bad),
+                Err("must be a whole number, 1 or more".to_string()),
+                "{bad:?}"
+            );
+        }
     }
 }

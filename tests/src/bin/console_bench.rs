@@ -1847,10 +1847,10 @@ fn workspace_root() -> PathBuf {
 #[command(name = "console-bench", args_override_self = true)]
 struct Args {
     /// Jobs to seed: issue 16 sets its 500 ms at 10,000
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = bench::at_least_one::<usize>)]
     jobs: usize,
     /// Timed requests per page, after one warm-up: enough of them for a p95
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = bench::at_least_one::<usize>)]
     requests: usize,
     /// The random seed of the seeded jobs: the same seed, the same table to compare runs on
     #[arg(long, value_name = "S", default_value_t = 16)]
@@ -1858,12 +1858,4 @@ struct Args {
     /// Also write the figures as JSON, to compare runs by
     #[arg(long, value_name = "PATH")]
     json: Option<String>,
-}
-
-/// A count of things to seed or time: with none there is nothing to measure.
-fn at_least_one(v: &str) -> Result<usize, String> {
-    match v.parse() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err("must be a whole number, 1 or more".into()),
-    }
 }

@@ -52,7 +52,7 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::retry::RetryConfig;
-use certflow_tests::{emulator, unique, Stack};
+use certflow_tests::{bench, emulator, unique, Stack};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::Parser;
 use engine::backend::dynamodb::{create_job_table, DynamoJobStore};
@@ -100,38 +100,29 @@ struct Args {
 #[command(name = "engine-bench", args_override_self = true)]
 struct Cli {
     /// Jobs per phase
-    #[arg(long, env = "BENCH_JOBS", value_name = "N", default_value_t = 256, value_parser = above_zero)]
+    #[arg(long, env = "BENCH_JOBS", value_name = "N", default_value_t = 256, value_parser = bench::at_least_one::<u64>)]
     jobs: u64,
     /// Worker runtimes in this process
-    #[arg(long, env = "BENCH_WORKERS", value_name = "W", default_value_t = 2, value_parser = above_zero)]
+    #[arg(long, env = "BENCH_WORKERS", value_name = "W", default_value_t = 2, value_parser = bench::at_least_one::<u64>)]
     workers: u64,
     /// Step tasks handled at once per worker
-    #[arg(long, env = "BENCH_CONCURRENCY", value_name = "C", default_value_t = 64, value_parser = above_zero)]
+    #[arg(long, env = "BENCH_CONCURRENCY", value_name = "C", default_value_t = 64, value_parser = bench::at_least_one::<u64>)]
     concurrency: u64,
     /// Lease and message visibility, heartbeat every L/3: 6 as in the tests (a worker's
     /// default is 60, which keeps slow emulator answers from lapsing leases)
-    #[arg(long = "lease-secs", env = "BENCH_LEASE_SECS", value_name = "L", default_value_t = 6, value_parser = above_zero)]
+    #[arg(long = "lease-secs", env = "BENCH_LEASE_SECS", value_name = "L", default_value_t = 6, value_parser = bench::at_least_one::<u64>)]
     lease_secs: u64,
     /// Which phases to run, each on fresh resources
     #[arg(long, env = "BENCH_PHASE", value_name = "P", default_value = "all", value_parser = phases())]
     phase: String,
     /// Give up on a phase after S seconds and report it as unfinished
-    #[arg(long = "timeout-secs", env = "BENCH_TIMEOUT_SECS", value_name = "S", default_value_t = 600, value_parser = above_zero)]
+    #[arg(long = "timeout-secs", env = "BENCH_TIMEOUT_SECS", value_name = "S", default_value_t = 600, value_parser = bench::at_least_one::<u64>)]
     timeout_secs: u64,
     /// Keep the SDK's default retry policy (BENCH_SDK_DEFAULT_RETRIES=1 also does); by
     /// default the bench retries the emulator's spurious 500s up to 10 attempts, so that
     /// emulator faults do not turn into engine recovery
     #[arg(long = "sdk-default-retries", env = "BENCH_SDK_DEFAULT_RETRIES", value_parser = clap::builder::FalseyValueParser::new())]
     sdk_default_retries: bool,
-}
-
-/// A count or a number of seconds: with 0 jobs, workers or slots there is nothing to
-/// measure, a lease of 0 s lapses at once, and a timeout of 0 s ends a phase as it starts.
-fn above_zero(v: &str) -> Result<u64, String> {
-    match v.parse() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err("must be a whole number above 0".into()),
-    }
 }
 
 /// `--phase`'s values come from [`PHASES`], so that a phase added there is accepted and

@@ -484,13 +484,13 @@ async fn wait_terminal(jobs: &engine::Jobs, id: &engine::JobId) -> engine::JobRe
 #[command(name = "export_bench", args_override_self = true)]
 struct Args {
     /// Export jobs measured.
-    #[arg(default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(default_value_t = 10, value_parser = bench::at_least_one::<u64>)]
     jobs: u64,
     /// Tagged servers of the simulated fleet each job installs on.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = bench::at_least_one::<u32>)]
     servers: u32,
     /// Jobs kept in flight (1: one at a time).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = bench::at_least_one::<u64>)]
     concurrent: u64,
     /// After the jobs, seconds the idle worker is measured for.
     #[arg(long, default_value_t = 30)]

@@ -69,7 +69,7 @@ struct Args {
         long,
         value_name = "N",
         default_value_t = 2000,
-        value_parser = at_least_one,
+        value_parser = bench::at_least_one::<usize>,
         allow_negative_numbers = true,
     )]
     jobs: usize,
@@ -88,7 +88,7 @@ struct Args {
         long,
         value_name = "W",
         default_value_t = 1,
-        value_parser = at_least_one,
+        value_parser = bench::at_least_one::<usize>,
         allow_negative_numbers = true,
     )]
     workers: usize,
@@ -97,12 +97,12 @@ struct Args {
         long,
         value_name = "T",
         default_value_t = 2,
-        value_parser = at_least_one,
+        value_parser = bench::at_least_one::<usize>,
         allow_negative_numbers = true,
     )]
     threads: usize,
     /// Each worker's slots (default: WorkerConfig's, 32)
-    #[arg(long, value_name = "C", value_parser = at_least_one, allow_negative_numbers = true)]
+    #[arg(long, value_name = "C", value_parser = bench::at_least_one::<usize>, allow_negative_numbers = true)]
     concurrency: Option<usize>,
     /// How long a task may hold short waits in-process (default: WorkerConfig's, 5; 0: every
     /// wait goes through the task queue): a held wait keeps its slot
@@ -136,7 +136,7 @@ struct Args {
         long = "wake-jobs",
         value_name = "N",
         default_value_t = 200,
-        value_parser = at_least_one,
+        value_parser = bench::at_least_one::<usize>,
         allow_negative_numbers = true,
     )]
     wake_jobs: usize,
@@ -145,7 +145,7 @@ struct Args {
         long = "demo-jobs",
         value_name = "N",
         default_value_t = 20_000,
-        value_parser = at_least_one,
+        value_parser = bench::at_least_one::<usize>,
         allow_negative_numbers = true,
     )]
     demo_jobs: usize,
@@ -205,14 +205,6 @@ enum Workflow {
 /// The saturation curve's offered rates, jobs a minute.
 #[derive(Clone, Debug)]
 struct Rates(Vec<f64>);
-
-/// A count of requests, workers, threads or slots: with none there is nothing to measure.
-fn at_least_one(v: &str) -> Result<usize, String> {
-    match v.parse() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err("must be a whole number, 1 or more".into()),
-    }
-}
 
 /// Seconds, fractions allowed: a time the bench waits or spreads requests over.
 fn secs(v: &str) -> Result<Duration, String> {
