@@ -41,12 +41,6 @@ pub fn pid_cpu_ms(pid: u32) -> Option<f64> {
     Some(t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6)
 }
 
-/// CPU time this process has used so far (every thread, ended ones included), in ms, in
-/// nanoseconds as [`pid_cpu_ms`] reads it.
-pub fn process_cpu_ms() -> f64 {
-    pid_cpu_ms(std::process::id()).unwrap_or(0.0)
-}
-
 /// CPU time of this process's threads whose name (`comm`, at most 15 bytes) starts with
 /// `prefix`, in ms, from the scheduler's nanoseconds. Threads that have exited no longer
 /// count: read it while they run.

@@ -137,7 +137,7 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     proxy.clear_calls();
     let fleet_before = Fleet::global().call_counts();
     let connections_before = proxy.client_connections();
-    let cpu_before = bench::pid_cpu_ms(pid).expect("the worker's CPU clock");
+    let cpu_before = worker_cpu_ms(pid);
 
     let started = Instant::now();
     let mut walls_ms: Vec<f64> = Vec::with_capacity(jobs);
@@ -174,7 +174,7 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
         last = Some(id);
     }
     let elapsed = started.elapsed();
-    let cpu_jobs = bench::pid_cpu_ms(pid).expect("the worker's CPU clock") - cpu_before;
+    let cpu_jobs = worker_cpu_ms(pid) - cpu_before;
     let connections = proxy.client_connections() - connections_before;
     let calls = proxy.calls();
     let fleet_calls = Fleet::global().call_counts();
@@ -183,10 +183,10 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     // First, the SDK's own floor: what one call costs a client that does nothing else.
     let floor =
         tokio::task::block_in_place(|| sdk_floor(&env.sdk, &proxy.url(), &arn, FLOOR_CALLS));
-    let idle_before = bench::pid_cpu_ms(pid).expect("the worker's CPU clock");
+    let idle_before = worker_cpu_ms(pid);
     let idle_calls_before = proxy.calls().len();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let idle_ms = bench::pid_cpu_ms(pid).expect("the worker's CPU clock") - idle_before;
+    let idle_ms = worker_cpu_ms(pid) - idle_before;
     let idle_calls = proxy.calls().len() - idle_calls_before;
     worker.kill();
     let idle_per_s = idle_ms / idle_secs.max(1) as f64;
@@ -453,6 +453,14 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
         .unwrap_or_else(|e| panic!("write {path}: {e}"));
         println!("\nfigures written to {path}");
     }
+}
+
+/// The worker's CPU so far, in ms. Without it there is no figure to print, so a worker that
+/// has exited ends the bench, saying which process it was.
+fn worker_cpu_ms(pid: u32) -> f64 {
+    bench::pid_cpu_ms(pid).unwrap_or_else(|| {
+        panic!("the worker (pid {pid}) exited during the bench: its CPU can no longer be read")
+    })
 }
 
 /// Waits until job `id` is terminal (polling its record every 100 ms, up to 5 minutes).
