@@ -1,8 +1,10 @@
 //! Export benchmark: runs export jobs on the emulator through a `certflow worker` process
 //! whose every AWS call goes through the fault proxy (no faults, just counting), and prints
-//! the AWS calls per successful job by service and operation, the job wall time from
-//! enqueue to SUCCEEDED (p50/p99), the worker process's CPU per job and when idle, and the
-//! same service calls made directly in the same run — the engine's overhead ratio.
+//! the AWS calls per successful job by service and operation (with their mean request
+//! size), the job wall time from enqueue to SUCCEEDED (p50/p99), the worker process's CPU
+//! per job and when idle, and the workflow's service calls made directly by the bench in the
+//! same run, through the same proxy — the engine's overhead ratio in wall time, and in CPU
+//! what those calls cost a client that does nothing else.
 //!
 //! **Keep-alive.** The proxy keeps the worker's connections open whatever the emulator
 //! does (moto answers `Connection: close`; the proxy does not pass that on and opens its
@@ -14,6 +16,12 @@
 //! [`bench::pid_cpu_ms`]) over the measured jobs, per job; then over `--idle-secs` of idleness, per second. The release build's
 //! figure is the one that counts: the bench uses `target/release/certflow` when it exists
 //! (`cargo build --release -p certflow`), else the debug build, and says which.
+//!
+//! Two figures split the CPU per job. The SDK's floor: 1,000 `DescribeCertificate` calls
+//! from a bare client, per call. And the workflow's own calls (the certificate, the secret,
+//! the export, the inventory, the fleet and its command), made once per round by a thread of
+//! the bench with requests of the same sizes: what they cost is the SDK's share of the
+//! job; the rest is the engine's calls (jobs table, task queue) and certflow's own code.
 //!
 //! The install goes to `--servers N` (default 1) servers of the simulated SSM fleet
 //! ([`certflow_tests::fleet`]) tagged for the job; the fleet's SSM calls per job are
@@ -192,10 +200,11 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     let idle_per_s = idle_ms / idle_secs.max(1) as f64;
 
     let mut by_op: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut request_bytes: BTreeMap<(String, String), usize> = BTreeMap::new();
     for c in &calls {
-        *by_op
-            .entry((c.service.clone(), c.operation.clone()))
-            .or_default() += 1;
+        let op = (c.service.clone(), c.operation.clone());
+        *request_bytes.entry(op.clone()).or_default() += c.body.len();
+        *by_op.entry(op).or_default() += 1;
     }
     let receives = by_op
         .get(&("sqs".to_string(), "ReceiveMessage".to_string()))
@@ -215,9 +224,19 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
         "worker: {} ({build} build), every AWS call through the keep-alive fault proxy",
         bin.display()
     );
-    println!("\nAWS calls per successful job, by service and operation:");
+    println!(
+        "\nAWS calls per successful job, by service and operation (and their mean request body):"
+    );
     for ((svc, op), n) in &by_op {
-        println!("  {svc:<16} {op:<24} {:>6.2}", *n as f64 / jobs as f64);
+        let bytes = request_bytes
+            .get(&(svc.clone(), op.clone()))
+            .copied()
+            .unwrap_or(0);
+        println!(
+            "  {svc:<16} {op:<28} {:>6.2}   {:>6} B",
+            *n as f64 / jobs as f64,
+            bytes / (*n).max(1)
+        );
     }
     println!(
         "  total {:.2} per job ({:.2} without ReceiveMessage long polls, which are idle cost)",
@@ -254,114 +273,30 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
         .build()
         .expect("a DescribeInstanceInformation filter");
 
-    // The same service calls, made directly, once per job's worth.
-    let clients = &env.deps.clients;
-    let ssm = &clients.ssm;
-    let direct_started = Instant::now();
-    let rounds = jobs.min(10);
-    for i in 0..rounds {
-        let name = format!(
-            "{}direct-{i}-{}",
-            env.deps.config.secret_prefix,
-            unique("d")
-        );
-        let _ = clients
-            .acm
-            .describe_certificate()
-            .certificate_arn(&arn)
-            .send()
-            .await;
-        let _ = clients
-            .acm
-            .list_tags_for_certificate()
-            .certificate_arn(&arn)
-            .send()
-            .await;
-        // As the export step's first attempt: the target's secret looked for, then
-        // created with its one version.
-        let _ = clients
-            .secrets
-            .describe_secret()
-            .secret_id(&name)
-            .send()
-            .await;
-        let _ = clients
-            .acm
-            .export_certificate()
-            .certificate_arn(&arn)
-            .passphrase(aws_sdk_acm::primitives::Blob::new("passphrase-passphrase"))
-            .send()
-            .await;
-        let _ = clients
-            .secrets
-            .create_secret()
-            .name(&name)
-            .secret_string("{\"passphrase\":\"x\"}")
-            .send()
-            .await;
-        let _ = clients
-            .dynamodb
-            .update_item()
-            .table_name(&env.deps.config.inventory_table)
-            .key("TagKeyValue", AttributeValue::S("direct#x".into()))
-            .key(
-                "CertificateArnCertName",
-                AttributeValue::S(format!("{arn}#{i}")),
+    // The workflow's own service calls, made directly by a thread of this bench through
+    // the same proxy: their wall time is the basis of the overhead ratio, their CPU what
+    // those calls cost a client that does nothing else.
+    let plan = DirectPlan {
+        sdk: env
+            .sdk
+            .to_builder()
+            .stalled_stream_protection(
+                aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
             )
-            .update_expression("SET LastStatus = :s")
-            .expression_attribute_values(":s", AttributeValue::S("EXPORTED".into()))
-            .send()
-            .await;
-        // As the install step: the tag's servers resolved, then one command per batch by
-        // instance id, each waited for with its invocations (as the wait step); after the
-        // last batch the servers are resolved once more (late joiners).
-        let _ = ssm
-            .describe_instance_information()
-            .filters(tag_filter.clone())
-            .send()
-            .await;
-        for ids in batches.values() {
-            let sent = ssm
-                .send_command()
-                .document_name(&env.deps.config.document_name)
-                .set_instance_ids(Some(ids.clone()))
-                .parameters("CertName", vec![format!("direct-{i}")])
-                .parameters("SecretId", vec!["x".into()])
-                .parameters("Region", vec!["us-east-1".into()])
-                .send()
-                .await;
-            if let Some(id) = sent
-                .ok()
-                .and_then(|s| s.command().and_then(|c| c.command_id().map(str::to_string)))
-            {
-                let _ = ssm
-                    .list_command_invocations()
-                    .command_id(&id)
-                    .details(true)
-                    .send()
-                    .await;
-            }
-        }
-        let _ = ssm
-            .describe_instance_information()
-            .filters(tag_filter.clone())
-            .send()
-            .await;
-        let _ = clients
-            .dynamodb
-            .update_item()
-            .table_name(&env.deps.config.inventory_table)
-            .key("TagKeyValue", AttributeValue::S("direct#x".into()))
-            .key(
-                "CertificateArnCertName",
-                AttributeValue::S(format!("{arn}#{i}")),
-            )
-            .update_expression("SET LastStatus = :s")
-            .expression_attribute_values(":s", AttributeValue::S("INSTALLED".into()))
-            .send()
-            .await;
-    }
-    let direct = direct_started.elapsed() / rounds as u32;
+            .build(),
+        url: proxy.url(),
+        arn: arn.clone(),
+        secret_prefix: env.deps.config.secret_prefix.clone(),
+        inventory_table: env.deps.config.inventory_table.clone(),
+        document_name: env.deps.config.document_name.clone(),
+        batches: batches.values().cloned().collect(),
+        tag_filter,
+    };
+    let calls_before_direct = proxy.calls().len();
+    let direct_cpu = tokio::task::block_in_place(|| plan.measure(DIRECT_ROUNDS));
+    let direct_calls =
+        (proxy.calls().len() - calls_before_direct) as f64 / (DIRECT_ROUNDS + 1) as f64;
+    let direct = direct_cpu.wall;
     let mean_ms = walls_ms.iter().sum::<f64>() / jobs as f64;
     let timers_ms = (timers / jobs as u32).as_secs_f64() * 1e3;
     let active_ms = (mean_ms - timers_ms).max(0.0);
@@ -408,9 +343,21 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     );
     let calls_per_job = total_f / jobs as f64;
     println!(
-        "  the AWS SDK's floor                    {floor:>8.3} ms per call ({FLOOR_CALLS} DescribeCertificate calls through the same proxy from a thread of this bench that does nothing else, keep-alive) = {:.2} ms for this job's {calls_per_job:.2} calls; the other {:.2} ms per job are what the job's calls cost beyond that (larger requests and answers), its log, and the engine's and the workflow's own code",
+        "  the AWS SDK's floor                    {floor:>8.3} ms per call ({FLOOR_CALLS} DescribeCertificate calls through the same proxy from a thread of this bench that does nothing else, keep-alive) = {:.2} ms for this job's {calls_per_job:.2} calls",
         floor * calls_per_job,
-        cpu_per_job - floor * calls_per_job
+    );
+    // The job's calls split in two: the workflow's, whose SDK cost the bench measures by
+    // making them itself, and the engine's (jobs table, task queue), which carry the rest.
+    let engine_calls = calls_per_job - direct_calls;
+    let rest = cpu_per_job - direct_cpu.cpu_ms;
+    println!(
+        "  the workflow's calls, made directly    {:>8.2} ms per job ({direct_calls:.2} calls of the same kinds and sizes, from a thread of this bench that does nothing else, through the same proxy: {:.3} ms a call)",
+        direct_cpu.cpu_ms,
+        direct_cpu.cpu_ms / direct_calls.max(1.0)
+    );
+    println!(
+        "  everything else                        {rest:>8.2} ms per job (the engine's {engine_calls:.2} calls — jobs table, task queue — and all of certflow's own code and log: {:.3} ms per engine call)",
+        rest / engine_calls.max(1.0)
     );
     println!(
         "Client connections the worker opened to the proxy during the jobs: {connections} ({:.3} per job; the proxy keeps them alive although moto answers `Connection: close`)",
@@ -441,6 +388,8 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
             "worker_cpu_exact": true,
             "idle_cpu_ms_per_s": idle_per_s,
             "sdk_floor_ms_per_call": floor,
+            "direct_calls_per_job": direct_calls,
+            "direct_cpu_ms_per_job": direct_cpu.cpu_ms,
             "client_connections": connections,
             "wall_ms_p50": p50,
             "wall_ms_p99": p99,
@@ -588,4 +537,199 @@ fn sdk_floor(sdk: &aws_config::SdkConfig, url: &str, arn: &str, n: usize) -> f64
         .expect("the SDK floor's thread")
         .join()
         .expect("the SDK floor's thread ended")
+}
+
+/// Rounds of the workflow's calls made directly (after one warm-up round).
+const DIRECT_ROUNDS: usize = 20;
+
+/// What the direct calls need: one export job's worth of the workflow's service calls, made
+/// by a client that does nothing else.
+struct DirectPlan {
+    /// The SDK settings as the worker's clients have them.
+    sdk: aws_config::SdkConfig,
+    /// The proxy's URL (keep-alive), which every client is pointed at.
+    url: String,
+    arn: String,
+    secret_prefix: String,
+    inventory_table: String,
+    document_name: String,
+    /// The install's batches, as the last job staged them: one command each.
+    batches: Vec<Vec<String>>,
+    tag_filter: aws_sdk_ssm::types::InstanceInformationStringFilter,
+}
+
+/// One round's cost, averaged over the measured rounds.
+struct DirectCost {
+    /// Wall time of one round.
+    wall: Duration,
+    /// CPU of the thread that made the calls (with its runtime and connections), per round.
+    cpu_ms: f64,
+}
+
+impl DirectPlan {
+    /// Runs one warm-up round and `rounds` measured ones on a thread and current-thread
+    /// runtime of their own, whose CPU alone is read; the proxy runs on other threads.
+    fn measure(self, rounds: usize) -> DirectCost {
+        std::thread::Builder::new()
+            .name("direct-calls".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the direct calls");
+                rt.block_on(async {
+                    let clients = self.clients();
+                    self.round(&clients, 0).await;
+                    let cpu_before = bench::threads_cpu_ms("direct-calls");
+                    let started = Instant::now();
+                    for i in 1..=rounds {
+                        self.round(&clients, i).await;
+                    }
+                    DirectCost {
+                        wall: started.elapsed() / rounds as u32,
+                        cpu_ms: (bench::threads_cpu_ms("direct-calls") - cpu_before)
+                            / rounds as f64,
+                    }
+                })
+            })
+            .expect("the direct calls' thread")
+            .join()
+            .expect("the direct calls' thread ended")
+    }
+
+    /// The workflow's clients, pointed at the proxy. Set on each client's own config: the
+    /// shared config's endpoint yields to `AWS_ENDPOINT_URL` (the emulator) in the
+    /// environment.
+    fn clients(&self) -> workflows::aws::Clients {
+        let (sdk, url) = (&self.sdk, self.url.as_str());
+        workflows::aws::Clients {
+            acm: aws_sdk_acm::Client::from_conf(
+                aws_sdk_acm::config::Builder::from(sdk)
+                    .endpoint_url(url)
+                    .build(),
+            ),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::config::Builder::from(sdk)
+                    .endpoint_url(url)
+                    .build(),
+            ),
+            ssm: aws_sdk_ssm::Client::from_conf(
+                aws_sdk_ssm::config::Builder::from(sdk)
+                    .endpoint_url(url)
+                    .build(),
+            ),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(sdk)
+                    .endpoint_url(url)
+                    .build(),
+            ),
+            events: aws_sdk_eventbridge::Client::from_conf(
+                aws_sdk_eventbridge::config::Builder::from(sdk)
+                    .endpoint_url(url)
+                    .build(),
+            ),
+        }
+    }
+
+    /// One export job's worth of the workflow's calls, in the workflow's order, with
+    /// requests and answers of the same size (the exported bundle is what the secret holds).
+    /// Answers are not checked: the calls' cost is the point, not their outcome.
+    async fn round(&self, clients: &workflows::aws::Clients, i: usize) {
+        let name = format!("{}direct-{i}-{}", self.secret_prefix, unique("d"));
+        let arn = &self.arn;
+        let ssm = &clients.ssm;
+        let _ = clients
+            .acm
+            .describe_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await;
+        let _ = clients
+            .acm
+            .list_tags_for_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await;
+        // As the export step's first attempt: the target's secret looked for, then
+        // created with its one version.
+        let _ = clients
+            .secrets
+            .describe_secret()
+            .secret_id(&name)
+            .send()
+            .await;
+        let exported = clients
+            .acm
+            .export_certificate()
+            .certificate_arn(arn)
+            .passphrase(aws_sdk_acm::primitives::Blob::new("passphrase-passphrase"))
+            .send()
+            .await
+            .ok();
+        let bundle = serde_json::json!({
+            "passphrase": "passphrase-passphrase",
+            "certificate": exported.as_ref().and_then(|e| e.certificate()),
+            "certificate_chain": exported.as_ref().and_then(|e| e.certificate_chain()),
+            "private_key": exported.as_ref().and_then(|e| e.private_key()),
+            "certificate_arn": arn,
+        });
+        let _ = clients
+            .secrets
+            .create_secret()
+            .name(&name)
+            .secret_string(bundle.to_string())
+            .send()
+            .await;
+        let inventory = |status: &str| {
+            clients
+                .dynamodb
+                .update_item()
+                .table_name(&self.inventory_table)
+                .key("TagKeyValue", AttributeValue::S("direct#x".into()))
+                .key(
+                    "CertificateArnCertName",
+                    AttributeValue::S(format!("{arn}#{i}")),
+                )
+                .update_expression("SET LastStatus = :s")
+                .expression_attribute_values(":s", AttributeValue::S(status.into()))
+                .send()
+        };
+        let _ = inventory("EXPORTED").await;
+        // As the install step: the tag's servers resolved, then one command per batch by
+        // instance id, each waited for with its invocations (as the wait step); after the
+        // last batch the servers are resolved once more (late joiners).
+        let _ = ssm
+            .describe_instance_information()
+            .filters(self.tag_filter.clone())
+            .send()
+            .await;
+        for ids in &self.batches {
+            let sent = ssm
+                .send_command()
+                .document_name(&self.document_name)
+                .set_instance_ids(Some(ids.clone()))
+                .parameters("CertName", vec![format!("direct-{i}")])
+                .parameters("SecretId", vec![name.clone()])
+                .parameters("Region", vec!["us-east-1".into()])
+                .send()
+                .await;
+            if let Some(id) = sent
+                .ok()
+                .and_then(|s| s.command().and_then(|c| c.command_id().map(str::to_string)))
+            {
+                let _ = ssm
+                    .list_command_invocations()
+                    .command_id(&id)
+                    .details(true)
+                    .send()
+                    .await;
+            }
+        }
+        let _ = ssm
+            .describe_instance_information()
+            .filters(self.tag_filter.clone())
+            .send()
+            .await;
+        let _ = inventory("INSTALLED").await;
+    }
 }

@@ -86,6 +86,13 @@ pub struct Export {
     /// The AWS SDK's own CPU per call, measured by the bench alone (absent in older runs).
     #[serde(default)]
     pub sdk_floor_ms_per_call: Option<f64>,
+    /// The workflow's own calls per job, as the bench made them itself (absent in older
+    /// runs).
+    #[serde(default)]
+    pub direct_calls_per_job: Option<f64>,
+    /// What those calls cost the bench's bare client in CPU, per job (absent in older runs).
+    #[serde(default)]
+    pub direct_cpu_ms_per_job: Option<f64>,
     #[serde(default)]
     pub client_connections: u64,
     pub wall_ms_p50: f64,

@@ -439,7 +439,7 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
         ],
         vec![
             format!(
-                "worker CPU per export job, all its calls included (keep-alive connections; {}; {}{}){}",
+                "worker CPU per export job, all its calls included (keep-alive connections; {}; {}{}){}{}",
                 match export.worker_runtime_threads {
                     Some(1) => "one runtime thread".to_string(),
                     Some(n) => format!("{n} runtime threads"),
@@ -464,6 +464,16 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
                         num(export.calls_per_job_total, 2)
                     ),
                     None => String::new(),
+                },
+                match (export.direct_calls_per_job, export.direct_cpu_ms_per_job) {
+                    (Some(calls), Some(cpu)) => format!(
+                        "; the workflow's {} calls cost a bare client {} ms, so the engine's {} calls and all of certflow's own code take the other {} ms",
+                        num(calls, 2),
+                        num(cpu, 2),
+                        num(export.calls_per_job_total - calls, 2),
+                        num(export.worker_cpu_ms_per_job - cpu, 2)
+                    ),
+                    _ => String::new(),
                 }
             ),
             format!("{} ms", num(export.worker_cpu_ms_per_job, 2)),
