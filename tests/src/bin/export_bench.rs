@@ -196,6 +196,11 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
     let idle_ms = worker_cpu_ms(pid) - idle_before;
     let idle_calls = proxy.calls().len() - idle_calls_before;
+    // The engine alone, on the same worker and backends: jobs whose steps make no call.
+    let engine_alone = match args.engine_jobs {
+        0 => None,
+        n => Some(engine_alone(&env, &proxy, &tasks, pid, n as usize).await),
+    };
     worker.kill();
     let idle_per_s = idle_ms / idle_secs.max(1) as f64;
 
@@ -359,6 +364,16 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
         "  everything else                        {rest:>8.2} ms per job (the engine's {engine_calls:.2} calls — jobs table, task queue — and all of certflow's own code and log: {:.3} ms per engine call)",
         rest / engine_calls.max(1.0)
     );
+    if let Some(e) = &engine_alone {
+        println!(
+            "  the engine alone                       {:>8.2} ms per job ({} `demo` jobs whose four steps make no call, on the same worker: the jobs table and task queue only, {:.2} calls per job: {}; {:.3} ms a call)",
+            e.cpu_ms_per_job,
+            e.jobs,
+            e.calls_per_job,
+            e.calls_by_op,
+            e.cpu_ms_per_job / e.calls_per_job.max(1.0)
+        );
+    }
     println!(
         "Client connections the worker opened to the proxy during the jobs: {connections} ({:.3} per job; the proxy keeps them alive although moto answers `Connection: close`)",
         connections as f64 / jobs as f64
@@ -390,6 +405,8 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
             "sdk_floor_ms_per_call": floor,
             "direct_calls_per_job": direct_calls,
             "direct_cpu_ms_per_job": direct_cpu.cpu_ms,
+            "engine_alone_cpu_ms_per_job": engine_alone.as_ref().map(|e| e.cpu_ms_per_job),
+            "engine_alone_calls_per_job": engine_alone.as_ref().map(|e| e.calls_per_job),
             "client_connections": connections,
             "wall_ms_p50": p50,
             "wall_ms_p99": p99,
@@ -463,6 +480,10 @@ struct Args {
     /// and the bench discards them.
     #[arg(long, default_value = "info")]
     log: String,
+    /// `demo` jobs run after the idle time to measure the engine alone on the same worker
+    /// (0: none).
+    #[arg(long, default_value_t = 20)]
+    engine_jobs: u64,
     /// The certflow binary (default: target/release/certflow if built, else
     /// target/debug/certflow).
     #[arg(long)]
@@ -731,5 +752,78 @@ impl DirectPlan {
             .send()
             .await;
         let _ = inventory("INSTALLED").await;
+    }
+}
+
+/// The engine's own cost on the real backends: CPU and calls per `demo` job.
+struct EngineAlone {
+    jobs: usize,
+    cpu_ms_per_job: f64,
+    calls_per_job: f64,
+    /// The calls per job by operation, for the printout.
+    calls_by_op: String,
+}
+
+/// Runs `n` `demo` jobs (after one not counted) through the worker with pid `pid` over the
+/// bench's task queue `tasks`, one at a time. The demo workflow's steps make no AWS call,
+/// so what the worker spends on them is the engine's: its calls to the jobs table and task
+/// queue (through `proxy`, counted), and its own code. The bench creates the jobs directly
+/// on the emulator, outside the proxy.
+async fn engine_alone(
+    env: &Env,
+    proxy: &FaultProxy,
+    tasks: &str,
+    pid: u32,
+    n: usize,
+) -> EngineAlone {
+    use std::sync::Arc;
+    use workflows::demo::{DemoState, NAME};
+    let queue =
+        engine::backend::sqs::SqsTaskQueue::connect(aws_sdk_sqs::Client::new(&env.sdk), tasks)
+            .await
+            .expect("the bench's task queue");
+    let jobs = engine::Jobs::new(
+        Arc::new(engine::backend::dynamodb::DynamoJobStore::new(
+            aws_sdk_dynamodb::Client::new(&env.sdk),
+            &env.table,
+        )),
+        Arc::new(queue),
+        workflows::registry(env.deps.clone()),
+        Arc::new(engine::SystemClock),
+    );
+    let run = |i: usize| {
+        let jobs = &jobs;
+        async move {
+            let state = DemoState {
+                label: format!("bench-{i}"),
+                ..DemoState::default()
+            };
+            let new = engine::NewJob::new(NAME, None, &state).expect("a demo job");
+            let created = jobs.create(new).await.expect("demo job created");
+            let rec = wait_terminal(jobs, &created.record.job_id).await;
+            assert_eq!(rec.status, JobStatus::Succeeded, "{:?}", rec.last_error);
+        }
+    };
+    run(n).await;
+    proxy.clear_calls();
+    let before = worker_cpu_ms(pid);
+    for i in 0..n {
+        run(i).await;
+    }
+    let cpu = worker_cpu_ms(pid) - before;
+    let calls = proxy.calls();
+    let mut by_op: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &calls {
+        *by_op.entry(c.operation.as_str()).or_default() += 1;
+    }
+    EngineAlone {
+        jobs: n,
+        cpu_ms_per_job: cpu / n as f64,
+        calls_per_job: calls.len() as f64 / n as f64,
+        calls_by_op: by_op
+            .iter()
+            .map(|(op, k)| format!("{op} {:.2}", *k as f64 / n as f64))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }

@@ -93,6 +93,13 @@ pub struct Export {
     /// What those calls cost the bench's bare client in CPU, per job (absent in older runs).
     #[serde(default)]
     pub direct_cpu_ms_per_job: Option<f64>,
+    /// The worker's CPU per `demo` job, whose steps make no call: the engine alone on the
+    /// real backends (absent in older runs).
+    #[serde(default)]
+    pub engine_alone_cpu_ms_per_job: Option<f64>,
+    /// The calls of such a job (jobs table, task queue).
+    #[serde(default)]
+    pub engine_alone_calls_per_job: Option<f64>,
     #[serde(default)]
     pub client_connections: u64,
     pub wall_ms_p50: f64,

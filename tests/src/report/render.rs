@@ -439,7 +439,7 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
         ],
         vec![
             format!(
-                "worker CPU per export job, all its calls included (keep-alive connections; {}; {}{}){}{}",
+                "worker CPU per export job, all its calls included (keep-alive connections; {}; {}{}){}{}{}",
                 match export.worker_runtime_threads {
                     Some(1) => "one runtime thread".to_string(),
                     Some(n) => format!("{n} runtime threads"),
@@ -472,6 +472,14 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
                         num(cpu, 2),
                         num(export.calls_per_job_total - calls, 2),
                         num(export.worker_cpu_ms_per_job - cpu, 2)
+                    ),
+                    _ => String::new(),
+                },
+                match (export.engine_alone_calls_per_job, export.engine_alone_cpu_ms_per_job) {
+                    (Some(calls), Some(cpu)) => format!(
+                        "; a job whose steps make no call costs the same worker {} ms for its {} calls",
+                        num(cpu, 2),
+                        num(calls, 2)
                     ),
                     _ => String::new(),
                 }
