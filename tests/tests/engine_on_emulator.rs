@@ -1,6 +1,7 @@
 //! The engine against the AWS emulator, through the real SDK on loopback: multi-step jobs
 //! with timers and retries, terminal errors, duplicate tasks, two workers sharing work, a
-//! worker killed mid-step, cancel and retry, and bad task messages.
+//! worker killed mid-step, cancel and retry, bad task messages, and a long poll that
+//! outlasts the client's attempt timeout.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -490,5 +491,69 @@ async fn bad_task_messages_are_dead_lettered_and_the_worker_goes_on() {
             .count(),
         2,
         "{reasons:?}"
+    );
+}
+
+/// A receive that waits longer than its client's attempt timeout is not cut short: it
+/// returns nothing once the wait is over on an empty queue, and the message that arrives
+/// during the wait — not a timeout error. A receive that does not wait answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_outlasts_the_clients_attempt_timeout() {
+    use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
+    use std::time::Instant;
+
+    let env = certflow_tests::certflow::Env::new().await;
+    let name = certflow_tests::unique("long-poll");
+    create_queue_with_dlq(
+        &aws_sdk_sqs::Client::new(&env.sdk),
+        &name,
+        Duration::from_secs(30),
+        5,
+    )
+    .await
+    .expect("queue created");
+    // Timeouts for ordinary calls, far shorter than the waits below.
+    let conf = aws_sdk_sqs::config::Builder::from(&env.sdk)
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(1))
+                .operation_timeout(Duration::from_secs(2))
+                .build(),
+        )
+        .build();
+    let queue = SqsTaskQueue::connect(aws_sdk_sqs::Client::from_conf(conf), &name)
+        .await
+        .expect("queue found");
+    let visibility = Duration::from_secs(30);
+
+    let got = queue.receive(1, Duration::ZERO, visibility).await;
+    assert!(matches!(&got, Ok(v) if v.is_empty()), "{got:?}");
+
+    let started_wait = Instant::now();
+    let got = queue.receive(1, Duration::from_secs(3), visibility).await;
+    assert!(
+        matches!(&got, Ok(v) if v.is_empty()),
+        "a 3 s long poll on an empty queue, 1 s attempt timeout: {got:?}"
+    );
+    assert!(
+        started_wait.elapsed() >= Duration::from_millis(2500),
+        "the receive waited: {:?}",
+        started_wait.elapsed()
+    );
+
+    // A message sent 1.5 s into a 4 s wait: past the attempt timeout, it still arrives.
+    let sender = queue.clone();
+    let send = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sender.send("late", Duration::ZERO, &[]).await
+    });
+    let got = queue
+        .receive(1, Duration::from_secs(4), visibility)
+        .await
+        .expect("the long poll answers, not a timeout");
+    send.await.expect("sender").expect("message sent");
+    assert_eq!(
+        got.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(),
+        ["late"]
     );
 }
