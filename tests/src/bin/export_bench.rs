@@ -17,11 +17,13 @@
 //! figure is the one that counts: the bench uses `target/release/certflow` when it exists
 //! (`cargo build --release -p certflow`), else the debug build, and says which.
 //!
-//! Two figures split the CPU per job. The SDK's floor: 1,000 `DescribeCertificate` calls
-//! from a bare client, per call. And the workflow's own calls (the certificate, the secret,
+//! Three figures split the CPU per job. The SDK's floor: 1,000 `DescribeCertificate` calls
+//! from a bare client, per call. The workflow's own calls (the certificate, the secret,
 //! the export, the inventory, the fleet and its command), made once per round by a thread of
 //! the bench with requests of the same sizes: what they cost is the SDK's share of the
 //! job; the rest is the engine's calls (jobs table, task queue) and certflow's own code.
+//! And the engine alone (`--engine-jobs`): `demo` jobs, whose steps make no call, through
+//! the same worker.
 //!
 //! The install goes to `--servers N` (default 1) servers of the simulated SSM fleet
 //! ([`certflow_tests::fleet`]) tagged for the job; the fleet's SSM calls per job are
