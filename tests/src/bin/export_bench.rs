@@ -192,7 +192,16 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     // Idle: the worker long-polls its three queues and nothing else happens.
     // First, the SDK's own floor: what one call costs a client that does nothing else.
     let floor =
-        tokio::task::block_in_place(|| sdk_floor(&env.sdk, &proxy.url(), &arn, FLOOR_CALLS));
+        tokio::task::block_in_place(|| sdk_floor(&env.sdk, &proxy.url(), &arn, FLOOR_CALLS, None));
+    let rested_floor = tokio::task::block_in_place(|| {
+        sdk_floor(
+            &env.sdk,
+            &proxy.url(),
+            &arn,
+            RESTED_FLOOR_CALLS,
+            Some(FLOOR_REST),
+        )
+    });
     let idle_before = worker_cpu_ms(pid);
     let idle_calls_before = proxy.calls().len();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
@@ -350,8 +359,13 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
     );
     let calls_per_job = total_f / jobs as f64;
     println!(
-        "  the AWS SDK's floor                    {floor:>8.3} ms per call ({FLOOR_CALLS} DescribeCertificate calls through the same proxy from a thread of this bench that does nothing else, keep-alive) = {:.2} ms for this job's {calls_per_job:.2} calls",
+        "  the AWS SDK's floor                    {floor:>8.3} ms per call ({FLOOR_CALLS} DescribeCertificate calls back-to-back through the same proxy from a thread of this bench that does nothing else, keep-alive) = {:.2} ms for this job's {calls_per_job:.2} calls",
         floor * calls_per_job,
+    );
+    println!(
+        "    after a rest                         {rested_floor:>8.3} ms per call ({RESTED_FLOOR_CALLS} of the same calls, each after the thread slept {} ms, as most of a lone job's calls come: caches and clock gone cold) = {:.2} ms for this job's calls",
+        FLOOR_REST.as_millis(),
+        rested_floor * calls_per_job,
     );
     // The job's calls split in two: the workflow's, whose SDK cost the bench measures by
     // making them itself, and the engine's (jobs table, task queue), which carry the rest.
@@ -405,6 +419,8 @@ async fn run(args: Args, bin: PathBuf, build: &'static str) {
             "worker_cpu_exact": true,
             "idle_cpu_ms_per_s": idle_per_s,
             "sdk_floor_ms_per_call": floor,
+            "sdk_rested_floor_ms_per_call": rested_floor,
+            "sdk_floor_rest_ms": FLOOR_REST.as_millis() as u64,
             "direct_calls_per_job": direct_calls,
             "direct_cpu_ms_per_job": direct_cpu.cpu_ms,
             "engine_alone_cpu_ms_per_job": engine_alone.as_ref().map(|e| e.cpu_ms_per_job),
@@ -517,10 +533,28 @@ fn runtime_threads(v: &str) -> Result<RuntimeThreads, String> {
 /// Calls the SDK floor is measured over: a few hundred ms of CPU, steady from run to run.
 const FLOOR_CALLS: usize = 1_000;
 
+/// Calls the rested floor is measured over, each after [`FLOOR_REST`] asleep.
+const RESTED_FLOOR_CALLS: usize = 60;
+
+/// How long the floor's thread sleeps before each call of the rested floor: longer than a
+/// call's round trip to the emulator, shorter than the gaps of a job's timers and long
+/// polls. After that long, the same call costs this machine's CPU two to three times as
+/// much as back-to-back (caches and clock gone cold): a worker with one job at a time
+/// makes most of its calls after such a rest.
+const FLOOR_REST: Duration = Duration::from_millis(200);
+
 /// The AWS SDK's CPU per call, in ms: `n` `DescribeCertificate` calls through the proxy
 /// at `url` (keep-alive), one after another on a thread and runtime of their own, whose
-/// CPU alone is measured — the proxy and everything else run on other threads.
-fn sdk_floor(sdk: &aws_config::SdkConfig, url: &str, arn: &str, n: usize) -> f64 {
+/// CPU alone is measured — the proxy and everything else run on other threads. With
+/// `rest`, the thread sleeps that long before each call (a plain sleep: nothing else
+/// runs on the thread, so nothing but the call is counted).
+fn sdk_floor(
+    sdk: &aws_config::SdkConfig,
+    url: &str,
+    arn: &str,
+    n: usize,
+    rest: Option<Duration>,
+) -> f64 {
     let conf = aws_sdk_acm::config::Builder::from(sdk)
         .endpoint_url(url)
         // As the worker configures its clients (workers/src/aws.rs).
@@ -546,15 +580,20 @@ fn sdk_floor(sdk: &aws_config::SdkConfig, url: &str, arn: &str, n: usize) -> f64
                         .await
                         .expect("DescribeCertificate");
                 }
-                let before = bench::threads_cpu_ms("sdk-floor");
+                let mut cpu = 0.0;
                 for _ in 0..n {
+                    if let Some(rest) = rest {
+                        std::thread::sleep(rest);
+                    }
+                    let before = bench::this_thread_cpu_ms();
                     acm.describe_certificate()
                         .certificate_arn(&arn)
                         .send()
                         .await
                         .expect("DescribeCertificate");
+                    cpu += bench::this_thread_cpu_ms() - before;
                 }
-                (bench::threads_cpu_ms("sdk-floor") - before) / n as f64
+                cpu / n as f64
             })
         })
         .expect("the SDK floor's thread")

@@ -86,6 +86,13 @@ pub struct Export {
     /// The AWS SDK's own CPU per call, measured by the bench alone (absent in older runs).
     #[serde(default)]
     pub sdk_floor_ms_per_call: Option<f64>,
+    /// The same call's CPU when its thread slept [`Self::sdk_floor_rest_ms`] before it
+    /// (absent in older runs).
+    #[serde(default)]
+    pub sdk_rested_floor_ms_per_call: Option<f64>,
+    /// How long that rest was, in ms.
+    #[serde(default)]
+    pub sdk_floor_rest_ms: Option<u64>,
     /// The workflow's own calls per job, as the bench made them itself (absent in older
     /// runs).
     #[serde(default)]

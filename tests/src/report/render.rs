@@ -456,14 +456,25 @@ pub fn markdown(inputs: &Inputs, img_rel: &str) -> String {
                 } else {
                     ""
                 },
-                match export.sdk_floor_ms_per_call {
-                    Some(floor) => format!(
+                match (
+                    export.sdk_floor_ms_per_call,
+                    export.sdk_rested_floor_ms_per_call.zip(export.sdk_floor_rest_ms),
+                ) {
+                    (Some(floor), Some((rested, rest_ms))) => format!(
+                        "; the AWS SDK alone costs {} ms a call back-to-back and {} ms a call after its thread slept {rest_ms} ms, as a lone job's calls mostly come (caches and clock gone cold): {} to {} ms for the job's {} calls",
+                        num(floor, 3),
+                        num(rested, 3),
+                        num(floor * export.calls_per_job_total, 2),
+                        num(rested * export.calls_per_job_total, 2),
+                        num(export.calls_per_job_total, 2)
+                    ),
+                    (Some(floor), None) => format!(
                         "; the AWS SDK alone costs {} ms a call, {} ms for the job's {} calls",
                         num(floor, 3),
                         num(floor * export.calls_per_job_total, 2),
                         num(export.calls_per_job_total, 2)
                     ),
-                    None => String::new(),
+                    (None, _) => String::new(),
                 },
                 match (export.direct_calls_per_job, export.direct_cpu_ms_per_job) {
                     (Some(calls), Some(cpu)) => format!(

@@ -196,10 +196,11 @@ fn the_page_renders_from_the_samples() {
         ),
         "{md}"
     );
-    // The CPU split: the SDK's floor (0.2 ms × 18 calls), and the workflow's 11 calls as
-    // a bare client made them (2.5 ms), leaving 7 engine calls and the code 2.0 ms.
+    // The CPU split: the SDK's floor back-to-back and rested (0.2 and 0.5 ms × 18 calls),
+    // and the workflow's 11 calls as a bare client made them (2.5 ms), leaving 7 engine
+    // calls and the code 2.0 ms.
     assert!(
-        md.contains("the AWS SDK alone costs 0.200 ms a call, 3.60 ms for the job's 18.00 calls; the workflow's 11.00 calls cost a bare client 2.50 ms, so the engine's 7.00 calls and all of certflow's own code take the other 2.00 ms; a job whose steps make no call costs the same worker 1.80 ms for its 4.00 calls"),
+        md.contains("the AWS SDK alone costs 0.200 ms a call back-to-back and 0.500 ms a call after its thread slept 200 ms, as a lone job's calls mostly come (caches and clock gone cold): 3.60 to 9.00 ms for the job's 18.00 calls; the workflow's 11.00 calls cost a bare client 2.50 ms, so the engine's 7.00 calls and all of certflow's own code take the other 2.00 ms; a job whose steps make no call costs the same worker 1.80 ms for its 4.00 calls"),
         "{md}"
     );
     assert!(md.contains("| worker log | info, JSON | warn |"), "{md}");
