@@ -18,7 +18,9 @@
 //! (`cargo build --release -p certflow`), else the debug build, and says which.
 //!
 //! Three figures split the CPU per job. The SDK's floor: 1,000 `DescribeCertificate` calls
-//! from a bare client, per call. The workflow's own calls (the certificate, the secret,
+//! from a bare client, per call, back-to-back, and 60 more each after the client's thread
+//! slept 200 ms (on a VM the same call costs two to three times as much after a rest, and
+//! a lone job's calls mostly come after one). The workflow's own calls (the certificate, the secret,
 //! the export, the inventory, the fleet and its command), made once per round by a thread of
 //! the bench with requests of the same sizes: what they cost is the SDK's share of the
 //! job; the rest is the engine's calls (jobs table, task queue) and certflow's own code.
