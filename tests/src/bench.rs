@@ -42,7 +42,8 @@ pub fn pid_cpu_ms(pid: u32) -> Option<f64> {
 }
 
 /// CPU time of the calling thread so far, in ms (`CLOCK_THREAD_CPUTIME_ID`: one system
-/// call, cheap enough to read around a single AWS call).
+/// call, cheap enough to read around a single AWS call). A clock that cannot be read ends
+/// the bench rather than print a cost of zero.
 pub fn this_thread_cpu_ms() -> f64 {
     let mut t = libc::timespec {
         tv_sec: 0,
@@ -50,7 +51,10 @@ pub fn this_thread_cpu_ms() -> f64 {
     };
     // SAFETY: `t` is a valid place for the time; the call only writes it.
     if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
-        return 0.0;
+        panic!(
+            "this thread's CPU clock cannot be read: {}",
+            std::io::Error::last_os_error()
+        );
     }
     t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
 }

@@ -502,10 +502,10 @@ async fn a_long_poll_outlasts_the_clients_attempt_timeout() {
     use engine::backend::sqs::{create_queue_with_dlq, SqsTaskQueue};
     use std::time::Instant;
 
-    let env = certflow_tests::certflow::Env::new().await;
+    let sdk = certflow_tests::emulator().await;
     let name = certflow_tests::unique("long-poll");
     create_queue_with_dlq(
-        &aws_sdk_sqs::Client::new(&env.sdk),
+        &aws_sdk_sqs::Client::new(&sdk),
         &name,
         Duration::from_secs(30),
         5,
@@ -513,7 +513,7 @@ async fn a_long_poll_outlasts_the_clients_attempt_timeout() {
     .await
     .expect("queue created");
     // Timeouts for ordinary calls, far shorter than the waits below.
-    let conf = aws_sdk_sqs::config::Builder::from(&env.sdk)
+    let conf = aws_sdk_sqs::config::Builder::from(&sdk)
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .operation_attempt_timeout(Duration::from_secs(1))

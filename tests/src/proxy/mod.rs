@@ -76,6 +76,11 @@
 //! shapes the errors the proxy gives in a service's place; `ssm` rewrites SSM answers;
 //! `transactions` is the DynamoDB transaction isolator.
 
+// The proxy sits between the worker and the emulator in every fault test and bench: a
+// panic in it would look like a network fault and mislead the test, so outside its own
+// unit tests it has no `unwrap`/`expect`, as the worker crates have none.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod answers;
 mod faults;
 mod route;
